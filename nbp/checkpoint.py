@@ -1,0 +1,105 @@
+"""nbp's own model files: one safetensors file holding the weights and, in its metadata, the config.
+
+`save_model(model, path)` writes atomically (temporary file, then rename); `load_model(path)` rebuilds the
+model from the stored config, so any preset or custom architecture reloads with one call.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from nbp.config import from_dict, to_dict
+
+FORMAT = "nbp"
+
+
+class CheckpointError(ValueError):
+    """A file that is missing, not a checkpoint of the expected kind, or does not fit the architecture."""
+
+
+def _registry() -> dict[str, type]:
+    from nbp.models.tokenizer import VideoTokenizer
+
+    return {cls.kind: cls for cls in (VideoTokenizer,)}
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call `write(tmp_path)`, then rename into place, so a crash never leaves a half-written `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_model(model: torch.nn.Module, path: str | Path) -> Path:
+    """Write `model`'s weights and config (`model.config`, a dataclass) to one safetensors file."""
+    metadata = {"format": FORMAT, "kind": model.kind, "config": json.dumps(to_dict(model.config))}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return Path(path)
+
+
+def is_nbp_file(path: str | Path) -> bool:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("format") == FORMAT
+    except (SafetensorError, OSError, ValueError):
+        return False
+
+
+def read_metadata(path: str | Path) -> dict:
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}
+
+
+def load_model(path: str | Path, kind: str | None = None, device="cpu", **config_overrides) -> torch.nn.Module:
+    """Rebuild a model saved by `save_model`; `kind` ("tokenizer", ...) checks what the file holds."""
+    path = require_file(path)
+    if not is_nbp_file(path):
+        raise CheckpointError(f"{path} is not an nbp model file (safetensors with nbp metadata)")
+    meta = read_metadata(path)
+    if kind is not None and meta.get("kind") != kind:
+        raise CheckpointError(f"{path} holds a {meta.get('kind')!r} model, not a {kind!r}")
+    cls = _registry()[meta["kind"]]
+    config = from_dict(cls.config_class, {**json.loads(meta["config"]), **config_overrides})
+    model = cls(config)
+    load_state_dict_strict(model, load_file(str(path)), source=path)
+    return model.to(device).eval()
+
+
+def require_file(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist" + (" (it is a directory)" if path.is_dir() else ""))
+    return path
+
+
+def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source) -> None:
+    """Load all of `state` into `model`, or say which keys and shapes do not fit."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+             for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (first: {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (first: {', '.join(unexpected[:3])})")
+        if wrong:
+            parts.append(f"{len(wrong)} shape mismatches (first: {'; '.join(wrong[:3])})")
+        raise CheckpointError(f"{source} does not match the {type(model).__name__} architecture: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)

@@ -1,0 +1,34 @@
+"""Finite scalar quantization (FSQ) with the bound of the official NBP checkpoints as an option.
+
+vector-quantize-pytorch's FSQ bounds each channel with `tanh(z + atanh(offset / half_l)) * half_l - offset`
+where `half_l = (L - 1) * (1 + eps) / 2`. The official NBP tokenizer used `tan` instead of `atanh` and
+`(1 - eps)` instead of `(1 + eps)`, which moves about 2% of the indices; checkpoints trained with it
+need it back. Everything else (index packing, codes <-> indices) is vector-quantize-pytorch's.
+"""
+from __future__ import annotations
+
+import torch
+from vector_quantize_pytorch import FSQ
+from vector_quantize_pytorch.finite_scalar_quantization import round_ste
+
+BOUNDS = ("standard", "official")
+
+
+class BoundedFSQ(FSQ):
+    """FSQ whose bound is `"standard"` (vector-quantize-pytorch) or `"official"` (NBP's release)."""
+
+    def __init__(self, levels: list[int], bound: str = "standard", eps: float = 1e-3):
+        if bound not in BOUNDS:
+            raise ValueError(f"fsq_bound must be one of {BOUNDS}, got {bound!r}")
+        super().__init__(levels=list(levels), channel_first=True)
+        self.bound_mode = bound
+        self.eps = eps
+
+    def bound(self, z: torch.Tensor, eps: float = 1e-3, hard_clamp: bool = False) -> torch.Tensor:
+        if self.bound_mode == "standard":
+            return super().bound(z, eps=self.eps, hard_clamp=hard_clamp)
+        half_l = (self._levels - 1) * (1 - self.eps) / 2
+        offset = torch.where(self._levels % 2 == 0, 0.5, 0.0)
+        shift = torch.tan(offset / half_l)
+        bounded = torch.tanh(z + shift) * half_l - offset
+        return round_ste(bounded) / (self._levels // 2)

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install nbp and its pinned dependencies into .venv (created if missing).
+#   bash setup.sh               # runtime
+#   bash setup.sh --dev         # + test tools
+#   bash setup.sh --keep-torch  # into the already active environment, leaving its torch alone
+set -euo pipefail
+cd "$(dirname "$0")"
+
+dev=0 keep_torch=0
+for arg in "$@"; do
+  case "$arg" in
+    --dev) dev=1 ;;
+    --keep-torch) keep_torch=1 ;;
+    -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option $arg (use --dev, --keep-torch)" >&2; exit 2 ;;
+  esac
+done
+
+if [ "$keep_torch" = 1 ]; then
+  python=$(command -v python)
+  "$python" -c "import torch" 2>/dev/null || { echo "setup.sh --keep-torch: the active python has no torch" >&2; exit 1; }
+  requirements=$(mktemp)
+  grep -v '^torch==' requirements.txt > "$requirements"
+else
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  python=.venv/bin/python
+  requirements=requirements.txt
+fi
+
+"$python" -m pip install --quiet --upgrade pip
+"$python" -m pip install --quiet -r "$requirements"
+[ "$dev" = 1 ] && "$python" -m pip install --quiet -r requirements-dev.txt
+"$python" -m pip install --quiet --no-deps -e .
+echo "nbp installed in $("$python" -c 'import sys; print(sys.prefix)'); run: $(dirname "$python")/nbp --help"
