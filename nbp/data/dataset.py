@@ -127,23 +127,27 @@ class VideoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.entries)
 
-    def window_start(self, info: VideoInfo) -> int:
+    def window_start(self, info: VideoInfo, draw: int | None = None) -> int:
         free = max(0, info.frames - clip_span(info.fps, self.sequence_length, self.fps))
-        return random.randint(0, free) if self.sampling == "random" else free // 2
+        if self.sampling == "centre":
+            return free // 2
+        return random.randint(0, free) if draw is None else random.Random(draw).randint(0, free)
 
-    def load_clip(self, index: int) -> dict:
+    def load_clip(self, index: int, draw: int | None = None) -> dict:
         entry, info = self.entries[index], self.infos[index]
-        indices = clip_indices(info.frames, info.fps, self.sequence_length, self.fps, self.window_start(info))
+        indices = clip_indices(info.frames, info.fps, self.sequence_length, self.fps, self.window_start(info, draw))
         frames = read_frames(entry.path, indices, self.resolution, self.resize, threads=self.decode_threads)
         video = torch.from_numpy(frames).permute(3, 0, 1, 2).float().div_(255)  # (T, H, W, 3) -> (3, T, H, W)
         return {"video": video, "label": self.class_to_index[entry.class_name], "class_name": entry.class_name,
                 "path": str(entry.path)}
 
-    def __getitem__(self, index: int) -> dict | None:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict | None:
+        """`dataset[i]`, or `dataset[(i, draw)]` whose random window follows from `draw` (reproducible)."""
+        index, draw = key if isinstance(key, tuple) else (key, None)
         for attempt in range(len(self)):
             candidate = (index + attempt) % len(self)
             try:
-                return self.load_clip(candidate)
+                return self.load_clip(candidate, draw)
             except VideoError as error:
                 path = str(self.entries[candidate].path)
                 if path not in self.skipped:

@@ -1,0 +1,1 @@
+"""Training: Lightning systems (losses and optimizers) and the runner shared by the tokenizer and the LM."""

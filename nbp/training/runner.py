@@ -1,0 +1,129 @@
+"""What every training run shares: atomic keep-last-k checkpoints, resume from the latest, the Trainer.
+
+Runs are counted in batches (`system.batches_seen`, saved in the checkpoint), not Lightning's global_step
+(which counts optimizer steps: two per batch for a GAN). The data stream restarts exactly at the saved batch
+through `ResumableSampler`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
+
+from nbp.data.sampler import ResumableSampler
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = re.compile(r"step_(\d{8})\.ckpt$")
+
+
+def checkpoints(folder: Path) -> list[Path]:
+    """Complete checkpoints in `folder`, oldest first (temporary names are not matched)."""
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if CHECKPOINT.search(p.name)), key=lambda p: p.name)
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    found = checkpoints(folder)
+    return found[-1] if found else None
+
+
+class AtomicCheckpoint(L.Callback):
+    """Every `every` batches and at the end: write `step_NNNNNNNN.ckpt` under a temporary name, rename it, and
+    keep only the newest `keep_last`."""
+
+    def __init__(self, folder: Path, every: int, keep_last: int = 3):
+        self.folder, self.every, self.keep_last = Path(folder), every, keep_last
+        self.last_saved = -1
+
+    def on_train_batch_end(self, trainer, system, outputs, batch, batch_idx) -> None:
+        step = int(system.batches_seen)
+        if self.every > 0 and step % self.every == 0:
+            self.save(trainer, step)
+
+    def on_train_end(self, trainer, system) -> None:
+        self.save(trainer, int(system.batches_seen))
+
+    def save(self, trainer: L.Trainer, step: int) -> None:
+        if step == self.last_saved or step == 0:
+            return
+        final = self.folder / f"step_{step:08d}.ckpt"
+        temporary = self.folder / f".step_{step:08d}.ckpt.tmp"
+        if trainer.is_global_zero:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(temporary)  # a file, or a folder under DeepSpeed
+        trainer.strategy.barrier()
+        if trainer.is_global_zero:
+            os.replace(temporary, final)
+            for old in checkpoints(self.folder)[: -self.keep_last]:
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
+        self.last_saved = step
+
+
+class StopAfter(L.Callback):
+    """Stop when the system has seen `steps` batches (Lightning's max_steps counts optimizer steps)."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def on_train_start(self, trainer, system) -> None:
+        if int(system.batches_seen) >= self.steps:  # resumed from the final checkpoint: nothing left to do
+            trainer.should_stop = True
+
+    def on_train_batch_end(self, trainer, system, outputs, batch, batch_idx) -> None:
+        if int(system.batches_seen) >= self.steps:
+            trainer.should_stop = True
+
+
+def resumable_loader(dataset, batch_size: int, num_workers: int, seed: int, batches_done: int,
+                     collate_fn=None, draws: bool = False) -> DataLoader:
+    """An endless loader whose stream continues after `batches_done` batches (per rank)."""
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    sampler = ResumableSampler(len(dataset), seed=seed, start=batches_done * batch_size, draws=draws,
+                               rank=rank, world_size=world)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      collate_fn=collate_fn, drop_last=True, persistent_workers=False)
+
+
+def build_trainer(run_dir: Path, steps: int, checkpoint_every: int, keep_last: int, precision: str,
+                  devices: int | str = 1, strategy="auto", accelerator: str = "auto", callbacks=(),
+                  log_every: int = 10) -> L.Trainer:
+    logger = CSVLogger(str(run_dir), name="logs")  # logs/version_N/metrics.csv: a resumed run adds a version
+    return L.Trainer(
+        default_root_dir=str(run_dir), max_epochs=-1, max_steps=-1, precision=precision, devices=devices,
+        strategy=strategy, accelerator=accelerator, logger=logger, log_every_n_steps=log_every,
+        callbacks=[AtomicCheckpoint(run_dir / "checkpoints", checkpoint_every, keep_last), StopAfter(steps), *callbacks],
+        enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0, use_distributed_sampler=False,
+        enable_model_summary=False,
+    )
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    """The rows of every logged metrics.csv of a run (resumed runs add versions), in order."""
+    import csv
+
+    rows = []
+    versions = sorted((Path(run_dir) / "logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    for version in versions:
+        if (version / "metrics.csv").is_file():
+            with open(version / "metrics.csv") as f:
+                rows += list(csv.DictReader(f))
+    return rows
+
+
+def fit(trainer: L.Trainer, system: L.LightningModule, run_dir: Path, resume: bool = True) -> Path | None:
+    """trainer.fit, resumed from the newest checkpoint in `run_dir/checkpoints` when there is one."""
+    latest = latest_checkpoint(run_dir / "checkpoints") if resume else None
+    if latest is not None:
+        log.info("resuming from %s", latest)
+    trainer.fit(system, ckpt_path=str(latest) if latest else None)
+    return latest

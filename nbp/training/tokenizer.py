@@ -1,0 +1,285 @@
+"""Tokenizer training: a Lightning system with a generator and a discriminator (manual optimization).
+
+Loss of the generator (tokenizer): l1 * |x - x'| + l2 * (x - x')^2 + perceptual * LPIPS
+                                   + adversarial * w * hinge generator loss (from `disc_start` on),
+with w the adaptive weight (gradient-norm ratio at the decoder's last layer) when `adaptive_weight`.
+Discriminator: hinge loss + `lecam` * LeCam regulariser, from `disc_start` on.
+
+Defaults and their sources:
+- perceptual_weight 0.1, adversarial_weight 0.1, Adam, linear schedule with 1% warmup: the NBP paper's tokenizer
+  (Ren et al. 2025, appendix: MAGVIT-v2 style tokenizer trained with these weights).
+- l1 1.0 (reconstruction), betas (0.9, 0.99), lecam 0.001, EMA 0.999, adaptive weight, disc hinge loss,
+  gradient clip 1.0: MAGVIT / MAGVIT-v2 (Yu et al. 2023) and taming-transformers (Esser et al. 2021) practice.
+- disc_start: 20% of the steps in the paper-scale recipes (the discriminator joins once reconstructions are
+  reasonable, as in taming-transformers); tiny recipe: 40%.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from nbp.checkpoint import atomic_write, save_model
+from nbp.config import ConfigError, from_preset
+from nbp.data.datamodule import DataConfig
+from nbp.data.dataset import VideoDataset
+from nbp.export import contact_sheet, to_uint8
+from nbp.models.discriminator import Discriminator, DiscriminatorConfig
+from nbp.models.tokenizer import TokenizerConfig, VideoTokenizer
+from nbp.training.losses import adaptive_weight, generator_adv_loss, hinge_d_loss, lecam_loss, load_perceptual
+from nbp.training.runner import build_trainer, fit, resumable_loader
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PerceptualConfig:
+    vgg: str | None = None  # torchvision VGG16 state dict; None: search `search`
+    lpips: str | None = None  # LPIPS linear layers (vgg.pth)
+    search: list[str] = field(default_factory=lambda: ["ckpt"])
+
+
+@dataclass
+class TokenizerTrainConfig:
+    run_dir: str = "runs/tokenizer"
+    model: str = "tiny"  # TokenizerConfig preset
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None  # fine-tune: an official magvit2_*.pt or an nbp tokenizer file
+    data: DataConfig = field(default_factory=DataConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
+    steps: int = 1000  # batches
+    lr: float = 1e-4
+    disc_lr: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    warmup_fraction: float = 0.01
+    l1_weight: float = 1.0
+    l2_weight: float = 0.0
+    perceptual_weight: float = 0.1
+    adversarial_weight: float = 0.1
+    adaptive_weight: bool = True
+    disc_start: int = 200
+    lecam_weight: float = 0.001
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999  # 0 disables the EMA copy; the export uses the EMA weights when on
+    image_steps: int = 0  # curriculum: the first steps train on single frames
+    max_bad_steps: int = 10  # consecutive non-finite losses before stopping
+    precision: str = "32-true"  # or "bf16-mixed"
+    devices: int = 1
+    strategy: str = "auto"
+    seed: int = 0
+    checkpoint_every: int = 500
+    keep_last: int = 3
+    sample_every: int = 200
+    log_every: int = 10
+
+    def validate(self) -> None:
+        if self.adversarial_weight > 0 and self.disc_start >= self.steps:
+            raise ConfigError(f"disc_start={self.disc_start} is not before the last step ({self.steps}): the "
+                              "discriminator would never train; lower disc_start or set adversarial_weight=0")
+        if self.data.resolution % 8:
+            raise ConfigError(f"data.resolution={self.data.resolution} must be divisible by 8")
+        if self.image_steps >= self.steps:
+            raise ConfigError(f"image_steps={self.image_steps} leaves no video steps of {self.steps}")
+
+    def tokenizer_config(self) -> TokenizerConfig:
+        return from_preset(TokenizerConfig, self.model, resolution=self.data.resolution, **self.model_overrides)
+
+
+def lr_lambda(steps: int, warmup_fraction: float):
+    """Linear warmup over `warmup_fraction` of the steps, then linear decay to 0."""
+    warmup = max(1, math.ceil(steps * warmup_fraction))
+    return lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup)))
+
+
+class TokenizerSystem(L.LightningModule):
+    def __init__(self, cfg: TokenizerTrainConfig, dataset: VideoDataset | None = None):
+        super().__init__()
+        self.cfg, self.dataset = cfg, dataset
+        self.automatic_optimization = False
+        self.tokenizer = self.initial_tokenizer(cfg)
+        self.discriminator = Discriminator(cfg.discriminator) if cfg.adversarial_weight > 0 else None
+        self.ema = copy.deepcopy(self.tokenizer).requires_grad_(False) if cfg.ema_decay > 0 else None
+        lpips = load_perceptual(cfg.perceptual.vgg, cfg.perceptual.lpips, cfg.perceptual.search) \
+            if cfg.perceptual_weight > 0 else None
+        self.__dict__["lpips"] = lpips  # frozen and not ours: kept out of the state dict and the optimizers
+        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
+        self.register_buffer("bad_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("lecam_ema", torch.zeros(2))  # running means of D(real), D(fake)
+
+    @staticmethod
+    def initial_tokenizer(cfg: TokenizerTrainConfig) -> VideoTokenizer:
+        if cfg.init_from is None:
+            return VideoTokenizer(cfg.tokenizer_config())
+        from nbp.download import load_magvit2
+
+        return load_magvit2(cfg.init_from, resolution=cfg.data.resolution).train()
+
+    # --- data and optimizers ----------------------------------------------------------------------------
+    def train_dataloader(self):
+        cfg = self.cfg
+        return resumable_loader(self.dataset, cfg.data.batch_size, cfg.data.num_workers, cfg.seed,
+                                int(self.batches_seen), draws=True)
+
+    def configure_optimizers(self):
+        cfg, schedule = self.cfg, lr_lambda(self.cfg.steps, self.cfg.warmup_fraction)
+        opt_g = torch.optim.Adam(self.tokenizer.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+        optimizers, schedulers = [opt_g], [torch.optim.lr_scheduler.LambdaLR(opt_g, schedule)]
+        if self.discriminator is not None:
+            opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.disc_lr, betas=tuple(cfg.betas))
+            optimizers.append(opt_d)
+            schedulers.append(torch.optim.lr_scheduler.LambdaLR(opt_d, schedule))
+        return optimizers, schedulers
+
+    # --- one step -------------------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        cfg, step = self.cfg, int(self.batches_seen)
+        video = batch["video"]
+        if step < cfg.image_steps:
+            video = video[:, :, :1]  # a causal tokenizer encodes a single frame as a 1-frame clip
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        schedulers = self.lr_schedulers()
+        schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
+        gan = self.discriminator is not None and step >= cfg.disc_start
+
+        recon = self.tokenizer(video)
+        losses = self.generator_losses(video, recon, gan)
+        if not self.finite_or_skip(losses["loss"], step):
+            return
+        self.optimize(optimizers[0], schedulers[0], losses["loss"], self.tokenizer)
+        self.update_ema()
+        if gan:
+            losses.update(self.discriminator_step(video, recon.detach(), optimizers[1], schedulers[1]))
+        self.batches_seen += 1
+        self.log_dict({f"train/{k}": v.detach().float() for k, v in losses.items() if k != "rec"})
+        self.log("train/rec", losses["rec"].detach().float(), prog_bar=True)
+        self.log("train/lr", schedulers[0].get_last_lr()[0])
+        self.log("train/batch", float(self.batches_seen))
+
+    def generator_losses(self, video, recon, gan: bool) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        diff = recon.float() - video
+        rec = cfg.l1_weight * diff.abs().mean() + cfg.l2_weight * diff.square().mean()
+        nll = rec
+        out = {"rec": rec, "psnr": -10 * torch.log10(diff.detach().square().mean().clamp_min(1e-10))}
+        if self.lpips is not None:
+            self.lpips.to(video.device)
+            out["perceptual"] = self.lpips.video(recon.float(), video).mean()
+            nll = nll + cfg.perceptual_weight * out["perceptual"]
+        out["loss"] = nll
+        if gan:
+            out["g_adv"] = generator_adv_loss(self.discriminator(recon))
+            weight = (adaptive_weight(nll, out["g_adv"], self.tokenizer.decoder_layers[-1].conv.weight)
+                      if cfg.adaptive_weight else torch.ones(()))
+            out["d_weight"] = weight
+            out["loss"] = nll + cfg.adversarial_weight * weight * out["g_adv"]
+        return out
+
+    def discriminator_step(self, video, fake, optimizer, scheduler) -> dict[str, torch.Tensor]:
+        real_logits, fake_logits = self.discriminator(video), self.discriminator(fake)
+        d_loss = hinge_d_loss(real_logits, fake_logits)
+        lecam = lecam_loss(real_logits, fake_logits, self.lecam_ema[0], self.lecam_ema[1])
+        loss = d_loss + self.cfg.lecam_weight * lecam
+        if not self.finite_or_skip(loss, int(self.batches_seen)):
+            return {}
+        self.optimize(optimizer, scheduler, loss, self.discriminator)
+        with torch.no_grad():
+            means = torch.stack([torch.cat([r.flatten() for r in real_logits]).mean(),
+                                 torch.cat([f.flatten() for f in fake_logits]).mean()]).float()
+            self.lecam_ema.lerp_(means, 0.01)
+        return {"d_loss": d_loss, "lecam": lecam, "logits_real": means[0], "logits_fake": means[1]}
+
+    def optimize(self, optimizer, scheduler, loss, module) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.cfg.grad_clip > 0:
+            self.clip_gradients(optimizer, gradient_clip_val=self.cfg.grad_clip, gradient_clip_algorithm="norm")
+        optimizer.step()
+        scheduler.step()
+
+    def finite_or_skip(self, loss: torch.Tensor, step: int) -> bool:
+        """Count a non-finite loss and skip its update; stop after `max_bad_steps` in a row."""
+        if torch.isfinite(loss):
+            self.bad_steps.zero_()
+            return True
+        self.bad_steps += 1
+        log.warning("step %d: loss is %s, update skipped (%d in a row)", step, loss.item(), int(self.bad_steps))
+        if int(self.bad_steps) >= self.cfg.max_bad_steps:
+            raise FloatingPointError(f"training stopped at step {step}: {int(self.bad_steps)} non-finite losses in "
+                                     f"a row (last {loss.item()}); the last good checkpoint is kept")
+        return False
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        if self.ema is None:
+            return
+        ema, live = list(self.ema.parameters()), list(self.tokenizer.parameters())
+        torch._foreach_lerp_(ema, live, 1 - self.cfg.ema_decay)
+
+    def exported_tokenizer(self) -> VideoTokenizer:
+        return (self.ema if self.ema is not None else self.tokenizer).eval()
+
+
+class ReconstructionSamples(L.Callback):
+    """Every `every` batches: a PNG with inputs and reconstructions of a fixed set of clips (row pairs)."""
+
+    def __init__(self, videos: torch.Tensor, folder: Path, every: int):
+        self.videos, self.folder, self.every = videos, Path(folder), every
+
+    def on_train_batch_end(self, trainer, system, outputs, batch, batch_idx) -> None:
+        step = int(system.batches_seen)
+        if trainer.is_global_zero and self.every > 0 and step % self.every == 0:
+            self.write(system, step)
+
+    @torch.no_grad()
+    def write(self, system: TokenizerSystem, step: int) -> Path:
+        tokenizer = system.exported_tokenizer()
+        recon = tokenizer(self.videos.to(system.device)).clamp(0, 1).cpu()
+        system.tokenizer.train()
+        rows = torch.stack([self.videos, recon], dim=1).flatten(0, 1)  # (2N, 3, T, H, W): input, recon, ...
+        return contact_sheet(to_uint8(rows), self.folder / f"recon_step_{step:08d}.png")
+
+
+def export(system: TokenizerSystem, run_dir: Path) -> Path:
+    """nbp's own file (config + weights) and the official `model_state_dict` layout beside it."""
+    tokenizer = system.exported_tokenizer()
+    path = save_model(tokenizer, run_dir / "tokenizer.safetensors")
+    official = {"model_state_dict": {"module." + k: v.contiguous() for k, v in tokenizer.state_dict().items()}}
+    atomic_write(run_dir / "tokenizer_official.pt", lambda tmp: torch.save(official, tmp))
+    return path
+
+
+def train_tokenizer(cfg: TokenizerTrainConfig, callbacks=()) -> Path:
+    """Train (or resume) the run in `cfg.run_dir`; returns the exported tokenizer file."""
+    cfg.validate()
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.run_dir)
+    data = cfg.data
+    dataset = VideoDataset(data.root, Path(data.root) / data.train if data.train else None,
+                           sequence_length=data.sequence_length, resolution=data.resolution, fps=data.fps,
+                           resize=data.resize, short=data.short)
+    system = TokenizerSystem(cfg, dataset)
+    fixed = torch.stack([dataset.load_clip(i, draw=i)["video"] for i in range(min(4, len(dataset)))])
+    trainer = build_trainer(run_dir, cfg.steps, cfg.checkpoint_every, cfg.keep_last, cfg.precision, cfg.devices,
+                            cfg.strategy, callbacks=[ReconstructionSamples(fixed, run_dir / "samples", cfg.sample_every),
+                                                     *callbacks],
+                            log_every=cfg.log_every)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(_yaml(cfg))
+    fit(trainer, system, run_dir)
+    if dataset.skipped:
+        log.warning("files skipped during training: %s", dataset.skip_counts())
+    return export(system, run_dir)
+
+
+def _yaml(cfg) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(asdict(cfg))
