@@ -25,8 +25,9 @@ class CheckpointError(ValueError):
 
 def _registry() -> dict[str, type]:
     from nbp.models.tokenizer import VideoTokenizer
+    from nbp.models.transformer import Transformer
 
-    return {cls.kind: cls for cls in (VideoTokenizer,)}
+    return {cls.kind: cls for cls in (VideoTokenizer, Transformer)}
 
 
 def atomic_write(path: str | Path, write) -> None:

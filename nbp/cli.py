@@ -70,9 +70,57 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_config_command(commands, name: str, run, help: str) -> None:
+def cmd_train_tokenizer(args: argparse.Namespace) -> int:
+    from nbp.training.tokenizer import TokenizerTrainConfig, train_tokenizer
+
+    cfg = build_config(TokenizerTrainConfig, recipes=[*filter(None, [args.config]), *args.recipe], overrides=args.overrides)
+    print(f"tokenizer written to {train_tokenizer(cfg)}")
+    return 0
+
+
+def cmd_eval_tokenizer(args: argparse.Namespace) -> int:
+    from nbp.evaluate_tokenizer import TokenizerEvalConfig, evaluate_tokenizer
+
+    cfg = build_config(TokenizerEvalConfig, recipes=args.recipe, overrides=args.overrides)
+    results = evaluate_tokenizer(cfg)
+    shown = ["clips", "psnr", "ssim", "lpips", "rfvd", "usage", "codes_used", "entropy_bits", "perplexity"]
+    print("\n".join(f"{k:>13}: {results[k]:.4g}" if isinstance(results[k], float) else f"{k:>13}: {results[k]}"
+                    for k in shown if k in results))
+    if "rfvd_protocol" in results:
+        print(f"rFVD protocol: {results['rfvd_protocol']}")
+    print(f"written to {cfg.out}/metrics.json, reconstructions.png, reconstructions.mp4")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from nbp.sample import SampleConfig, sample_videos
+
+    cfg = build_config(SampleConfig, recipes=args.recipe, overrides=args.overrides)
+    summary = sample_videos(cfg)
+    print(f"wrote {summary['samples']} videos to {cfg.out}: sample_*.mp4, grid.mp4, contact_sheet.png, samples_uint8.npy")
+    return 0
+
+
+def cmd_train_lm(args: argparse.Namespace) -> int:
+    from nbp.training.lm import LMTrainConfig, train_lm
+
+    cfg = build_config(LMTrainConfig, recipes=[*filter(None, [args.config]), *args.recipe], overrides=args.overrides)
+    print(f"language model written to {train_lm(cfg)}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from nbp.convert import convert
+
+    print(f"wrote {convert(args.checkpoint, args.out)}")
+    return 0
+
+
+def add_config_command(commands, name: str, run, help: str, recipe_argument: bool = False) -> None:
     """A subcommand configured by `key=value` overrides (and --recipe YAML files) of a dataclass config."""
     command = commands.add_parser(name, help=help)
+    if recipe_argument:
+        command.add_argument("config", nargs="?", help="YAML recipe, e.g. tokenizer/tiny.yaml")
     command.add_argument("overrides", nargs="*", help="key=value settings, e.g. root=data/ucf")
     command.add_argument("--recipe", action="append", default=[], help="YAML file applied before the overrides")
     command.set_defaults(run=run)
@@ -94,12 +142,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_config_command(commands, "synthetic", cmd_synthetic, "write the built-in moving-shapes dataset (mp4, UCF-101 layout)")
     add_config_command(commands, "tokenize", cmd_tokenize, "encode a video dataset once into a token dataset")
+    add_config_command(commands, "train-tokenizer", cmd_train_tokenizer, "train (or resume) a video tokenizer",
+                       recipe_argument=True)
+    add_config_command(commands, "train-lm", cmd_train_lm, "train (or resume) a next-block-prediction LM",
+                       recipe_argument=True)
+    convert = commands.add_parser("convert", help="DeepSpeed ZeRO checkpoint (or LM .ckpt) -> one fp32 .safetensors")
+    convert.add_argument("checkpoint")
+    convert.add_argument("out")
+    convert.set_defaults(run=cmd_convert)
+    add_config_command(commands, "sample", cmd_sample,
+                       "generate videos: unconditional, class/text-conditional, or continuing given videos")
+    add_config_command(commands, "eval-tokenizer", cmd_eval_tokenizer,
+                       "reconstruct a dataset: PSNR, SSIM, LPIPS, rFVD, codebook usage")
     return parser
+
+
+def configure_logging() -> None:
+    """nbp's own messages (skipped files, resume, perceptual loss off) to stderr; Lightning keeps its own."""
+    logger = logging.getLogger("nbp")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     tune_cpu_allocator()
     try:
         return args.run(args)

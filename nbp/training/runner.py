@@ -96,14 +96,17 @@ def resumable_loader(dataset, batch_size: int, num_workers: int, seed: int, batc
 
 def build_trainer(run_dir: Path, steps: int, checkpoint_every: int, keep_last: int, precision: str,
                   devices: int | str = 1, strategy="auto", accelerator: str = "auto", callbacks=(),
-                  log_every: int = 10) -> L.Trainer:
+                  log_every: int = 10, grad_clip: float | None = None, accumulate: int = 1,
+                  val_every: int = 0) -> L.Trainer:
     logger = CSVLogger(str(run_dir), name="logs")  # logs/version_N/metrics.csv: a resumed run adds a version
     return L.Trainer(
         default_root_dir=str(run_dir), max_epochs=-1, max_steps=-1, precision=precision, devices=devices,
         strategy=strategy, accelerator=accelerator, logger=logger, log_every_n_steps=log_every,
         callbacks=[AtomicCheckpoint(run_dir / "checkpoints", checkpoint_every, keep_last), StopAfter(steps), *callbacks],
-        enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0, use_distributed_sampler=False,
-        enable_model_summary=False,
+        enable_checkpointing=False, num_sanity_val_steps=0, use_distributed_sampler=False, enable_model_summary=False,
+        gradient_clip_val=grad_clip or None, accumulate_grad_batches=accumulate,
+        limit_val_batches=1.0 if val_every else 0, val_check_interval=val_every or None,
+        check_val_every_n_epoch=None if val_every else 1,
     )
 
 

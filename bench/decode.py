@@ -1,0 +1,114 @@
+"""Generation speed: next-block (16 tokens per step) against next-token decoding on the same weights.
+
+    .venv/bin/python bench/decode.py                   # ~6 minutes on 2 cores
+    .venv/bin/python bench/decode.py --quick           # fewer rows
+
+Model: the modern architecture at 12 layers x 768 (183M parameters with its 64k-entry embedding and head).
+Case "predict": 1024 tokens after a 256-token context (block 16: 64 steps; block 1: 1024 steps).
+Case "hybrid": the official layout (nbp-gpt, text prefix of 8): 1280 tokens, 95 steps against 1280.
+"step ms" is the time of one decoding step after the prompt; "floor ms" is the time to read every weight
+once from memory at the bandwidth measured in the same run (a step cannot be faster at batch 1).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from nbp.config import from_dict
+from nbp.models.transformer import Transformer, TransformerConfig
+from nbp.runtime import tune_cpu_allocator
+
+SIZE = dict(n_layer=12, n_head=12, n_embd=768)
+
+
+def memory_bandwidth(gigabytes: float = 1.0, repeats: int = 5) -> float:
+    """GB/s of reading a large tensor (a sum streams it once)."""
+    x = torch.ones(int(gigabytes * 2**30 / 4))
+    x.sum()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        x.sum()
+        times.append(time.perf_counter() - start)
+    return x.numel() * 4 / min(times) / 1e9
+
+
+def build(block: int, layout: str, dtype) -> Transformer:
+    extra = dict(condition="class", num_classes=101, cond_len=1) if layout == "predict" else \
+        dict(arch="nbp-gpt", hybrid=True, condition="text", cond_len=8, text_vocab=32000)
+    torch.manual_seed(0)
+    return Transformer(from_dict(TransformerConfig, dict(block=block, **SIZE, **extra))).to(dtype).eval()
+
+
+def timed(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run_case(layout: str, block: int, batch: int, dtype, repeats: int, weights: dict) -> dict:
+    lm = build(block, layout, dtype)
+    if block == 1:  # the same weights as the block-16 model: only the decoding schedule differs
+        lm.load_state_dict(weights[(layout, dtype)])
+    else:
+        weights[(layout, dtype)] = lm.state_dict()
+    generator = torch.Generator().manual_seed(0)
+    if layout == "predict":
+        context = torch.randint(0, 64000, (batch, 256), generator=generator)
+        kwargs, tokens = dict(context=context, class_ids=[3] * batch), 1024
+    else:
+        kwargs, tokens = dict(text_ids=torch.randint(0, 32000, (batch, 8), generator=generator)), 1280
+    run = lambda n: lm.generate(n, top_k=16000, top_p=0.9, generator=generator, **kwargs)
+    prompt_only = timed(lambda: run(block if layout == "predict" else 1), repeats)
+    total = timed(lambda: run(tokens), repeats)
+    steps = lm.count_steps(256 if layout == "predict" else 0, tokens)
+    params = sum(p.numel() for p in lm.parameters())
+    return dict(case=layout, block=block, batch=batch, dtype=str(dtype).removeprefix("torch."), tokens=tokens,
+                steps=steps, seconds=total, step_ms=1000 * (total - prompt_only) / (steps - 1), params=params,
+                weight_bytes=sum(p.numel() * p.element_size() for p in lm.parameters()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="batch 1 only, bf16 only")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    tune_cpu_allocator()
+    bandwidth = memory_bandwidth()
+    dtypes = [torch.bfloat16] if args.quick else [torch.float32, torch.bfloat16]
+    batches = [1] if args.quick else [1, 8]
+    weights, rows = {}, []
+    for dtype in dtypes:
+        for batch in batches:
+            for block in (16, 1):
+                rows.append(run_case("predict", block, batch, dtype, args.repeats, weights))
+    for block in (16, 1):
+        rows.append(run_case("hybrid", block, 1, torch.bfloat16, args.repeats, weights))
+    for row in rows:
+        row["floor_ms"] = 1000 * row["weight_bytes"] / (bandwidth * 1e9)
+        twin = next(r for r in rows if r["case"] == row["case"] and r["batch"] == row["batch"]
+                    and r["dtype"] == row["dtype"] and r["block"] == 1)
+        row["speedup_vs_block1"] = twin["seconds"] / row["seconds"]
+    print(f"memory bandwidth {bandwidth:.1f} GB/s; model {rows[0]['params'] / 1e6:.0f}M parameters")
+    print(f"{'case':<8} {'block':>5} {'batch':>5} {'dtype':<9} {'tokens':>6} {'steps':>5} {'seconds':>8} "
+          f"{'speedup':>8} {'step ms':>8} {'floor ms':>8} {'step/floor':>10}")
+    for r in rows:
+        print(f"{r['case']:<8} {r['block']:>5} {r['batch']:>5} {r['dtype']:<9} {r['tokens']:>6} {r['steps']:>5} "
+              f"{r['seconds']:>8.2f} {r['speedup_vs_block1']:>7.1f}x {r['step_ms']:>8.1f} {r['floor_ms']:>8.1f} "
+              f"{r['step_ms'] / r['floor_ms']:>10.2f}")
+    print(json.dumps({"bandwidth_gb_s": bandwidth, "rows": rows}))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"bandwidth_gb_s": bandwidth, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

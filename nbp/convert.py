@@ -1,0 +1,45 @@
+"""`nbp convert` / `zero_to_fp32.py`: a DeepSpeed ZeRO checkpoint folder -> one fp32 nbp model file.
+
+DeepSpeed's own converter (through Lightning's wrapper) gathers the partitioned fp32 weights; nbp then rebuilds
+the model from the config stored in the checkpoint and writes it with `save_model`, so `load_transformer` reads it.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+
+from nbp.checkpoint import CheckpointError, save_model
+from nbp.config import from_dict
+from nbp.models.transformer import Transformer, TransformerConfig
+
+CONFIG_KEY = "nbp_model_config"
+
+
+def zero_to_state(checkpoint_dir: str | Path) -> dict:
+    """The Lightning checkpoint dict (fp32 `state_dict` + client state) of a DeepSpeed checkpoint folder."""
+    from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
+
+    checkpoint_dir = Path(checkpoint_dir)
+    if not (checkpoint_dir / "latest").is_file():
+        raise CheckpointError(f"{checkpoint_dir} is not a DeepSpeed checkpoint folder (no 'latest' file)")
+    with tempfile.TemporaryDirectory() as tmp:
+        convert_zero_checkpoint_to_fp32_state_dict(str(checkpoint_dir), f"{tmp}/fp32.ckpt")
+        return torch.load(f"{tmp}/fp32.ckpt", map_location="cpu", weights_only=False)
+
+
+def model_from_lightning_checkpoint(checkpoint: dict, source) -> Transformer:
+    if CONFIG_KEY not in checkpoint:
+        raise CheckpointError(f"{source} holds no nbp model config ('{CONFIG_KEY}'): not an nbp LM training run")
+    model = Transformer(from_dict(TransformerConfig, checkpoint[CONFIG_KEY]))
+    state = {k.removeprefix("model."): v.float() for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(state)
+    return model
+
+
+def convert(checkpoint: str | Path, out: str | Path) -> Path:
+    """A ZeRO folder or a plain Lightning `.ckpt` of an LM run -> `out` (.safetensors)."""
+    checkpoint = Path(checkpoint)
+    state = zero_to_state(checkpoint) if checkpoint.is_dir() else torch.load(checkpoint, map_location="cpu", weights_only=False)
+    return save_model(model_from_lightning_checkpoint(state, checkpoint), out)

@@ -1,0 +1,42 @@
+"""Samplers as small pure functions over logits (..., V)."""
+from __future__ import annotations
+
+import torch
+
+
+def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                  top_p: float | None = None) -> torch.Tensor:
+    """Temperature, then top-k, then nucleus (top-p) filtering, independently at every position."""
+    logits = logits.float() / max(temperature, 1e-8)
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        remove = cumulative - sorted_logits.softmax(dim=-1) > top_p  # keep the token that crosses p
+        logits = logits.masked_fill(remove.scatter(-1, order, remove), float("-inf"))
+    return logits
+
+
+def sample(logits: torch.Tensor, greedy: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One id per position from filtered logits (..., V)."""
+    if greedy:
+        return logits.argmax(dim=-1)
+    probs = logits.softmax(dim=-1)
+    flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
+    return flat.view(probs.shape[:-1])
+
+
+def guide(conditional: torch.Tensor, unconditional: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance: u + scale * (c - u)."""
+    return unconditional + scale * (conditional - unconditional)
+
+
+def guidance_scale(scale: float, step: int, steps: int, schedule: str = "constant") -> float:
+    """`constant`, or `linear`: rising from 1 at the first step to `scale` at the last (as MUSE/NBP-style samplers)."""
+    if schedule == "constant" or steps <= 1:
+        return scale
+    if schedule == "linear":
+        return 1 + (scale - 1) * step / (steps - 1)
+    raise ValueError(f"guidance schedule must be 'constant' or 'linear', got {schedule!r}")

@@ -1,0 +1,182 @@
+"""LM training: the semi-autoregressive objective on token datasets (or on videos through a frozen tokenizer).
+
+Every token of block k predicts its counterpart in block k+1 (the hybrid first row token by token); condition
+dropout trains the unconditional embedding used by classifier-free guidance. AdamW (betas 0.9/0.95, weight decay
+on matrices only), cosine schedule with linear warmup, gradient clipping and accumulation, bf16, top-1/top-5 token
+accuracy. Strategies: single device, DDP, DeepSpeed ZeRO 1/2/3 (`strategy=deepspeed_stage_2`, ...), including on
+CPU processes (`CPUDeepSpeedStrategy`).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from nbp.checkpoint import save_model
+from nbp.config import ConfigError, from_preset
+from nbp.data.classes import class_text
+from nbp.data.tokens import TokenDataset
+from nbp.models.transformer import Transformer, TransformerConfig, build_sequence
+from nbp.training.runner import build_trainer, fit, latest_checkpoint, resumable_loader
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LMTrainConfig:
+    run_dir: str = "runs/lm"
+    model: str = "tiny"  # TransformerConfig preset
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    train: str = "???"  # token dataset folder (`nbp tokenize`)
+    val: str | None = None
+    steps: int = 1000  # batches
+    batch_size: int = 8
+    num_workers: int = 0
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 100
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    weight_decay: float = 0.05  # on matrices only (not norms, biases, embeddings of positions)
+    grad_clip: float = 1.0
+    accumulate: int = 1
+    cond_dropout: float = 0.1  # probability of replacing the condition by the unconditional embedding
+    precision: str = "32-true"  # "bf16-mixed" on GPUs
+    strategy: str = "auto"  # "ddp", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3"
+    devices: int = 1
+    seed: int = 0
+    checkpoint_every: int = 500
+    keep_last: int = 3
+    val_every: int = 0  # batches between validation passes (0: none)
+    log_every: int = 10
+
+    def model_config(self, dataset: TokenDataset) -> TransformerConfig:
+        cfg = from_preset(TransformerConfig, self.model, **self.model_overrides)
+        if list(dataset.latent_shape) != list(cfg.latent_shape) or dataset.vocab_size != cfg.video_vocab:
+            raise ConfigError(f"token dataset {dataset.folder} has latent {list(dataset.latent_shape)} and vocabulary "
+                              f"{dataset.vocab_size}; model preset {self.model!r} expects latent {cfg.latent_shape} "
+                              f"and vocabulary {cfg.video_vocab}: set model_overrides.latent_shape / video_vocab")
+        if cfg.condition == "class" and len(dataset.classes) > cfg.num_classes:
+            raise ConfigError(f"the dataset has {len(dataset.classes)} classes; the model {cfg.num_classes}: "
+                              f"set model_overrides.num_classes={len(dataset.classes)}")
+        return cfg
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices (2-D+ weights of linear layers and token embeddings), not on vectors."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    rest = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+class LMSystem(L.LightningModule):
+    def __init__(self, cfg: LMTrainConfig, model_config: TransformerConfig, train_set=None, val_set=None,
+                 classes: list[str] | None = None):
+        super().__init__()
+        self.cfg, self.train_set, self.val_set = cfg, train_set, val_set
+        self.model = Transformer(model_config)
+        self.classes = classes or []
+        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        from dataclasses import asdict
+
+        from nbp.convert import CONFIG_KEY
+
+        checkpoint[CONFIG_KEY] = asdict(self.model.config)  # lets `nbp convert` rebuild the model
+
+    def train_dataloader(self):
+        cfg = self.cfg
+        return resumable_loader(self.train_set, cfg.batch_size, cfg.num_workers, cfg.seed, int(self.batches_seen))
+
+    def val_dataloader(self):
+        if self.val_set is None:
+            return []
+        return torch.utils.data.DataLoader(self.val_set, batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers)
+
+    def configure_optimizers(self):
+        cfg = self.cfg
+        optimizer = torch.optim.AdamW(decay_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas))
+        total = max(1, cfg.steps // cfg.accumulate)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, cfg.warmup_steps, total, cfg.min_lr_ratio))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def condition(self, labels: torch.Tensor) -> dict:
+        cfg = self.model.config
+        if cfg.condition == "class":
+            return {"class_ids": labels}
+        if cfg.condition == "text":
+            return {"text_ids": self.model.text_to_ids([class_text(self.classes[i]) for i in labels.tolist()])}
+        return {}
+
+    def loss(self, batch, drop_rate: float) -> dict[str, torch.Tensor]:
+        model, cfg = self.model, self.model.config
+        codes = batch["tokens"]
+        cond = model.condition_ids(len(codes), **self.condition(batch["label"]))
+        sequence = build_sequence(cfg, codes, cond)
+        drop = torch.rand(len(codes), device=codes.device) < drop_rate if cond is not None and drop_rate > 0 else None
+        logits = model(sequence[:, :-cfg.block], drop_condition=drop)[:, cfg.cond_len:]
+        targets = (codes if cfg.begin else codes[:, cfg.block:]) + cfg.video_offset
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+        top5 = logits.topk(5, dim=-1).indices
+        return {"loss": loss, "acc1": (top5[..., 0] == targets).float().mean(),
+                "acc5": (top5 == targets[..., None]).any(-1).float().mean()}
+
+    def training_step(self, batch, batch_idx):
+        out = self.loss(batch, self.cfg.cond_dropout)
+        if not torch.isfinite(out["loss"]):
+            raise FloatingPointError(f"loss is {out['loss'].item()} at batch {int(self.batches_seen)}; "
+                                     "lower lr or use bf16 instead of fp16; the last good checkpoint is kept")
+        self.batches_seen += 1
+        self.log("train/loss", out["loss"], prog_bar=True)
+        self.log_dict({"train/acc1": out["acc1"], "train/acc5": out["acc5"], "train/batch": float(self.batches_seen)})
+        return out["loss"]
+
+    def validation_step(self, batch, batch_idx):
+        out = self.loss(batch, 0.0)
+        self.log_dict({"val/loss": out["loss"], "val/acc1": out["acc1"], "val/acc5": out["acc5"]}, sync_dist=True)
+
+
+def strategy_for(name: str, devices: int):
+    """Lightning strategy from a recipe name; DeepSpeed runs on CPU processes too (see CPUDeepSpeedStrategy)."""
+    if not name.startswith("deepspeed"):
+        return name
+    from nbp.training.deepspeed_cpu import deepspeed_strategy
+
+    return deepspeed_strategy(int(name.rsplit("_", 1)[-1]))
+
+
+def train_lm(cfg: LMTrainConfig, callbacks=()) -> Path:
+    """Train (or resume) the run in `cfg.run_dir`; returns the exported model file."""
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.run_dir)
+    train_set = TokenDataset(cfg.train)
+    val_set = TokenDataset(cfg.val) if cfg.val else None
+    system = LMSystem(cfg, cfg.model_config(train_set), train_set, val_set, train_set.classes)
+    trainer = build_trainer(run_dir, cfg.steps, cfg.checkpoint_every, cfg.keep_last, cfg.precision, cfg.devices,
+                            strategy_for(cfg.strategy, cfg.devices), callbacks=callbacks, log_every=cfg.log_every,
+                            grad_clip=cfg.grad_clip,
+                            accumulate=cfg.accumulate, val_every=cfg.val_every if val_set is not None else 0)
+    fit(trainer, system, run_dir)
+    out = run_dir / "lm.safetensors"
+    if trainer.is_global_zero:
+        if cfg.strategy.startswith("deepspeed"):  # parameters may be partitioned: gather from the last checkpoint
+            from nbp.convert import convert
+
+            convert(latest_checkpoint(run_dir / "checkpoints"), out)
+        else:
+            save_model(system.model, out)
+    return out

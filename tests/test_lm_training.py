@@ -1,0 +1,101 @@
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from nbp.checkpoint import load_model, save_model
+from nbp.config import ConfigError, build_config, from_preset
+from nbp.data.synthetic import make_dataset
+from nbp.download import load_transformer
+from nbp.models.tokenizer import TokenizerConfig, VideoTokenizer
+from nbp.tokenize import TokenizeConfig, tokenize
+from nbp.training.lm import LMTrainConfig, lr_factor, train_lm
+from nbp.training.runner import read_metrics
+
+from test_tokenizer_training import KillAt
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory):
+    """A token dataset of the built-in videos through a tiny (untrained) tokenizer: latent 3x4x4."""
+    folder = tmp_path_factory.mktemp("lm")
+    root = make_dataset(folder / "synth", videos_per_class=4, size=32, seed=7)
+    torch.manual_seed(0)
+    save_model(VideoTokenizer(from_preset(TokenizerConfig, "tiny", resolution=32)), folder / "tok.safetensors")
+    tokenize(TokenizeConfig(tokenizer=str(folder / "tok.safetensors"), root=str(root), out=str(folder / "train"),
+                            annotations="trainlist.txt", sequence_length=9, resolution=32, num_workers=0))
+    return folder / "train"
+
+
+def config(tokens, run_dir, *overrides):
+    return build_config(LMTrainConfig, overrides=[
+        f"run_dir={run_dir}", f"train={tokens}", "steps=8", "batch_size=4", "checkpoint_every=4", "log_every=1",
+        "warmup_steps=2", "lr=3e-3", "cond_dropout=0", "model_overrides.latent_shape=[3,4,4]",
+        "model_overrides.num_classes=4", *overrides])
+
+
+def final_weights(path):
+    return load_transformer(path).state_dict()
+
+
+def test_lm_learns_and_resumes_exactly(tokens, tmp_path):
+    straight = train_lm(config(tokens, tmp_path / "a", "steps=12", "cond_dropout=0.2"))
+    rows = [r for r in read_metrics(tmp_path / "a") if r.get("train/loss")]
+    losses = [float(r["train/loss"]) for r in rows]
+    assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3]) and 0 <= float(rows[-1]["train/acc5"]) <= 1
+    with pytest.raises(RuntimeError, match="killed"):
+        train_lm(config(tokens, tmp_path / "b", "steps=12", "cond_dropout=0.2"), callbacks=[KillAt(10)])
+    resumed = train_lm(config(tokens, tmp_path / "b", "steps=12", "cond_dropout=0.2"))  # from batch 8
+    resumed_losses = [float(r["train/loss"]) for r in read_metrics(tmp_path / "b") if r.get("train/loss")]
+    assert resumed_losses[-4:] == losses[-4:]  # the same loss curve after the restart
+    for (name, a), b in zip(final_weights(straight).items(), final_weights(resumed).values()):
+        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=name)
+
+
+def test_lr_schedule_and_weight_decay_groups(tokens, tmp_path):
+    assert lr_factor(0, 10, 100, 0.1) == 0.1 and lr_factor(9, 10, 100, 0.1) == 1.0
+    assert lr_factor(100, 10, 100, 0.1) == pytest.approx(0.1) and lr_factor(55, 10, 100, 0.1) == pytest.approx(0.55)
+    from nbp.training.lm import LMSystem, decay_groups
+    from nbp.data.tokens import TokenDataset
+
+    cfg = config(tokens, tmp_path / "c")
+    system = LMSystem(cfg, cfg.model_config(TokenDataset(tokens)))
+    decay, rest = decay_groups(system.model, 0.05)
+    assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim == 1 for p in rest["params"])
+    assert rest["weight_decay"] == 0.0 and len(rest["params"]) == 2 * 2 + 1  # two norms per block, final norm
+
+
+def test_mismatched_dataset_fails_before_step_zero(tokens, tmp_path):
+    with pytest.raises(ConfigError, match="latent \\[3, 4, 4\\] and vocabulary 64000; model preset 'tiny' expects latent \\[3, 4, 8\\]"):
+        train_lm(config(tokens, tmp_path / "d", "model_overrides.latent_shape=[3,4,8]"))
+    assert not (tmp_path / "d" / "checkpoints").exists()
+
+
+def run_cli(*args, timeout=600):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([sys.executable, "-m", "nbp.cli", *args], capture_output=True, text=True, timeout=timeout, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_zero_on_two_cpu_processes_matches_single_process(tokens, tmp_path, stage):
+    common = [f"train={tokens}", "steps=4", "checkpoint_every=4", "warmup_steps=1", "lr=3e-3", "cond_dropout=0",
+              "model_overrides.latent_shape=[3,4,4]", "model_overrides.num_classes=4", "grad_clip=0"]
+    single = tmp_path / "single"
+    run_cli("train-lm", *common, f"run_dir={single}", "batch_size=4")
+    zero = tmp_path / f"zero{stage}"
+    run_cli("train-lm", *common, f"run_dir={zero}", "batch_size=2", "devices=2",
+            f"strategy=deepspeed_stage_{stage}")
+    checkpoint = zero / "checkpoints" / "step_00000004.ckpt"
+    assert checkpoint.is_dir()  # a ZeRO checkpoint folder
+    converted = tmp_path / "zero_fp32.safetensors"
+    done = subprocess.run([sys.executable, "zero_to_fp32.py", str(checkpoint), str(converted)], capture_output=True,
+                          text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert done.returncode == 0, done.stderr[-2000:]
+    expected, got = final_weights(single / "lm.safetensors"), final_weights(converted)
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, rtol=1e-4, atol=1e-5, msg=name)
+    torch.testing.assert_close(final_weights(zero / "lm.safetensors")["head.weight"], got["head.weight"])

@@ -1,0 +1,263 @@
+import json
+from argparse import Namespace
+
+import numpy as np
+import pytest
+import torch
+
+from nbp.checkpoint import CheckpointError, load_model, save_model
+from nbp.config import ConfigError, from_dict, from_preset
+from nbp.download import load_transformer
+from nbp.models.masks import block_causal_mask, block_ids, hide_columns, nbp_mask, with_visible_prefix
+from nbp.models.sampling import filter_logits, guidance_scale, guide, sample
+from nbp.models.transformer import KVCache, Transformer, TransformerConfig, build_sequence, mask_for
+
+from conftest import det_state_dict, golden_dir
+
+S = 16
+
+
+def official_checkpoint(path, spec, seed, **args):
+    state = {"transformer." + k: v for k, v in det_state_dict(spec, seed).items()}
+    state["first_stage_model.encoder.weight"] = torch.zeros(1)  # the frozen tokenizer: ignored
+    ctx = dict(spec)["pos_emb"][1]
+    hp = Namespace(vocab_size=64000, block_size=ctx, n_layer=2, n_head=4, n_embd=64, semi_ar=True,
+                   token_number_per_step=16, **args)
+    torch.save({"state_dict": state, "epoch": 3, "global_step": 1234, "hyper_parameters": {"args": hp}}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def official(tmp_path_factory):
+    spec = json.loads((golden_dir() / "nbp_gpt_small_spec.json").read_text())
+    folder = tmp_path_factory.mktemp("lm")
+    hybrid = official_checkpoint(folder / "ucf_hybrid.ckpt", spec["hybrid_spec"], 11, cond_token_num=8, hybrid=True,
+                                 starts_with_bov=True, cond_stage_key="text", unconditional=False)
+    uncond = official_checkpoint(folder / "k600.ckpt", spec["uncond_spec"], 13, cond_token_num=0, hybrid=False,
+                                 starts_with_bov=False, cond_stage_key="video", unconditional=True)
+    return load_transformer(hybrid), load_transformer(uncond)
+
+
+# --- official checkpoints reproduce the goldens ----------------------------------------------------------
+
+@torch.no_grad()
+def test_hybrid_text_model_matches_golden(official, golden):
+    g, lm = golden("nbp_gpt_small.npz"), official[0]
+    assert (lm.config.hybrid, lm.config.text_vocab, lm.config.cond_len, lm.config.vocab_size) == (True, 1000, 8, 65016)
+    codes, text = torch.from_numpy(g["video_codes"]), torch.from_numpy(g["text_ids"])
+    sequence = build_sequence(lm.config, codes, text + S)
+    np.testing.assert_array_equal(sequence[:, :-S].numpy(), g["hybrid_input_ids"])
+    np.testing.assert_array_equal(mask_for(lm.config, 88, "cpu").numpy(), g["hybrid_mask"][0].astype(bool))
+    logits = lm(sequence[:, :-S])[:, 8:]
+    np.testing.assert_allclose(logits[..., :32].numpy(), g["hybrid_logits_head"], atol=1e-4)
+    np.testing.assert_array_equal(logits.argmax(-1).numpy(), g["hybrid_argmax"])
+    np.testing.assert_allclose(lm.nll(codes, text_ids=text).numpy(), g["hybrid_nll"], atol=1e-4)
+    np.testing.assert_array_equal(lm.generate(80, text_ids=text, greedy=True).numpy(), g["hybrid_greedy_codes"])
+
+
+@torch.no_grad()
+def test_unconditional_block_model_matches_golden(official, golden):
+    g, lm = golden("nbp_gpt_small.npz"), official[1]
+    codes = torch.from_numpy(g["video_codes"])
+    np.testing.assert_array_equal(mask_for(lm.config, 64, "cpu").numpy(), g["uncond_mask"][0].astype(bool))
+    logits = lm(codes[:, :-S])
+    np.testing.assert_allclose(logits[..., :32].numpy(), g["uncond_logits_head"], atol=1e-4)
+    np.testing.assert_array_equal(logits.argmax(-1).numpy(), g["uncond_argmax"])
+    np.testing.assert_allclose(lm.nll(codes).numpy(), g["uncond_nll"], atol=1e-4)
+    predicted = lm.generate(48, context=torch.from_numpy(g["predict_prefix"]), greedy=True)
+    np.testing.assert_array_equal(predicted.numpy(), g["predict_greedy"])
+
+
+def test_foreign_checkpoints_are_refused(tmp_path, official_magvit2_checkpoint):
+    with pytest.raises(CheckpointError, match="not an NBP language-model checkpoint"):
+        load_transformer(official_magvit2_checkpoint)
+    tok_file = tmp_path / "tok.safetensors"
+    from nbp.models.tokenizer import TokenizerConfig, VideoTokenizer
+    save_model(VideoTokenizer(from_preset(TokenizerConfig, "tiny")), tok_file)
+    with pytest.raises(CheckpointError, match="holds a 'tokenizer' model, not a 'transformer'"):
+        load_transformer(tok_file)
+
+
+# --- masks -----------------------------------------------------------------------------------------------
+
+def naive_mask(n, block, prefix, hybrid):
+    """The official construction, written with loops."""
+    mask = [[j <= i for j in range(n)] for i in range(n)]
+    for i in range(n):
+        for j in range(prefix):
+            mask[i][j] = True
+    start = prefix + block if hybrid else prefix
+    for i in range(start, n, block):
+        for row in range(i, min(i + block, n)):
+            for col in range(start, min(i + block, n)):
+                mask[row][col] = True
+    return torch.tensor(mask)
+
+
+@pytest.mark.parametrize("n, block, prefix, hybrid", [(64, 16, 0, False), (88, 16, 8, True), (40, 4, 3, False),
+                                                      (37, 5, 2, True), (20, 1, 0, False)])
+def test_masks_match_the_naive_construction(n, block, prefix, hybrid):
+    torch.testing.assert_close(nbp_mask(n, block, prefix, hybrid), naive_mask(n, block, prefix, hybrid))
+
+
+def test_mask_building_blocks():
+    assert block_ids(7, 3, start=2).tolist() == [0, 1, 2, 2, 2, 3, 3]
+    assert block_causal_mask(4, 2).tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1]]
+    assert with_visible_prefix(block_causal_mask(3, 1), 2)[0].tolist() == [True, True, False]
+    hidden = hide_columns(block_causal_mask(3, 1), torch.tensor([[False, True, False]]))
+    assert hidden[0].tolist() == [[1, 0, 0], [1, 1, 0], [1, 0, 1]]
+
+
+# --- KV-cache decoding equals the full forward -------------------------------------------------------------
+
+LAYOUTS = {
+    "begin-class": dict(condition="class", num_classes=5, cond_len=1),
+    "hybrid-text": dict(hybrid=True, condition="text", cond_len=3, text_vocab=50),
+    "no-begin": dict(begin=False),
+}
+
+
+def small_config(arch, layout, block):
+    return from_dict(TransformerConfig, dict(arch=arch, n_layer=2, n_head=2, n_embd=24, video_vocab=97,
+                                             latent_shape=[3, 4, 4], block=block, **LAYOUTS[layout]))
+
+
+CACHE_CASES = [(arch, layout, block) for arch in ("nbp-gpt", "modern") for layout in sorted(LAYOUTS)
+               for block in (1, 4, 16) if not (layout == "hybrid-text" and block == 1)]  # hybrid needs S > 1
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("arch, layout, block", CACHE_CASES)
+def test_cached_decoding_equals_full_forward(arch, layout, block):
+    torch.manual_seed(0)
+    lm = Transformer(small_config(arch, layout, block)).eval()
+    cfg = lm.config
+    codes = torch.randint(0, 97, (2, 48))
+    cond = lm.condition_ids(2, text_ids=torch.randint(0, 50, (2, 3)) if cfg.condition == "text" else None,
+                            class_ids=torch.tensor([1, 4]) if cfg.condition == "class" else None)
+    sequence = build_sequence(cfg, codes, cond)[:, :-block]
+    full = lm(sequence)
+    start = cfg.cond_len + (block if cfg.hybrid else 0)
+    groups = block_ids(sequence.shape[1], block, start)
+    prefill = cfg.cond_len + (1 if cfg.hybrid else block)  # the prompt of generate(): prefix and begin token(s)
+    cache = KVCache(cfg, 2, sequence.shape[1], "cpu", torch.float32)
+    pieces = [lm(sequence[:, :prefill], mask=mask_for(cfg, prefill, "cpu"), cache=cache)]
+    position = prefill
+    while position < sequence.shape[1]:
+        end = position + int((groups == groups[position]).sum()) if position >= start else position + 1
+        pieces.append(lm(sequence[:, position:end], cache=cache))
+        position = end
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_greedy_generation_is_consistent_with_teacher_forcing(layout):
+    """Generated codes are the argmax of the full forward over themselves, step by step."""
+    torch.manual_seed(1)
+    lm = Transformer(small_config("modern", layout, 4)).eval()
+    cfg = lm.config
+    kwargs = {"class_ids": torch.tensor([2, 3])} if cfg.condition == "class" else {}
+    kwargs |= {"text_ids": torch.randint(0, 50, (2, 3))} if cfg.condition == "text" else {}
+    context = torch.randint(0, 97, (2, 8)) if not cfg.begin else None
+    codes = lm.generate(24, context=context, greedy=True, **kwargs)
+    everything = codes if context is None else torch.cat([context, codes], dim=1)
+    cond = lm.condition_ids(2, kwargs.get("text_ids"), kwargs.get("class_ids"))
+    logits = lm(build_sequence(cfg, everything, cond)[:, :-cfg.block])[:, cfg.cond_len:]
+    predicted = logits[..., cfg.video_offset:].argmax(-1)
+    expected = everything if cfg.begin else everything[:, cfg.block:]
+    torch.testing.assert_close(predicted[:, -24:], expected[:, -24:], rtol=0, atol=0)
+
+
+def test_step_counts():
+    hybrid = Transformer(small_config("nbp-gpt", "hybrid-text", 16))
+    assert hybrid.count_steps(0, 48) == 16 + 2  # 16 tokens one by one, then 2 blocks
+    assert Transformer(small_config("modern", "begin-class", 16)).count_steps(0, 48) == 3
+    big = TransformerConfig(n_layer=1, n_head=1, n_embd=6, hybrid=True, condition="text", cond_len=8, text_vocab=10)
+    assert Transformer(big).count_steps(0, 1280) == 95
+
+
+# --- guidance and samplers ----------------------------------------------------------------------------
+
+@torch.no_grad()
+def test_guidance_combines_conditional_and_unconditional_logits():
+    torch.manual_seed(2)
+    lm = Transformer(small_config("modern", "begin-class", 16)).eval()
+    torch.nn.init.normal_(lm.uncond_embedding)
+    first = lambda **kw: lm.generate(16, class_ids=torch.tensor([1]), greedy=True, **kw)
+    torch.testing.assert_close(first(cfg_scale=1.0), first())
+    cfg = lm.config
+    prompt = build_sequence(cfg, torch.zeros(1, 0, dtype=torch.long), lm.condition_ids(1, class_ids=[1]))
+    cond = lm(prompt)[:, -16:, cfg.video_offset:]
+    uncond = lm(prompt, drop_condition=torch.tensor([True]))[:, -16:, cfg.video_offset:]
+    assert not torch.allclose(cond, uncond)
+    torch.testing.assert_close(first(cfg_scale=3.0), guide(cond, uncond, 3.0).argmax(-1))
+
+
+def test_samplers():
+    logits = torch.tensor([[1.0, 3.0, 2.0, 0.0]])
+    assert torch.isinf(filter_logits(logits, top_k=2)).tolist() == [[True, False, False, True]]
+    p = logits.softmax(-1)[0]  # 0.64, 0.24, 0.09, 0.03 for ids 1, 2, 0, 3
+    assert torch.isinf(filter_logits(logits, top_p=0.5)).tolist() == [[True, False, True, True]]
+    assert torch.isinf(filter_logits(logits, top_p=float(p[1] + p[2]) + 0.01)).tolist() == [[False, False, False, True]]
+    torch.testing.assert_close(filter_logits(logits, temperature=2.0), logits / 2)
+    assert sample(logits, greedy=True).tolist() == [1]
+    draws = lambda seed: sample(logits.expand(500, -1), generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(draws(0), draws(0)) and not torch.equal(draws(0), draws(1))
+    assert abs((draws(0) == 1).float().mean().item() - p[1].item()) < 0.08
+    assert guidance_scale(4.0, 0, 5, "linear") == 1.0 and guidance_scale(4.0, 4, 5, "linear") == 4.0
+
+
+# --- configs, files, bad input ---------------------------------------------------------------------------
+
+def test_presets_and_save_reload(tmp_path):
+    assert from_preset(TransformerConfig, "700m").n_embd == 1536
+    big = Transformer(from_preset(TransformerConfig, "nbp-gpt-700m", n_layer=1))
+    assert big.config.vocab_size == 16 + 32000 + 64000 and big.pos_emb.shape[1] == 8 + 1280
+    lm = Transformer(from_preset(TransformerConfig, "tiny")).eval()
+    again = load_model(save_model(lm, tmp_path / "lm.safetensors"))
+    codes = torch.randint(0, 64000, (2, 48))
+    torch.testing.assert_close(again.nll(codes, class_ids=[0, 3]), lm.nll(codes, class_ids=[0, 3]))
+    assert load_transformer(tmp_path / "lm.safetensors", dtype=torch.bfloat16).tok_emb.weight.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda lm: lm.nll(torch.full((1, 48), 64000), class_ids=[0]), "must lie in \\[0, 64000\\)"),
+    (lambda lm: lm.nll(torch.zeros(1, 48, dtype=torch.long), class_ids=[7]), "class ids must lie in \\[0, 4\\)"),
+    (lambda lm: lm.nll(torch.zeros(1, 48, dtype=torch.long)), "pass class_ids"),
+    (lambda lm: lm.generate(16, class_ids=[0], context=torch.zeros(1, 5, dtype=torch.long)), "not a whole number"),
+    (lambda lm: lm.generate(10, class_ids=[0]), "num_tokens=10 is not a whole number"),
+])
+def test_bad_input_is_refused(call, message):
+    lm = Transformer(from_preset(TransformerConfig, "tiny")).eval()
+    with pytest.raises(ValueError, match=message):
+        call(lm)
+
+
+def test_too_many_positions_for_learned_embeddings(official):
+    with pytest.raises(ValueError, match="positions requested; this model has 96"):
+        official[1].generate(112, context=torch.zeros(1, 16, dtype=torch.long), greedy=True)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(n_embd=30, n_head=4), "not divisible by n_head"),
+    (dict(block=5), "does not tile"),
+    (dict(condition="class", cond_len=0), "needs cond_len > 0"),
+    (dict(hybrid=True, begin=False), "hybrid models start with a begin token"),
+])
+def test_invalid_transformer_configs(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(TransformerConfig, {**dict(n_layer=1, n_head=2, n_embd=24, latent_shape=[1, 4, 4]), **overrides})
+
+
+@torch.no_grad()
+def test_text_prompts_through_the_byte_tokenizer():
+    from nbp.text import ByteTokenizer, encode_texts
+
+    lm = Transformer(from_dict(TransformerConfig, dict(n_layer=1, n_head=2, n_embd=24, latent_shape=[1, 4, 4],
+                                                       condition="text", cond_len=8, text_vocab=257))).eval()
+    ids = encode_texts(ByteTokenizer(), ["yo yo"], 8)
+    assert ids.tolist() == [[121, 111, 32, 121, 111, 256, 256, 256]]
+    torch.testing.assert_close(lm.generate(16, text="yo yo", greedy=True), lm.generate(16, text_ids=ids, greedy=True))
+    with pytest.warns(UserWarning, match="has 16 tokens; the model reads 8: truncated"):
+        lm.generate(16, text="apply eye makeup", greedy=True)
