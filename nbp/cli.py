@@ -70,10 +70,18 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+def recipe_files(args: argparse.Namespace) -> list[str]:
+    """The optional recipe argument (a key=value in its place is an override), then --recipe files."""
+    if args.config and "=" in args.config:
+        args.overrides.insert(0, args.config)
+        args.config = None
+    return [*filter(None, [args.config]), *args.recipe]
+
+
 def cmd_train_tokenizer(args: argparse.Namespace) -> int:
     from nbp.training.tokenizer import TokenizerTrainConfig, train_tokenizer
 
-    cfg = build_config(TokenizerTrainConfig, recipes=[*filter(None, [args.config]), *args.recipe], overrides=args.overrides)
+    cfg = build_config(TokenizerTrainConfig, recipes=recipe_files(args), overrides=args.overrides)
     print(f"tokenizer written to {train_tokenizer(cfg)}")
     return 0
 
@@ -104,7 +112,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_train_lm(args: argparse.Namespace) -> int:
     from nbp.training.lm import LMTrainConfig, train_lm
 
-    cfg = build_config(LMTrainConfig, recipes=[*filter(None, [args.config]), *args.recipe], overrides=args.overrides)
+    cfg = build_config(LMTrainConfig, recipes=recipe_files(args), overrides=args.overrides)
     print(f"language model written to {train_lm(cfg)}")
     return 0
 

@@ -24,7 +24,7 @@ class CPUDeepSpeedStrategy(DeepSpeedStrategy):
 
     @property
     def root_device(self) -> torch.device:
-        return torch.device("cpu")
+        return torch.device("cpu", 0)  # DeepSpeed reads the index as the device rank; every rank is "cpu"
 
     def setup_distributed(self) -> None:
         reset_seed()

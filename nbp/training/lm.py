@@ -127,13 +127,18 @@ class LMSystem(L.LightningModule):
         codes = batch["tokens"]
         cond = model.condition_ids(len(codes), **self.condition(batch["label"]))
         sequence = build_sequence(cfg, codes, cond)
-        drop = torch.rand(len(codes), device=codes.device) < drop_rate if cond is not None and drop_rate > 0 else None
+        drop = self.dropout_mask(len(codes), drop_rate).to(codes.device) if cond is not None and drop_rate > 0 else None
         logits = model(sequence[:, :-cfg.block], drop_condition=drop)[:, cfg.cond_len:]
         targets = (codes if cfg.begin else codes[:, cfg.block:]) + cfg.video_offset
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
         top5 = logits.topk(5, dim=-1).indices
         return {"loss": loss, "acc1": (top5[..., 0] == targets).float().mean(),
                 "acc5": (top5 == targets[..., None]).any(-1).float().mean()}
+
+    def dropout_mask(self, batch: int, rate: float) -> torch.Tensor:
+        """Which samples lose their condition: drawn from (seed, batch, rank), so a resumed run draws the same."""
+        seed = (self.cfg.seed * 1_000_003 + int(self.batches_seen)) * 8191 + self.global_rank
+        return torch.rand(batch, generator=torch.Generator().manual_seed(seed)) < rate
 
     def training_step(self, batch, batch_idx):
         out = self.loss(batch, self.cfg.cond_dropout)
