@@ -165,11 +165,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class CurrentStderr(logging.StreamHandler):
+    """A handler writing to whatever sys.stderr is when a record comes (test runners swap the stream)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def configure_logging() -> None:
     """nbp's own messages (skipped files, resume, perceptual loss off) to stderr; Lightning keeps its own."""
     logger = logging.getLogger("nbp")
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        handler = CurrentStderr()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)

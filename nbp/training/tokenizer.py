@@ -151,9 +151,10 @@ class TokenizerSystem(L.LightningModule):
 
         recon = self.tokenizer(video)
         losses = self.generator_losses(video, recon, gan)
-        if not self.finite_or_skip(losses["loss"], step):
+        if not self.finite_or_skip(losses["loss"], step) or \
+                not self.optimize(optimizers[0], schedulers[0], losses["loss"], self.tokenizer):
             return
-        self.optimize(optimizers[0], schedulers[0], losses["loss"], self.tokenizer)
+        self.bad_steps.zero_()
         self.update_ema()
         if gan:
             losses.update(self.discriminator_step(video, recon.detach(), optimizers[1], schedulers[1]))
@@ -187,33 +188,37 @@ class TokenizerSystem(L.LightningModule):
         d_loss = hinge_d_loss(real_logits, fake_logits)
         lecam = lecam_loss(real_logits, fake_logits, self.lecam_ema[0], self.lecam_ema[1])
         loss = d_loss + self.cfg.lecam_weight * lecam
-        if not self.finite_or_skip(loss, int(self.batches_seen)):
+        if not self.finite_or_skip(loss, int(self.batches_seen)) or \
+                not self.optimize(optimizer, scheduler, loss, self.discriminator):
             return {}
-        self.optimize(optimizer, scheduler, loss, self.discriminator)
         with torch.no_grad():
             means = torch.stack([torch.cat([r.flatten() for r in real_logits]).mean(),
                                  torch.cat([f.flatten() for f in fake_logits]).mean()]).float()
             self.lecam_ema.lerp_(means, 0.01)
         return {"d_loss": d_loss, "lecam": lecam, "logits_real": means[0], "logits_fake": means[1]}
 
-    def optimize(self, optimizer, scheduler, loss, module) -> None:
+    def optimize(self, optimizer, scheduler, loss, module) -> bool:
+        """Backward, clip, step; an update whose gradient is not finite is skipped and counted like a bad loss."""
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        if self.cfg.grad_clip > 0:
-            self.clip_gradients(optimizer, gradient_clip_val=self.cfg.grad_clip, gradient_clip_algorithm="norm")
+        limit = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(module.parameters(), limit)
+        if not self.finite_or_skip(norm, int(self.batches_seen), what="gradient norm"):
+            optimizer.zero_grad(set_to_none=True)
+            return False
         optimizer.step()
         scheduler.step()
+        return True
 
-    def finite_or_skip(self, loss: torch.Tensor, step: int) -> bool:
-        """Count a non-finite loss and skip its update; stop after `max_bad_steps` in a row."""
-        if torch.isfinite(loss):
-            self.bad_steps.zero_()
+    def finite_or_skip(self, value: torch.Tensor, step: int, what: str = "loss") -> bool:
+        """Count a non-finite loss (or gradient) and skip its update; stop after `max_bad_steps` in a row."""
+        if torch.isfinite(value):
             return True
         self.bad_steps += 1
-        log.warning("step %d: loss is %s, update skipped (%d in a row)", step, loss.item(), int(self.bad_steps))
+        log.warning("step %d: %s is %s, update skipped (%d in a row)", step, what, value.item(), int(self.bad_steps))
         if int(self.bad_steps) >= self.cfg.max_bad_steps:
-            raise FloatingPointError(f"training stopped at step {step}: {int(self.bad_steps)} non-finite losses in "
-                                     f"a row (last {loss.item()}); the last good checkpoint is kept")
+            raise FloatingPointError(f"training stopped at step {step}: {int(self.bad_steps)} non-finite values in "
+                                     f"a row (last {what} {value.item()}); the last good checkpoint is kept")
         return False
 
     @torch.no_grad()
