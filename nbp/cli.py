@@ -124,6 +124,17 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from nbp.evaluate import EvalConfig, evaluate
+
+    cfg = build_config(EvalConfig, recipes=args.recipe, overrides=args.overrides)
+    r = evaluate(cfg)
+    print(f"| protocol | real | fake | FVD |\n|---|---|---|---|\n"
+          f"| {r['protocol']} | {r['real']['shape']} | {r['fake']['shape']} | {r['fvd']:.2f} |")
+    print(f"{r['protocol_description']}; written to {cfg.out}/fvd.json")
+    return 0
+
+
 def add_config_command(commands, name: str, run, help: str, recipe_argument: bool = False) -> None:
     """A subcommand configured by `key=value` overrides (and --recipe YAML files) of a dataclass config."""
     command = commands.add_parser(name, help=help)
@@ -160,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(run=cmd_convert)
     add_config_command(commands, "sample", cmd_sample,
                        "generate videos: unconditional, class/text-conditional, or continuing given videos")
+    add_config_command(commands, "eval", cmd_eval, "FVD between two sets of videos under a named protocol")
     add_config_command(commands, "eval-tokenizer", cmd_eval_tokenizer,
                        "reconstruct a dataset: PSNR, SSIM, LPIPS, rFVD, codebook usage")
     return parser
