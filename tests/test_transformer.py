@@ -261,3 +261,18 @@ def test_text_prompts_through_the_byte_tokenizer():
     torch.testing.assert_close(lm.generate(16, text="yo yo", greedy=True), lm.generate(16, text_ids=ids, greedy=True))
     with pytest.warns(UserWarning, match="has 16 tokens; the model reads 8: truncated"):
         lm.generate(16, text="apply eye makeup", greedy=True)
+
+
+def test_fast_sampler_draws_from_the_filtered_distribution():
+    from nbp.models.sampling import sample_logits
+
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
+    for top_k, top_p in [(None, None), (10, None), (None, 0.6), (10, 0.5)]:
+        reference = filter_logits(logits, 0.7, top_k, top_p).softmax(-1)
+        draws = sample_logits(logits.expand(4000, 3, 50), 0.7, top_k, top_p,
+                              generator=torch.Generator().manual_seed(1))
+        allowed = reference > 0
+        assert allowed.gather(-1, draws.T).all()  # only candidates of the filtered distribution
+        frequencies = torch.stack([torch.bincount(draws[:, i], minlength=50) for i in range(3)]).float() / 4000
+        assert (frequencies - reference).abs().max() < 0.03
+    assert torch.equal(sample_logits(logits, greedy=True), logits.argmax(-1))

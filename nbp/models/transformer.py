@@ -350,7 +350,7 @@ class Transformer(nn.Module):
                  generator: torch.Generator | None = None) -> torch.Tensor:
         """Generate `num_tokens` video codes (B, num_tokens) in [0, video_vocab), one block per step (the first
         row token by token for hybrid models), after the optional `context` codes (B, n)."""
-        from nbp.models.sampling import filter_logits, guidance_scale, guide, sample
+        from nbp.models.sampling import guidance_scale, guide, sample_logits
 
         cfg, s = self.config, self.config.block
         device = self.tok_emb.weight.device
@@ -380,7 +380,7 @@ class Transformer(nn.Module):
                 last = guide(last[:batch], last[batch:], guidance_scale(cfg_scale, step, steps, cfg_schedule))
             if not cfg.sample_full_vocab:
                 last = last[..., cfg.video_offset:]
-            ids = sample(filter_logits(last, temperature, top_k, top_p), greedy, generator)
+            ids = sample_logits(last, temperature, top_k, top_p, greedy, generator)
             ids = ids if cfg.sample_full_vocab else ids + cfg.video_offset
             out.append(ids)
             done += width

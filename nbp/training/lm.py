@@ -49,6 +49,7 @@ class LMTrainConfig:
     precision: str = "32-true"  # "bf16-mixed" on GPUs
     strategy: str = "auto"  # "ddp", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3"
     devices: int = 1
+    num_nodes: int = 1
     seed: int = 0
     checkpoint_every: int = 500
     keep_last: int = 3
@@ -174,7 +175,8 @@ def train_lm(cfg: LMTrainConfig, callbacks=()) -> Path:
     trainer = build_trainer(run_dir, cfg.steps, cfg.checkpoint_every, cfg.keep_last, cfg.precision, cfg.devices,
                             strategy_for(cfg.strategy, cfg.devices), callbacks=callbacks, log_every=cfg.log_every,
                             grad_clip=cfg.grad_clip,
-                            accumulate=cfg.accumulate, val_every=cfg.val_every if val_set is not None else 0)
+                            accumulate=cfg.accumulate, val_every=cfg.val_every if val_set is not None else 0,
+                            num_nodes=cfg.num_nodes)
     fit(trainer, system, run_dir)
     out = run_dir / "lm.safetensors"
     if trainer.is_global_zero:

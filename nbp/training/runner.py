@@ -97,10 +97,11 @@ def resumable_loader(dataset, batch_size: int, num_workers: int, seed: int, batc
 def build_trainer(run_dir: Path, steps: int, checkpoint_every: int, keep_last: int, precision: str,
                   devices: int | str = 1, strategy="auto", accelerator: str = "auto", callbacks=(),
                   log_every: int = 10, grad_clip: float | None = None, accumulate: int = 1,
-                  val_every: int = 0) -> L.Trainer:
+                  val_every: int = 0, num_nodes: int = 1) -> L.Trainer:
     logger = CSVLogger(str(run_dir), name="logs")  # logs/version_N/metrics.csv: a resumed run adds a version
     return L.Trainer(
         default_root_dir=str(run_dir), max_epochs=-1, max_steps=-1, precision=precision, devices=devices,
+        num_nodes=num_nodes,
         strategy=strategy, accelerator=accelerator, logger=logger, log_every_n_steps=log_every,
         callbacks=[AtomicCheckpoint(run_dir / "checkpoints", checkpoint_every, keep_last), StopAfter(steps), *callbacks],
         enable_checkpointing=False, num_sanity_val_steps=0, use_distributed_sampler=False, enable_model_summary=False,
