@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from nbp.checkpoint import load_model, save_model
+from nbp.checkpoint import save_model
 from nbp.config import ConfigError, build_config, from_preset
 from nbp.data.synthetic import make_dataset
 from nbp.download import load_transformer
