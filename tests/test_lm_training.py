@@ -67,6 +67,12 @@ def test_lr_schedule_and_weight_decay_groups(tokens, tmp_path):
     assert rest["weight_decay"] == 0.0 and len(rest["params"]) == 2 * 2 + 1  # two norms per block, final norm
 
 
+def test_resuming_with_another_model_size_fails_clearly(tokens, tmp_path):
+    train_lm(config(tokens, tmp_path / "r", "steps=2", "checkpoint_every=2"))
+    with pytest.raises(ConfigError, match="of another model \\(n_layer: checkpoint 2 vs run 3"):
+        train_lm(config(tokens, tmp_path / "r", "steps=4", "model_overrides.n_layer=3"))
+
+
 def test_mismatched_dataset_fails_before_step_zero(tokens, tmp_path):
     with pytest.raises(ConfigError, match="latent \\[3, 4, 4\\] and vocabulary 64000; model preset 'tiny' expects latent \\[3, 4, 8\\]"):
         train_lm(config(tokens, tmp_path / "d", "model_overrides.latent_shape=[3,4,8]"))
@@ -99,3 +105,41 @@ def test_zero_on_two_cpu_processes_matches_single_process(tokens, tmp_path, stag
     for name, value in expected.items():
         torch.testing.assert_close(got[name], value, rtol=1e-4, atol=1e-5, msg=name)
     torch.testing.assert_close(final_weights(zero / "lm.safetensors")["head.weight"], got["head.weight"])
+
+
+def test_sigterm_saves_then_the_run_resumes(tokens, tmp_path):
+    import signal
+    import time
+
+    args = [sys.executable, "-m", "nbp.cli", "train-lm", f"train={tokens}", f"run_dir={tmp_path / 'run'}", "steps=400",
+            "checkpoint_every=1000", "batch_size=4", "model_overrides.latent_shape=[3,4,4]", "model_overrides.num_classes=4"]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list((tmp_path / "run" / "logs").glob("version_0")) and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(4)  # some batches
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    saved = sorted((tmp_path / "run" / "checkpoints").glob("step_*.ckpt"))
+    assert len(saved) == 1 and "stop requested: saving batch" in err, err[-2000:]
+    stopped_at = int(saved[0].name[5:13])
+    assert 0 < stopped_at < 400
+    run_cli("train-lm", f"train={tokens}", f"run_dir={tmp_path / 'run'}", f"steps={stopped_at + 2}",
+            "checkpoint_every=1000", "batch_size=4", "model_overrides.latent_shape=[3,4,4]", "model_overrides.num_classes=4")
+    assert (tmp_path / "run" / "checkpoints" / f"step_{stopped_at + 2:08d}.ckpt").exists()
+
+
+def test_out_of_memory_names_the_settings_to_lower(tokens, tmp_path):
+    from nbp.data.tokens import TokenDataset
+    from nbp.training.lm import LMSystem
+
+    cfg = config(tokens, tmp_path / "oom")
+    system = LMSystem(cfg, cfg.model_config(TokenDataset(tokens)))
+
+    def exhausted(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    system.model.forward = exhausted
+    batch = {"tokens": torch.zeros(4, 48, dtype=torch.long), "label": torch.zeros(4, dtype=torch.long)}
+    with pytest.raises(RuntimeError, match="out of memory at batch 0 \\(batch_size=4, 48 tokens.*lower batch_size and raise accumulate"):
+        system.training_step(batch, 0)

@@ -98,6 +98,19 @@ class LMSystem(L.LightningModule):
 
         checkpoint[CONFIG_KEY] = asdict(self.model.config)  # lets `nbp convert` rebuild the model
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse to resume a run of another architecture, naming what differs."""
+        from dataclasses import asdict
+
+        from nbp.convert import CONFIG_KEY
+
+        saved, current = checkpoint.get(CONFIG_KEY, {}), asdict(self.model.config)
+        changed = {k: (saved[k], current[k]) for k in current if k in saved and saved[k] != current[k]}
+        if changed:
+            details = ", ".join(f"{k}: checkpoint {a} vs run {b}" for k, (a, b) in changed.items())
+            raise ConfigError(f"the checkpoint in {self.cfg.run_dir} is of another model ({details}); "
+                              "use a new run_dir or the original model settings")
+
     def train_dataloader(self):
         cfg = self.cfg
         return resumable_loader(self.train_set, cfg.batch_size, cfg.num_workers, cfg.seed, int(self.batches_seen))
@@ -142,7 +155,15 @@ class LMSystem(L.LightningModule):
         return torch.rand(batch, generator=torch.Generator().manual_seed(seed)) < rate
 
     def training_step(self, batch, batch_idx):
-        out = self.loss(batch, self.cfg.cond_dropout)
+        try:
+            out = self.loss(batch, self.cfg.cond_dropout)
+        except torch.OutOfMemoryError as error:
+            cfg = self.cfg
+            raise RuntimeError(
+                f"out of memory at batch {int(self.batches_seen)} (batch_size={cfg.batch_size}, "
+                f"{batch['tokens'].shape[1]} tokens, model {cfg.model!r}, precision {cfg.precision}, strategy "
+                f"{cfg.strategy}): lower batch_size and raise accumulate to keep the effective batch, use "
+                "precision=bf16-mixed, or shard with strategy=deepspeed_stage_2 / deepspeed_stage_3") from error
         if not torch.isfinite(out["loss"]):
             raise FloatingPointError(f"loss is {out['loss'].item()} at batch {int(self.batches_seen)}; "
                                      "lower lr or use bf16 instead of fp16; the last good checkpoint is kept")

@@ -10,11 +10,13 @@ import logging
 import os
 import re
 import shutil
+import signal
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 
 from nbp.data.sampler import ResumableSampler
@@ -52,6 +54,12 @@ class AtomicCheckpoint(L.Callback):
     def on_train_end(self, trainer, system) -> None:
         self.save(trainer, int(system.batches_seen))
 
+    def on_exception(self, trainer, system, exception) -> None:
+        """SIGTERM (or a first Ctrl-C, see GracefulStop) ends the run after a whole batch: save it first."""
+        if isinstance(exception, SIGTERMException):
+            log.warning("stop requested: saving batch %d before exiting", int(system.batches_seen))
+            self.save(trainer, int(system.batches_seen))
+
     def save(self, trainer: L.Trainer, step: int) -> None:
         if step == self.last_saved or step == 0:
             return
@@ -66,6 +74,22 @@ class AtomicCheckpoint(L.Callback):
             for old in checkpoints(self.folder)[: -self.keep_last]:
                 shutil.rmtree(old) if old.is_dir() else old.unlink()
         self.last_saved = step
+
+
+class GracefulStop(L.Callback):
+    """A first Ctrl-C asks for the same clean stop as SIGTERM (finish the batch, save, exit); a second one
+    interrupts at once."""
+
+    def on_train_start(self, trainer, system) -> None:
+        def request_stop(signum, frame):
+            log.warning("Ctrl-C: stopping after this batch (press again to interrupt now)")
+            trainer.received_sigterm = True
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        signal.signal(signal.SIGINT, request_stop)
+
+    def on_train_end(self, trainer, system) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class StopAfter(L.Callback):
@@ -103,7 +127,8 @@ def build_trainer(run_dir: Path, steps: int, checkpoint_every: int, keep_last: i
         default_root_dir=str(run_dir), max_epochs=-1, max_steps=-1, precision=precision, devices=devices,
         num_nodes=num_nodes,
         strategy=strategy, accelerator=accelerator, logger=logger, log_every_n_steps=log_every,
-        callbacks=[AtomicCheckpoint(run_dir / "checkpoints", checkpoint_every, keep_last), StopAfter(steps), *callbacks],
+        callbacks=[AtomicCheckpoint(run_dir / "checkpoints", checkpoint_every, keep_last), StopAfter(steps),
+                   GracefulStop(), *callbacks],
         enable_checkpointing=False, num_sanity_val_steps=0, use_distributed_sampler=False, enable_model_summary=False,
         gradient_clip_val=grad_clip or None, accumulate_grad_batches=accumulate,
         limit_val_batches=1.0 if val_every else 0, val_check_interval=val_every or None,
