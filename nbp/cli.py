@@ -135,6 +135,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass
+class ExportClipsConfig:
+    root: str = "???"
+    annotations: str | None = None
+    out: str = "???"  # .npy
+    count: int | None = None  # None: every clip once
+    frames: int = 16
+    resolution: int = 128
+    sampling: str = "random"
+    fps: float | None = None
+    seed: int = 0
+
+
+def cmd_export_clips(args: argparse.Namespace) -> int:
+    from nbp.sample import export_clips
+
+    cfg = build_config(ExportClipsConfig, recipes=args.recipe, overrides=args.overrides)
+    print(f"wrote {export_clips(**to_dict(cfg))}")
+    return 0
+
+
 def add_config_command(commands, name: str, run, help: str, recipe_argument: bool = False) -> None:
     """A subcommand configured by `key=value` overrides (and --recipe YAML files) of a dataclass config."""
     command = commands.add_parser(name, help=help)
@@ -171,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(run=cmd_convert)
     add_config_command(commands, "sample", cmd_sample,
                        "generate videos: unconditional, class/text-conditional, or continuing given videos")
+    add_config_command(commands, "export-clips", cmd_export_clips, "real clips of a dataset split as uint8 .npy (FVD's real set)")
     add_config_command(commands, "eval", cmd_eval, "FVD between two sets of videos under a named protocol")
     add_config_command(commands, "eval-tokenizer", cmd_eval_tokenizer,
                        "reconstruct a dataset: PSNR, SSIM, LPIPS, rFVD, codebook usage")

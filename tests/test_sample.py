@@ -38,3 +38,29 @@ def test_sample_command_writes_videos_and_continues_a_context(tmp_path):
         given = tokenizer.decode_from_code_indices(ids).clamp(0, 1)
     expected = (given[0].permute(1, 2, 3, 0) * 255).round().byte().numpy()
     np.testing.assert_array_equal(continued[:5], expected)
+
+
+def test_sharded_sampling_is_split_over_ranks_and_resumable(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    save_model(VideoTokenizer(from_preset(TokenizerConfig, "tiny", resolution=32)).eval(), tmp_path / "tok.safetensors")
+    save_model(Transformer(from_preset(TransformerConfig, "tiny", latent_shape=[3, 4, 4])).eval(), tmp_path / "lm.safetensors")
+    args = ["sample", f"lm={tmp_path / 'lm.safetensors'}", f"tokenizer={tmp_path / 'tok.safetensors'}", "frames=9",
+            "resolution=32", f"out={tmp_path / 'run'}", "num_samples=5", "batch_size=2", "class_ids=[0,1,2,3]", "sharded=true"]
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        assert main(args) == 0
+    files = sorted(p.name for p in (tmp_path / "run" / "samples").iterdir())
+    assert files == [f"{i:06d}.npy" for i in range(5)]
+    first = np.load(tmp_path / "run" / "samples" / "000000.npy")
+    (tmp_path / "run" / "samples" / "000003.npy").unlink()  # an interrupted rank 1
+    assert main(args) == 0  # rank 1 again: only the missing sample
+    assert len(list((tmp_path / "run" / "samples").iterdir())) == 5
+    np.testing.assert_array_equal(np.load(tmp_path / "run" / "samples" / "000000.npy"), first)
+
+    from nbp.data.synthetic import make_dataset
+    root = make_dataset(tmp_path / "synth", videos_per_class=2, size=32, seed=1)
+    assert main(["export-clips", f"root={root}", "annotations=trainlist.txt", f"out={tmp_path / 'real.npy'}",
+                 "count=10", "frames=9", "resolution=32"]) == 0
+    real = np.load(tmp_path / "real.npy")
+    assert real.shape == (10, 9, 32, 32, 3) and real.dtype == np.uint8
