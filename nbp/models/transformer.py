@@ -173,8 +173,9 @@ class Attention(nn.Module):
         b, n, c = x.shape
         split = lambda t: t.view(b, n, self.n_head, c // self.n_head).transpose(1, 2)  # (B, H, n, d)
         q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if rope is not None:  # in q's dtype: fp32 tables would promote bf16 q and k (autocast) to fp32
+            cos, sin = (t.to(q.dtype) for t in rope)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.append(layer, k, v)  # (B, H, cached + n, d)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -275,10 +276,11 @@ class Transformer(nn.Module):
         return x
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None, drop_condition=None,
-                cache: KVCache | None = None, last: int | None = None) -> torch.Tensor:
+                cache: KVCache | None = None, last: int | None = None, hidden: bool = False) -> torch.Tensor:
         """ids (B, n) -> logits (B, n, V). Without a cache, `mask` defaults to the training mask; with one,
         the ids continue the cached sequence and `mask` (n, cached + n) defaults to everything visible.
-        `last` keeps only the logits of the last positions (the head is the largest matmul of a decode step)."""
+        `last` keeps only the logits of the last positions (the head is the largest matmul of a decode step);
+        `hidden` returns the final normalised states (B, n, C) instead, for a loss that applies the head itself."""
         start = cache.length if cache is not None else 0
         n = ids.shape[1]
         if mask is None and cache is None:
@@ -293,7 +295,7 @@ class Transformer(nn.Module):
             cache.commit()
         if last is not None:
             x = x[:, -last:]
-        return self.head(self.ln_f(x))
+        return self.ln_f(x) if hidden else self.head(self.ln_f(x))
 
     # --- conditions, likelihood, sampling ----------------------------------------------------------------
     def text_to_ids(self, text: str | list[str]) -> torch.Tensor:

@@ -23,6 +23,7 @@ from nbp.config import ConfigError, from_preset
 from nbp.data.classes import class_text
 from nbp.data.tokens import TokenDataset
 from nbp.models.transformer import Transformer, TransformerConfig, build_sequence
+from nbp.training.fused_ce import linear_cross_entropy
 from nbp.training.runner import build_trainer, fit, latest_checkpoint, resumable_loader
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class LMTrainConfig:
     grad_clip: float = 1.0
     accumulate: int = 1
     cond_dropout: float = 0.1  # probability of replacing the condition by the unconditional embedding
+    chunked_loss: bool = False  # head + cross-entropy in row chunks: ~20% less peak memory, slower on CPU
     precision: str = "32-true"  # "bf16-mixed" on GPUs
     strategy: str = "auto"  # "ddp", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3"
     devices: int = 1
@@ -142,12 +144,16 @@ class LMSystem(L.LightningModule):
         cond = model.condition_ids(len(codes), **self.condition(batch["label"]))
         sequence = build_sequence(cfg, codes, cond)
         drop = self.dropout_mask(len(codes), drop_rate).to(codes.device) if cond is not None and drop_rate > 0 else None
-        logits = model(sequence[:, :-cfg.block], drop_condition=drop)[:, cfg.cond_len:]
         targets = (codes if cfg.begin else codes[:, cfg.block:]) + cfg.video_offset
+        if self.cfg.chunked_loss:
+            states = model(sequence[:, :-cfg.block], drop_condition=drop, hidden=True)[:, cfg.cond_len:]
+            losses, top1, top5 = linear_cross_entropy(states.flatten(0, 1), model.head.weight, targets.flatten())
+            return {"loss": losses.mean(), "acc1": top1.float().mean(), "acc5": top5.float().mean()}
+        logits = model(sequence[:, :-cfg.block], drop_condition=drop)[:, cfg.cond_len:]
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
-        top5 = logits.topk(5, dim=-1).indices
-        return {"loss": loss, "acc1": (top5[..., 0] == targets).float().mean(),
-                "acc5": (top5 == targets[..., None]).any(-1).float().mean()}
+        target_logit = logits.gather(-1, targets[..., None])
+        rank = (logits > target_logit).sum(dim=-1)  # codes scoring above the target
+        return {"loss": loss, "acc1": (rank == 0).float().mean(), "acc5": (rank < 5).float().mean()}
 
     def dropout_mask(self, batch: int, rate: float) -> torch.Tensor:
         """Which samples lose their condition: drawn from (seed, batch, rank), so a resumed run draws the same."""
