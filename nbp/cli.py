@@ -23,7 +23,8 @@ nbp demo will run the whole pipeline on a built-in dataset of small labelled vid
   4. train a tiny next-block-prediction transformer
   5. sample class-conditional videos and predict held-out continuations
   6. write samples, contact sheets, loss curves and metrics.json under one run folder
-Not built yet: the tokenizer (stage 0) is ready; data, training and sampling are in progress."""
+Not assembled yet: each stage exists as its own command (nbp synthetic, train-tokenizer, eval-tokenizer,
+tokenize, train-lm, sample, eval; see README.md); the one-command demo comes next."""
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
