@@ -276,3 +276,16 @@ def test_fast_sampler_draws_from_the_filtered_distribution():
         frequencies = torch.stack([torch.bincount(draws[:, i], minlength=50) for i in range(3)]).float() / 4000
         assert (frequencies - reference).abs().max() < 0.03
     assert torch.equal(sample_logits(logits, greedy=True), logits.argmax(-1))
+
+
+def test_nucleus_threshold_keeps_the_sorted_prefix_that_reaches_p():
+    from nbp.models.sampling import nucleus_threshold
+
+    probs = torch.rand(6, 200, generator=torch.Generator().manual_seed(3)).pow(4).softmax(-1) ** 2
+    probs = probs / probs.sum(-1, keepdim=True)
+    for top_p in (0.1, 0.5, 0.9):
+        kept = probs >= nucleus_threshold(probs, top_p)
+        sorted_probs, order = probs.sort(-1, descending=True)
+        prefix = (sorted_probs.cumsum(-1) - sorted_probs) < top_p  # the tokens before the mass reaches p, + 1
+        expected = torch.zeros_like(kept).scatter(-1, order, prefix)
+        assert torch.equal(kept, expected)
