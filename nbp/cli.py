@@ -92,8 +92,9 @@ def cmd_eval_tokenizer(args: argparse.Namespace) -> int:
 
     cfg = build_config(TokenizerEvalConfig, recipes=args.recipe, overrides=args.overrides)
     results = evaluate_tokenizer(cfg)
-    shown = ["clips", "psnr", "ssim", "lpips", "rfvd", "usage", "codes_used", "entropy_bits", "perplexity"]
-    print("\n".join(f"{k:>13}: {results[k]:.4g}" if isinstance(results[k], float) else f"{k:>13}: {results[k]}"
+    shown = ["clips", "psnr", "ssim", "lpips", "rfvd", "usage", "codes_used", "entropy_bits", "perplexity",
+             "baseline_mean_frame_psnr", "baseline_mean_colour_psnr"]
+    print("\n".join(f"{k:>25}: {results[k]:.4g}" if isinstance(results[k], float) else f"{k:>25}: {results[k]}"
                     for k in shown if k in results))
     if "rfvd_protocol" in results:
         print(f"rFVD protocol: {results['rfvd_protocol']}")

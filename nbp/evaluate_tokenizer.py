@@ -66,7 +66,8 @@ def evaluate_tokenizer(cfg: TokenizerEvalConfig) -> dict:
     if i3d is None:
         log.warning("rFVD not computed: pass i3d=path/to/i3d_pretrained_400.pt")
 
-    scores = {"psnr": [], "ssim": [], "lpips": []}
+    # Trivial baselines: every frame replaced by the clip's mean frame, or by its mean colour.
+    scores = {"psnr": [], "ssim": [], "lpips": [], "baseline_mean_frame_psnr": [], "baseline_mean_colour_psnr": []}
     features = {"real": [], "recon": []}
     counts = np.zeros(tokenizer.codebook_size, np.int64)
     shown, dropped = [], 0
@@ -82,6 +83,8 @@ def evaluate_tokenizer(cfg: TokenizerEvalConfig) -> dict:
         counts += np.bincount(ids.flatten().cpu().numpy(), minlength=len(counts))
         scores["psnr"] += psnr(recon, video).tolist()
         scores["ssim"] += ssim(recon, video).tolist()
+        for name, dims in (("frame", (2,)), ("colour", (2, 3, 4))):
+            scores[f"baseline_mean_{name}_psnr"] += psnr(video.mean(dims, keepdim=True).expand_as(video), video).tolist()
         if lpips is not None:
             scores["lpips"] += lpips.to(cfg.device).video(recon, video).tolist()
         if i3d is not None:

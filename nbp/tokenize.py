@@ -15,6 +15,7 @@ from nbp.data.tokens import write_token_dataset
 from nbp.download import load_magvit2
 
 log = logging.getLogger(__name__)
+CLIP_SETTINGS = ("sequence_length", "resolution", "fps", "resize", "short", "windows")
 
 
 @dataclass
@@ -28,6 +29,7 @@ class TokenizeConfig:
     fps: float | None = None
     resize: str = "squash"
     short: str = "skip"
+    windows: int = 1  # clips per video, evenly spaced from its start to its end (1: the centre clip)
     shard_size: int = 1024
     batch_size: int = 4
     num_workers: int = 2
@@ -35,20 +37,31 @@ class TokenizeConfig:
     bf16: bool = False  # bf16 autocast (a few indices move across FSQ bin edges; see docs/benchmarks.md)
 
 
+def window_key(clip: int, windows: int) -> tuple[int, float] | int:
+    """Dataset key of clip number `clip`: video clip // windows, at position (clip % windows) / (windows - 1)."""
+    if windows == 1:
+        return clip
+    video, k = divmod(clip, windows)
+    return video, k / (windows - 1)
+
+
 def tokenize(cfg: TokenizeConfig) -> dict:
     """Write the token dataset; returns counts (shards written/kept, clips stored, files skipped by reason)."""
+    if cfg.windows < 1:
+        raise ValueError(f"windows must be at least 1 (clips per video), got {cfg.windows}")
     tokenizer = load_magvit2(cfg.tokenizer, resolution=cfg.resolution, device=cfg.device)
     annotations = Path(cfg.root) / cfg.annotations if cfg.annotations else None
     dataset = VideoDataset(cfg.root, annotations, sequence_length=cfg.sequence_length, resolution=cfg.resolution,
                            fps=cfg.fps, sampling="centre", resize=cfg.resize, short=cfg.short, on_error="skip")
     latent = tokenizer.config.latent_shape(cfg.sequence_length, cfg.resolution, cfg.resolution)
     meta = {"vocab_size": tokenizer.codebook_size, "latent_shape": list(latent), "classes": dataset.classes,
-            "clip": {k: v for k, v in asdict(cfg).items() if k in ("sequence_length", "resolution", "fps", "resize", "short")},
+            "clip": {k: v for k, v in asdict(cfg).items() if k in CLIP_SETTINGS},
             "tokenizer": Path(cfg.tokenizer).name, "tokenizer_config": asdict(tokenizer.config)}
     dropped = []
 
     def encode_shard(clips: range):
-        loader = DataLoader(Subset(dataset, list(clips)), batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+        keys = [window_key(j, cfg.windows) for j in clips]
+        loader = DataLoader(Subset(dataset, keys), batch_size=cfg.batch_size, num_workers=cfg.num_workers,
                             collate_fn=collate_clips)
         tokens, labels, paths = [], [], []
         for batch in loader:
@@ -66,9 +79,9 @@ def tokenize(cfg: TokenizeConfig) -> dict:
                 np.concatenate(labels) if labels else np.zeros(0, np.int32), paths)
 
     def progress(shards):
-        return tqdm(shards, desc=f"tokenize {len(dataset)} clips", unit="shard")
+        return tqdm(shards, desc=f"tokenize {len(dataset) * cfg.windows} clips", unit="shard")
 
-    counts = write_token_dataset(cfg.out, meta, len(dataset), cfg.shard_size, encode_shard, progress)
+    counts = write_token_dataset(cfg.out, meta, len(dataset) * cfg.windows, cfg.shard_size, encode_shard, progress)
     counts["skipped_at_probe"] = dataset.skip_counts()
     counts["dropped_while_decoding"] = int(sum(dropped))
     return counts

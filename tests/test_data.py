@@ -224,6 +224,18 @@ def test_tokenize_command_stores_the_tokenizer_codes(tmp_path):
     assert len(TokenDataset(tmp_path / "tokens")) == 8
     assert json.loads((tmp_path / "tokens" / "meta.json").read_text())["clip"]["sequence_length"] == 9
 
+    assert main(["tokenize", *args, f"out={tmp_path / 'windows'}", "windows=3"]) == 0
+    windows = TokenDataset(tmp_path / "windows")
+    assert len(windows) == 3 * len(clips)
+    first = clips.infos[1]
+    free = first.frames - 9
+    for k, start in enumerate([0, round(free / 2), free]):  # video 1's windows: its start, middle and end
+        video = clips.load_clip(1, k / 2)["video"]
+        assert clips.window_start(first, k / 2) == start
+        with torch.no_grad():
+            _, expected = tokenizer.encode(video[None])
+        assert windows[3 + k]["tokens"].tolist() == expected.flatten().tolist()
+
 
 def test_datamodule_serves_video_and_token_batches(tmp_path):
     root = make_dataset(tmp_path / "synth", videos_per_class=4, size=32, seed=2)

@@ -43,6 +43,9 @@ def test_eval_tokenizer_command_reports_metrics_and_writes_samples(tmp_path):
         codes, ids = tokenizer.encode(videos)
         recon = tokenizer.decode(codes).clamp(0, 1)
     np.testing.assert_allclose(results["psnr"], psnr(recon, videos).mean().item(), rtol=1e-5)
+    mean_frame = videos.mean(2, keepdim=True).expand_as(videos)
+    np.testing.assert_allclose(results["baseline_mean_frame_psnr"], psnr(mean_frame, videos).mean().item(), rtol=1e-5)
+    assert results["baseline_mean_colour_psnr"] < results["baseline_mean_frame_psnr"]
     assert results["codes_used"] == len(torch.unique(ids)) and 0 < results["ssim"] <= 1
     assert results["rfvd"] > 0 and "8 clips" in results["rfvd_protocol"] and "lpips" not in results
     assert (out / "reconstructions.png").stat().st_size > 0 and (out / "reconstructions.mp4").stat().st_size > 0

@@ -127,13 +127,16 @@ class VideoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.entries)
 
-    def window_start(self, info: VideoInfo, draw: int | None = None) -> int:
+    def window_start(self, info: VideoInfo, draw: int | float | None = None) -> int:
+        """First frame of the window: a float `draw` in [0, 1] places it at that fraction of the free span."""
         free = max(0, info.frames - clip_span(info.fps, self.sequence_length, self.fps))
+        if isinstance(draw, float):
+            return round(free * min(max(draw, 0.0), 1.0))
         if self.sampling == "centre":
             return free // 2
         return random.randint(0, free) if draw is None else random.Random(draw).randint(0, free)
 
-    def load_clip(self, index: int, draw: int | None = None) -> dict:
+    def load_clip(self, index: int, draw: int | float | None = None) -> dict:
         entry, info = self.entries[index], self.infos[index]
         indices = clip_indices(info.frames, info.fps, self.sequence_length, self.fps, self.window_start(info, draw))
         frames = read_frames(entry.path, indices, self.resolution, self.resize, threads=self.decode_threads)
@@ -141,8 +144,9 @@ class VideoDataset(Dataset):
         return {"video": video, "label": self.class_to_index[entry.class_name], "class_name": entry.class_name,
                 "path": str(entry.path)}
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict | None:
-        """`dataset[i]`, or `dataset[(i, draw)]` whose random window follows from `draw` (reproducible)."""
+    def __getitem__(self, key: int | tuple[int, int | float]) -> dict | None:
+        """`dataset[i]`, or `dataset[(i, draw)]` whose random window follows from an int `draw` (reproducible);
+        a float `draw` in [0, 1] puts the window at that fraction of the video instead."""
         index, draw = key if isinstance(key, tuple) else (key, None)
         for attempt in range(len(self)):
             candidate = (index + attempt) % len(self)
