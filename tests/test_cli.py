@@ -1,7 +1,3 @@
-import subprocess
-import sys
-
-
 from nbp.cli import main
 
 
@@ -19,8 +15,3 @@ def test_config_lists_presets(capsys):
 def test_config_error_is_a_message_not_a_traceback(capsys):
     assert main(["config", "tokenizer", "tiny", "bogus=1"]) == 2
     assert "nbp config: invalid TokenizerConfig" in capsys.readouterr().err
-
-
-def test_demo_says_what_it_will_do_and_fails_until_built():
-    done = subprocess.run([sys.executable, "-m", "nbp.cli", "demo"], capture_output=True, text=True)
-    assert done.returncode == 1 and "nbp demo will run the whole pipeline" in done.stdout

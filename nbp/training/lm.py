@@ -49,6 +49,7 @@ class LMTrainConfig:
     cond_dropout: float = 0.1  # probability of replacing the condition by the unconditional embedding
     chunked_loss: bool = False  # head + cross-entropy in row chunks: ~20% less peak memory, slower on CPU
     precision: str = "32-true"  # "bf16-mixed" on GPUs
+    accelerator: str = "auto"  # Lightning accelerator: "auto", "cpu", "gpu"
     strategy: str = "auto"  # "ddp", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3"
     devices: int = 1
     num_nodes: int = 1
@@ -200,7 +201,8 @@ def train_lm(cfg: LMTrainConfig, callbacks=()) -> Path:
     val_set = TokenDataset(cfg.val) if cfg.val else None
     system = LMSystem(cfg, cfg.model_config(train_set), train_set, val_set, train_set.classes)
     trainer = build_trainer(run_dir, cfg.steps, cfg.checkpoint_every, cfg.keep_last, cfg.precision, cfg.devices,
-                            strategy_for(cfg.strategy, cfg.devices), callbacks=callbacks, log_every=cfg.log_every,
+                            strategy_for(cfg.strategy, cfg.devices), accelerator=cfg.accelerator,
+                            callbacks=callbacks, log_every=cfg.log_every,
                             grad_clip=cfg.grad_clip,
                             accumulate=cfg.accumulate, val_every=cfg.val_every if val_set is not None else 0,
                             num_nodes=cfg.num_nodes)

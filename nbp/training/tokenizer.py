@@ -72,6 +72,7 @@ class TokenizerTrainConfig:
     max_bad_steps: int = 10  # consecutive non-finite losses before stopping
     precision: str = "32-true"  # or "bf16-mixed"
     devices: int = 1
+    accelerator: str = "auto"  # Lightning accelerator: "auto", "cpu", "gpu"
     strategy: str = "auto"
     seed: int = 0
     checkpoint_every: int = 500
@@ -273,7 +274,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, callbacks=()) -> Path:
     system = TokenizerSystem(cfg, dataset)
     fixed = torch.stack([dataset.load_clip(i, draw=i)["video"] for i in range(min(4, len(dataset)))])
     trainer = build_trainer(run_dir, cfg.steps, cfg.checkpoint_every, cfg.keep_last, cfg.precision, cfg.devices,
-                            cfg.strategy, callbacks=[ReconstructionSamples(fixed, run_dir / "samples", cfg.sample_every),
+                            cfg.strategy, accelerator=cfg.accelerator, callbacks=[ReconstructionSamples(fixed, run_dir / "samples", cfg.sample_every),
                                                      *callbacks],
                             log_every=cfg.log_every)
     run_dir.mkdir(parents=True, exist_ok=True)
