@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nbp.config import from_dict, from_preset
+from nbp.checkpoint import atomic_write
+from nbp.config import ConfigError, from_dict, from_preset
 from nbp.data.synthetic import CLASSES, make_dataset
 
 log = logging.getLogger(__name__)
@@ -80,13 +81,18 @@ def accelerator(device: str) -> str:
 class Stages:
     """Runs named stages in order, timing each and skipping those whose marker file says they are done."""
 
-    def __init__(self, folder: Path, fresh: bool):
-        self.folder, self.times = folder, {}
+    def __init__(self, folder: Path, settings: dict, fresh: bool):
+        self.folder, self.settings, self.times = folder, settings, {}
         self.done_file = folder / "stages_done.json"
         if fresh and folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.done = json.loads(self.done_file.read_text()) if self.done_file.exists() else {}
+        earlier = json.loads(self.done_file.read_text()) if self.done_file.exists() else {}
+        if earlier and earlier["settings"] != settings:
+            changed = sorted(k for k in settings if earlier["settings"].get(k) != settings[k])
+            raise ConfigError(f"{folder} holds a demo run with other settings ({', '.join(changed)}): "
+                              "add --fresh to replace it, or choose another --out")
+        self.done = earlier.get("stages", {})
 
     def run(self, name: str, number: int, work):
         if name in self.done:
@@ -97,14 +103,15 @@ class Stages:
         result = work()
         self.times[name] = round(time.time() - start, 1)
         self.done[name] = result
-        self.done_file.write_text(json.dumps(self.done, indent=1))
+        text = json.dumps({"settings": self.settings, "stages": self.done}, indent=1)
+        atomic_write(self.done_file, lambda tmp: Path(tmp).write_text(text))
         print(f"[{number}/7] {name} done in {self.times[name]:.0f} s", flush=True)
         return result
 
 
 def run_demo(cfg: DemoConfig) -> dict:
     folder = Path(cfg.out)
-    stages = Stages(folder, cfg.fresh)
+    stages = Stages(folder, {k: v for k, v in asdict(cfg).items() if k not in ("fresh", "device")}, cfg.fresh)
     data = folder / "data"
     tok_cfg, lm_cfg = tokenizer_config(cfg, folder), lm_config(cfg, folder)
     tokenizer_file = folder / "tokenizer" / "tokenizer.safetensors"
@@ -301,7 +308,7 @@ def summary(folder: Path, metrics: dict) -> str:
         f"{pred['copy_last_frame']['psnr']:.2f} dB (tokenizer ceiling {pred['tokenizer_reconstruction']['psnr']:.2f})",
         f"  class-conditional samples recognised by a classifier of real clips: {samples['samples']:.0%} "
         f"(real test clips: {samples['real_test']:.0%})",
-        f"  files: samples/<Class>/contact_sheet.png and sample_*.mp4, prediction/truth_vs_prediction.mp4, "
-        f"tokenizer_eval/reconstructions.png, tokenizer_loss.png, lm_loss.png, metrics.json",
+        "  files: samples/<Class>/contact_sheet.png and sample_*.mp4, prediction/truth_vs_prediction.mp4, "
+        "tokenizer_eval/reconstructions.png, tokenizer_loss.png, lm_loss.png, metrics.json",
     ]
     return "\n".join(lines)

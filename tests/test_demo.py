@@ -51,6 +51,9 @@ def test_demo_writes_every_stage_and_its_metrics(demo_run, capsys):
     out = capsys.readouterr().out
     assert out.count("kept from the earlier run") == 7
     assert json.loads((demo_run / "metrics.json").read_text())["tokenizer"] == tokenizer
+    assert main(["demo", "--out", str(demo_run), *SMALL, "lm_steps=10"]) == 2  # other settings: refused, kept
+    assert "other settings (lm_steps)" in capsys.readouterr().err
+    assert json.loads((demo_run / "metrics.json").read_text())["tokenizer"] == tokenizer
 
 
 def test_nice_ticks_are_round_and_cover_the_range():

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def readme_commands() -> list[str]:
     """The commands of the ```bash blocks, continuation lines joined, comments dropped."""
-    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.DOTALL)
     commands = []
     for block in blocks:
         for command in block.replace("\\\n", " ").splitlines():
