@@ -9,8 +9,10 @@ the CPU budget: FSQ levels [8,5,5,5] (1,000 codes, so the LM's output layer is c
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -107,7 +109,17 @@ class Stages:
         return result
 
 
+def quiet_lightning() -> None:
+    """A newcomer's first command: keep Lightning's progress bars, drop its banners, tips and deprecation notes."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.trainer.connectors.checkpoint_connector",
+                 "lightning.fabric.utilities.seed"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in (".*LeafSpec.*", ".*limit_val_batches.*"):
+        warnings.filterwarnings("ignore", message=message)
+
+
 def run_demo(cfg: DemoConfig) -> dict:
+    quiet_lightning()
     folder = Path(cfg.out)
     stages = Stages(folder, {k: v for k, v in asdict(cfg).items() if k not in ("fresh", "device")}, cfg.fresh)
     data = folder / "data"

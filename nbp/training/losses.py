@@ -53,7 +53,8 @@ def load_perceptual(vgg: str | None, lpips: str | None, search: list[str]) -> LP
     vgg_path, lpips_path = find_file(vgg, VGG16_FILES, search), find_file(lpips, LPIPS_FILES, search)
     if vgg_path is None or lpips_path is None:
         log.warning("perceptual loss OFF: need torchvision's VGG16 weights (%s) and LPIPS's linear layers (%s) "
-                    "in %s or set perceptual.vgg / perceptual.lpips; training uses reconstruction + GAN losses only",
+                    "in %s or set perceptual.vgg / perceptual.lpips; training then uses reconstruction + GAN losses "
+                    "only, evaluation reports no LPIPS",
                     " or ".join(VGG16_FILES), " or ".join(LPIPS_FILES), ", ".join(search))
         return None
     load = lambda p: torch.load(p, map_location="cpu", weights_only=True)
