@@ -55,6 +55,63 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass
+class CrafterConfig:
+    out: str = "data/crafter"
+    train: int = 48  # episodes per split
+    val: int = 4
+    test: int = 8
+    frames: int = 256  # most frames per episode (fewer when the player dies)
+    size: int = 64
+    fps: float = 10
+    seed: int = 0
+
+
+def cmd_crafter(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from nbp.data.episodes import make_crafter_dataset
+
+    cfg = build_config(CrafterConfig, recipes=args.recipe, overrides=args.overrides)
+    splits = {"train": cfg.train, "val": cfg.val, "test": cfg.test}
+    make_crafter_dataset(cfg.out, splits, cfg.frames, cfg.size, cfg.fps, cfg.seed,
+                         progress=lambda jobs: tqdm(jobs, desc="record crafter", unit="episode"))
+    print(f"wrote Crafter episodes {splits} to {cfg.out}/<split>/ep_*.mp4 + .actions.npy")
+    return 0
+
+
+@dataclass
+class TokenizeEpisodesConfig:
+    tokenizer: str = "???"  # a per-frame tokenizer (e.g. tiny-frames)
+    episodes: str = "???"  # folder of episodes (video + .actions.npy, or .npz with video and actions)
+    out: str = "???"
+    resolution: int = 64
+    min_frames: int = 2
+    device: str = "cpu"
+
+
+def cmd_tokenize_episodes(args: argparse.Namespace) -> int:
+    from nbp.world import tokenize_episodes
+
+    cfg = build_config(TokenizeEpisodesConfig, recipes=args.recipe, overrides=args.overrides)
+    counts = tokenize_episodes(cfg.tokenizer, cfg.episodes, cfg.out, cfg.resolution, cfg.min_frames, cfg.device)
+    print(f"tokenized episodes in {cfg.out}: {json.dumps(counts)}")
+    return 0
+
+
+def cmd_world_eval(args: argparse.Namespace) -> int:
+    from nbp.world import WorldEvalConfig, evaluate_world
+
+    cfg = build_config(WorldEvalConfig, recipes=recipe_files(args), overrides=args.overrides)
+    r = evaluate_world(cfg)
+    print(f"{r['clips']} clips, {r['context']} frames given, {r['horizon']} predicted "
+          f"({r['seconds_per_frame'] * 1000:.0f} ms per frame)\n| prediction | PSNR dB | SSIM |\n|---|---|---|")
+    for name in r["psnr"]:
+        print(f"| {name.replace('_', ' ')} | {r['psnr'][name]:.2f} | {r['ssim'][name]:.3f} |")
+    print(f"written to {cfg.out}: metrics.json, psnr_over_horizon.png, ssim_over_horizon.png, truth_true_shuffled.mp4")
+    return 0
+
+
 def cmd_tokenize(args: argparse.Namespace) -> int:
     from nbp.tokenize import TokenizeConfig, tokenize
 
@@ -183,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_config_command(commands, "synthetic", cmd_synthetic, "write the built-in moving-shapes dataset (mp4, UCF-101 layout)")
     add_config_command(commands, "tokenize", cmd_tokenize, "encode a video dataset once into a token dataset")
+    add_config_command(commands, "crafter", cmd_crafter, "record Crafter episodes (mp4 + actions) in train/val/test")
+    add_config_command(commands, "tokenize-episodes", cmd_tokenize_episodes,
+                       "encode action-labelled episodes frame by frame (world models)")
+    add_config_command(commands, "world-eval", cmd_world_eval,
+                       "predict test episodes from context frames and actions: PSNR/SSIM over the horizon",
+                       recipe_argument=True)
     add_config_command(commands, "train-tokenizer", cmd_train_tokenizer, "train (or resume) a video tokenizer",
                        recipe_argument=True)
     add_config_command(commands, "train-lm", cmd_train_lm, "train (or resume) a next-block-prediction LM",

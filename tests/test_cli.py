@@ -9,7 +9,7 @@ def test_config_prints_resolved_preset_as_yaml(capsys):
 
 def test_config_lists_presets(capsys):
     assert main(["config", "tokenizer"]) == 0
-    assert capsys.readouterr().out.strip() == "tokenizer presets: magvit2, nbp-magvit2, small, tiny"
+    assert capsys.readouterr().out.strip() == "tokenizer presets: magvit2, nbp-magvit2, small, tiny, tiny-frames"
 
 
 def test_config_error_is_a_message_not_a_traceback(capsys):

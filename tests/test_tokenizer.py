@@ -9,7 +9,7 @@ from nbp.checkpoint import CheckpointError, load_model, load_state_dict_strict, 
 from nbp.config import ConfigError, build_config, from_preset
 from nbp.download import load_magvit2
 from nbp.models.quantizer import BoundedFSQ
-from nbp.models.tokenizer import TokenizerConfig, VideoTokenizer
+from nbp.models.tokenizer import CausalConv3d, TokenizerConfig, VideoTokenizer
 
 from conftest import golden_dir
 
@@ -165,10 +165,25 @@ def test_presets_and_overrides(tmp_path):
     ("tiny", ["temporal_downsample=[true]"], "temporal_downsample needs 3 entries"),
     ("tiny", ["norm_groups=7"], "divisible by norm_groups"),
     ("tiny", ["fsq_bound=tan"], "fsq_bound"),
+    ("tiny", ["temporal_kernel=2"], "temporal_kernel must be 1"),
+    ("tiny", ["temporal_kernel=1"], "cannot downsample time"),
 ])
 def test_invalid_configs_say_what_is_wrong(preset, overrides, message):
     with pytest.raises(ConfigError, match=message):
         build_config(TokenizerConfig, preset, overrides=overrides)
+
+
+def test_per_frame_preset_encodes_every_frame_on_its_own():
+    torch.manual_seed(0)
+    tok = VideoTokenizer(from_preset(TokenizerConfig, "tiny-frames", resolution=32)).eval()
+    video = torch.rand(1, 3, 6, 32, 32)
+    with torch.no_grad():
+        _, together = tok.encode(video)
+        alone = torch.cat([tok.encode(video[:, :, t:t + 1])[1] for t in range(6)], dim=1)
+        assert together.shape == (1, 6, 4, 4) and torch.equal(together, alone)
+        recon = tok.decode_from_code_indices(together)
+        torch.testing.assert_close(recon[:, :, 2:3], tok.decode_from_code_indices(together[:, 2:3]))
+    assert all(m.conv.kernel_size[0] == 1 for m in tok.modules() if isinstance(m, CausalConv3d))
 
 
 # --- bad input ----------------------------------------------------------------------------------------

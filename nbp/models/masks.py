@@ -5,6 +5,8 @@ Sequence layout (official NBP): [prefix (P condition tokens)] [bov] [video part]
   full attention inside a block, causal across blocks. The unconditional block model uses start = 0; the hybrid
   model starts its blocks at P + S (its first row is generated token by token).
 - `with_visible_prefix(mask, P)`: every row may see the P condition columns (the official hybrid model).
+- `causal_by_group(groups)`: full attention inside a group, causal across groups, from each position's group
+  id (world models: a frame's compressed or full tokens form one group).
 - `hide_columns(mask, hidden)`: padding tokens of a text condition are invisible (except to themselves, so
   no row is empty). `hidden` is (B, N) and the result (B, N, N).
 """
@@ -22,6 +24,11 @@ def block_ids(n: int, block: int, start: int = 0, device=None) -> torch.Tensor:
 def block_causal_mask(n: int, block: int, start: int = 0, device=None) -> torch.Tensor:
     ids = block_ids(n, block, start, device)
     return ids[None, :] <= ids[:, None]  # column's group not after the row's
+
+
+def causal_by_group(groups: torch.Tensor) -> torch.Tensor:
+    """groups (n,) non-decreasing ids -> (n, n): a row sees every column whose group is not after its own."""
+    return groups[None, :] <= groups[:, None]
 
 
 def with_visible_prefix(mask: torch.Tensor, prefix: int) -> torch.Tensor:

@@ -35,6 +35,11 @@ CHANNELS_LAST = torch.channels_last_3d
     "magvit2": dict(),
     "small": dict(channels=[64, 128, 128, 256], num_res_blocks=2, mid_res_blocks=2),
     "tiny": dict(channels=[16, 32, 32, 64], num_res_blocks=1, mid_res_blocks=1, norm_groups=8),
+    # One latent frame per video frame (FAR's choice for DMLab/Minecraft): 2D kernels, no temporal
+    # compression, no residual units. The CPU recipes' tokenizer: at 64 px it learns about as fast per step
+    # as a plain 2D autoencoder, while 3x3x3 kernels learn several dB slower at this size (docs/benchmarks.md).
+    "tiny-frames": dict(channels=[32, 32, 32, 32], num_res_blocks=0, mid_res_blocks=0, norm_groups=8,
+                        temporal_downsample=[False, False, False], temporal_kernel=1),
 })
 @dataclass
 class TokenizerConfig:
@@ -42,6 +47,7 @@ class TokenizerConfig:
     num_res_blocks: int = 4  # residual units per stage
     mid_res_blocks: int = 4  # extra units at the bottleneck width (encoder end, decoder start)
     temporal_downsample: list[bool] = field(default_factory=lambda: [False, True, True])  # per stage gap
+    temporal_kernel: int = 3  # frames each convolution sees (causal); 1 = a per-frame image tokenizer
     norm_groups: int = 32
     in_channels: int = 3
     fsq_levels: list[int] = field(default_factory=lambda: [8, 8, 8, 5, 5, 5])
@@ -56,6 +62,11 @@ class TokenizerConfig:
                               f"between the {len(self.channels)} stages), got {len(self.temporal_downsample)}")
         if any(c % self.norm_groups for c in self.channels):
             raise ConfigError(f"every channel count {self.channels} must be divisible by norm_groups={self.norm_groups}")
+        if self.temporal_kernel not in (1, 3):
+            raise ConfigError(f"temporal_kernel must be 1 (per-frame) or 3 (causal 3D), got {self.temporal_kernel}")
+        if self.temporal_kernel == 1 and any(self.temporal_downsample):
+            raise ConfigError("temporal_kernel=1 sees one frame at a time, so it cannot downsample time: "
+                              "set temporal_downsample to all false")
         if self.fsq_bound not in BOUNDS:
             raise ConfigError(f"fsq_bound must be one of {BOUNDS}, got {self.fsq_bound!r}")
         if self.resolution % self.spatial_factor:
@@ -81,9 +92,11 @@ class TokenizerConfig:
 class CausalConv3d(nn.Module):
     """Conv3d padded causally: replicate-pad `kt - 1` frames in front and `k // 2` pixels on each side."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride=(1, 1, 1)):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride=(1, 1, 1),
+                 temporal_kernel: int | None = None):
         super().__init__()
-        self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, stride=stride)
+        kt = kernel_size if temporal_kernel is None else temporal_kernel
+        self.conv = nn.Conv3d(in_channels, out_channels, (kt, kernel_size, kernel_size), stride=stride)
         kt, kh, kw = self.conv.kernel_size
         self.padding = (kw // 2, kw // 2, kh // 2, kh // 2, 2 * (kt // 2), 0)
 
@@ -146,11 +159,12 @@ def norm_swish(x: torch.Tensor, norm: nn.GroupNorm, swish: Swish) -> torch.Tenso
 class ResidualUnit(nn.Module):
     """fn(x) + res(x); fn = [GroupNorm, Swish, CausalConv3d, GroupNorm, Swish, CausalConv3d]."""
 
-    def __init__(self, in_channels: int, out_channels: int, groups: int):
+    def __init__(self, in_channels: int, out_channels: int, groups: int, kt: int = 3):
         super().__init__()
+        conv = lambda i, o: CausalConv3d(i, o, 3, temporal_kernel=kt)  # noqa: E731
         self.fn = nn.Sequential(
-            nn.GroupNorm(groups, in_channels), Swish(in_channels), CausalConv3d(in_channels, out_channels),
-            nn.GroupNorm(groups, out_channels), Swish(out_channels), CausalConv3d(out_channels, out_channels),
+            nn.GroupNorm(groups, in_channels), Swish(in_channels), conv(in_channels, out_channels),
+            nn.GroupNorm(groups, out_channels), Swish(out_channels), conv(out_channels, out_channels),
         )
         self.residual_fn = (nn.Sequential(CausalConv3d(in_channels, out_channels, kernel_size=1))
                             if in_channels != out_channels else nn.Identity())
@@ -181,34 +195,34 @@ class DepthToSpace(nn.Module):
 
 
 def build_encoder(cfg: TokenizerConfig) -> nn.ModuleList:
-    ch, groups = cfg.channels, cfg.norm_groups
-    layers: list[nn.Module] = [CausalConv3d(cfg.in_channels, ch[0])]
+    ch, groups, kt = cfg.channels, cfg.norm_groups, cfg.temporal_kernel
+    layers: list[nn.Module] = [CausalConv3d(cfg.in_channels, ch[0], temporal_kernel=kt)]
     width = ch[0]
     for stage, out in enumerate(ch):
         for _ in range(cfg.num_res_blocks):
-            layers.append(ResidualUnit(width, out, groups))
+            layers.append(ResidualUnit(width, out, groups, kt))
             width = out
         if stage < len(ch) - 1:
             stride = (2 if cfg.temporal_downsample[stage] else 1, 2, 2)
-            layers.append(CausalConv3d(width, width, stride=stride))
-    layers += [ResidualUnit(width, width, groups) for _ in range(cfg.mid_res_blocks)]
+            layers.append(CausalConv3d(width, width, stride=stride, temporal_kernel=kt))
+    layers += [ResidualUnit(width, width, groups, kt) for _ in range(cfg.mid_res_blocks)]
     layers += [nn.GroupNorm(groups, width), Swish(width), nn.Conv3d(width, len(cfg.fsq_levels), 1)]
     return nn.ModuleList(layers)
 
 
 def build_decoder(cfg: TokenizerConfig) -> nn.ModuleList:
-    ch, groups = cfg.channels, cfg.norm_groups
+    ch, groups, kt = cfg.channels, cfg.norm_groups, cfg.temporal_kernel
     width = ch[-1]
-    layers: list[nn.Module] = [CausalConv3d(len(cfg.fsq_levels), width)]
-    layers += [ResidualUnit(width, width, groups) for _ in range(cfg.mid_res_blocks)]
+    layers: list[nn.Module] = [CausalConv3d(len(cfg.fsq_levels), width, temporal_kernel=kt)]
+    layers += [ResidualUnit(width, width, groups, kt) for _ in range(cfg.mid_res_blocks)]
     for stage in reversed(range(len(ch))):
         for _ in range(cfg.num_res_blocks):
-            layers.append(ResidualUnit(width, ch[stage], groups))
+            layers.append(ResidualUnit(width, ch[stage], groups, kt))
             width = ch[stage]
         if stage > 0:
             tb = 2 if cfg.temporal_downsample[stage - 1] else 1
-            layers += [CausalConv3d(width, width * tb * 4), DepthToSpace(tb, 2, 2)]
-    layers += [nn.GroupNorm(groups, width), Swish(width), CausalConv3d(width, cfg.in_channels)]
+            layers += [CausalConv3d(width, width * tb * 4, temporal_kernel=kt), DepthToSpace(tb, 2, 2)]
+    layers += [nn.GroupNorm(groups, width), Swish(width), CausalConv3d(width, cfg.in_channels, temporal_kernel=kt)]
     return nn.ModuleList(layers)
 
 

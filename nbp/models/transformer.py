@@ -39,6 +39,13 @@ _SIZES = {"700m": dict(n_layer=24, n_head=16, n_embd=1536), "1.2b": dict(n_layer
     **{k: dict(condition="class", num_classes=101, cond_len=1, **v) for k, v in _SIZES.items()},
     "small": dict(n_layer=12, n_head=12, n_embd=768, condition="class", num_classes=101, cond_len=1),
     "tiny": dict(n_layer=2, n_head=4, n_embd=64, latent_shape=[3, 4, 4], condition="class", num_classes=4, cond_len=1),
+    # World models (nbp.models.world): frame blocks of 8x8 tokens (64 px through `tiny-frames`), 17 actions
+    # (Crafter's), the last `short_frames` frames in full and `long_frames` older ones pooled 2x2.
+    "world-tiny": dict(n_layer=4, n_head=4, n_embd=128, latent_shape=[12, 8, 8], block=64, begin=False,
+                       num_actions=17, short_frames=8, long_frames=3),
+    **{f"world-{name}": dict(n_layer=layers, n_head=heads, n_embd=width, latent_shape=[48, 8, 8], block=64,
+                             begin=False, num_actions=17, short_frames=16, long_frames=31)
+       for name, layers, heads, width in (("b", 12, 12, 768), ("m", 24, 16, 1024))},  # FAR-B/M-like sizes
 })
 @dataclass
 class TransformerConfig:
@@ -60,6 +67,11 @@ class TransformerConfig:
     mlp_ratio: float = 4.0
     rope_base: float = 10000.0
     sample_full_vocab: bool = False  # official sampling: argmax/multinomial over every id, codes clamped after
+    # World models (nbp.models.world; frame blocks, no begin block, modern architecture):
+    num_actions: int = 0  # discrete actions embedded and added to the tokens that predict the frame they produce
+    short_frames: int = 0  # K: the most recent frames kept in full; 0 = every frame in full
+    long_frames: int = 0  # M: older frames kept, each compressed to (h / long_pool) * (w / long_pool) tokens
+    long_pool: int = 2
 
     def validate(self) -> None:
         if self.arch not in ARCHS or self.condition not in CONDITIONS:
@@ -72,8 +84,27 @@ class TransformerConfig:
             raise ConfigError("hybrid models start with a begin token: set begin=true")
         if self.arch == "modern" and (self.n_embd // self.n_head) % 2:
             raise ConfigError(f"rotary positions need an even head size, got {self.n_embd // self.n_head}")
+        if self.num_actions or self.short_frames:
+            self._validate_world()
         if (self.condition == "none") != (self.cond_len == 0):
             raise ConfigError(f"condition={self.condition!r} needs cond_len {'0' if self.condition == 'none' else '> 0'}")
+
+    def _validate_world(self) -> None:
+        _, h, w = self.latent_shape
+        if self.arch != "modern" or self.begin or self.block != h * w or self.condition != "none":
+            raise ConfigError("actions and long-short context need a world model: arch=modern, begin=false, "
+                              f"block=h*w={h * w} (frame blocks), condition=none; got arch={self.arch}, "
+                              f"begin={self.begin}, block={self.block}, condition={self.condition}")
+        if self.short_frames and (h % self.long_pool or w % self.long_pool):
+            raise ConfigError(f"long_pool={self.long_pool} must divide the latent frame {h}x{w}")
+        if self.short_frames and self.short_frames + self.long_frames >= self.latent_shape[0]:
+            raise ConfigError(f"short_frames + long_frames = {self.short_frames + self.long_frames} must be below "
+                              f"the training clip's {self.latent_shape[0]} latent frames (latent_shape[0]), so that "
+                              "training sees every window a generation uses")
+
+    @property
+    def world(self) -> bool:
+        return bool(self.num_actions or self.short_frames)
 
     @property
     def num_tokens(self) -> int:
@@ -246,6 +277,10 @@ class Transformer(nn.Module):
             self.register_buffer("uncond_embedding", torch.zeros(cfg.cond_len, cfg.n_embd))
         else:
             self.uncond_embedding = nn.Parameter(torch.zeros(cfg.cond_len, cfg.n_embd))  # learned null condition
+        if cfg.num_actions:  # the last row is the null action (dropout, guidance)
+            self.action_emb = nn.Embedding(cfg.num_actions + 1, cfg.n_embd)
+        if cfg.short_frames:  # an older frame's p x p token patches -> one token each (FAR's long context)
+            self.compress = nn.Linear(cfg.long_pool**2 * cfg.n_embd, cfg.n_embd, bias=False)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd) if cfg.arch == "nbp-gpt" else nn.RMSNorm(cfg.n_embd, eps=1e-6)
         self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
@@ -286,9 +321,13 @@ class Transformer(nn.Module):
         if mask is None and cache is None:
             mask = mask_for(self.config, n, ids.device)
         x = self.embed(ids, start, drop_condition)
-        rope = None
-        if self.config.arch == "modern":
-            rope = rope_tables(self.config, grid_positions(self.config, start + n, ids.device)[start:], x.dtype)
+        coords = grid_positions(self.config, start + n, ids.device)[start:] if self.config.arch == "modern" else None
+        return self.run_blocks(x, mask, coords, cache, last, hidden)
+
+    def run_blocks(self, x: torch.Tensor, mask: torch.Tensor | None, coords: torch.Tensor | None,
+                   cache: KVCache | None = None, last: int | None = None, hidden: bool = False) -> torch.Tensor:
+        """Embedded inputs x (B, n, C) at rotary coordinates (n, 3) -> logits (B, n, V) (see `forward`)."""
+        rope = rope_tables(self.config, coords, x.dtype) if coords is not None else None
         for i, block in enumerate(self.blocks):
             x = block(x, mask, rope, cache, i)
         if cache is not None:
@@ -335,11 +374,17 @@ class Transformer(nn.Module):
             raise ValueError(f"{name} must lie in [0, {self.config.video_vocab}), got [{codes.min().item()}, {codes.max().item()}]")
         return codes
 
-    def nll(self, codes: torch.Tensor, *, text_ids=None, class_ids=None) -> torch.Tensor:
+    def nll(self, codes: torch.Tensor, *, text_ids=None, class_ids=None, actions=None) -> torch.Tensor:
         """Per-token negative log-likelihood (B, L) of codes (B, L), over the full output vocabulary; (B, L - S)
-        for models without a begin token, whose first block has no prediction."""
+        for models without a begin token, whose first block has no prediction. World models take `actions`
+        (B, L / S), one per frame (see nbp.models.world)."""
         cfg = self.config
         codes = self.check_codes(codes)
+        if cfg.world:
+            from nbp.models.world import world_logits
+
+            logits = world_logits(self, codes.view(len(codes), -1, cfg.block), actions)
+            return F.cross_entropy(logits.float().transpose(1, 2), codes[:, cfg.block:] + cfg.video_offset, reduction="none")
         sequence = build_sequence(cfg, codes, self.condition_ids(codes.shape[0], text_ids, class_ids))
         logits = self(sequence[:, :-cfg.block])[:, cfg.cond_len:]
         targets = (codes if cfg.begin else codes[:, cfg.block:]) + cfg.video_offset
@@ -349,12 +394,22 @@ class Transformer(nn.Module):
     def generate(self, num_tokens: int, *, batch_size: int | None = None, text_ids=None, text=None, class_ids=None,
                  context=None, greedy: bool = False, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, cfg_scale: float | None = None, cfg_schedule: str = "constant",
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, actions=None) -> torch.Tensor:
         """Generate `num_tokens` video codes (B, num_tokens) in [0, video_vocab), one block per step (the first
-        row token by token for hybrid models), after the optional `context` codes (B, n)."""
+        row token by token for hybrid models), after the optional `context` codes (B, n). World models continue
+        the context frame by frame, with `actions` (B, frames of context + output) (see nbp.models.world)."""
         from nbp.models.sampling import guidance_scale, guide, sample_logits
 
         cfg, s = self.config, self.config.block
+        if cfg.world:
+            from nbp.models.world import predict_frames
+
+            if context is None or num_tokens % s:
+                raise ValueError(f"a world model continues given frames: pass context and whole frames of {s} tokens")
+            frames = predict_frames(self, context, num_tokens // s, actions=actions, greedy=greedy,
+                                    temperature=temperature, top_k=top_k, top_p=top_p, cfg_scale=cfg_scale,
+                                    generator=generator)
+            return frames.flatten(1)
         device = self.tok_emb.weight.device
         if text is not None:
             text_ids = self.text_to_ids(text)

@@ -23,6 +23,7 @@ from nbp.config import ConfigError, from_preset
 from nbp.data.classes import class_text
 from nbp.data.tokens import TokenDataset
 from nbp.models.transformer import Transformer, TransformerConfig, build_sequence
+from nbp.models.world import training_window, world_logits
 from nbp.training.fused_ce import linear_cross_entropy
 from nbp.training.runner import build_trainer, fit, latest_checkpoint, resumable_loader
 
@@ -141,6 +142,8 @@ class LMSystem(L.LightningModule):
 
     def loss(self, batch, drop_rate: float) -> dict[str, torch.Tensor]:
         model, cfg = self.model, self.model.config
+        if cfg.world:
+            return self.world_loss(batch, drop_rate)
         codes = batch["tokens"]
         cond = model.condition_ids(len(codes), **self.condition(batch["label"]))
         sequence = build_sequence(cfg, codes, cond)
@@ -151,15 +154,31 @@ class LMSystem(L.LightningModule):
             losses, top1, top5 = linear_cross_entropy(states.flatten(0, 1), model.head.weight, targets.flatten())
             return {"loss": losses.mean(), "acc1": top1.float().mean(), "acc5": top5.float().mean()}
         logits = model(sequence[:, :-cfg.block], drop_condition=drop)[:, cfg.cond_len:]
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
-        target_logit = logits.gather(-1, targets[..., None])
-        rank = (logits > target_logit).sum(dim=-1)  # codes scoring above the target
-        return {"loss": loss, "acc1": (rank == 0).float().mean(), "acc5": (rank < 5).float().mean()}
+        return scores(logits, targets)
+
+    def world_loss(self, batch, drop_rate: float) -> dict[str, torch.Tensor]:
+        """Frame prediction with actions (dropped like a condition) and, for long-short models, a random number
+        of compressed frames before the full ones (nbp.models.world.training_window)."""
+        model, cfg = self.model, self.model.config
+        codes = batch["tokens"].view(len(batch["tokens"]), -1, cfg.block)  # (B, F, h*w)
+        actions = batch.get("actions") if cfg.num_actions else None
+        draws = self.batch_generator(1)
+        first, compressed = training_window(codes.shape[1], cfg.short_frames, cfg.long_frames, draws)
+        drop = None
+        if actions is not None and drop_rate > 0:
+            drop = self.dropout_mask(len(codes), drop_rate).to(codes.device)
+        codes, actions = codes[:, first:], None if actions is None else actions[:, first:]
+        logits = world_logits(model, codes, actions, compressed, drop)
+        return scores(logits, codes[:, compressed + 1:].flatten(1) + cfg.video_offset)
 
     def dropout_mask(self, batch: int, rate: float) -> torch.Tensor:
         """Which samples lose their condition: drawn from (seed, batch, rank), so a resumed run draws the same."""
-        seed = (self.cfg.seed * 1_000_003 + int(self.batches_seen)) * 8191 + self.global_rank
-        return torch.rand(batch, generator=torch.Generator().manual_seed(seed)) < rate
+        return torch.rand(batch, generator=self.batch_generator(0)) < rate
+
+    def batch_generator(self, stream: int) -> torch.Generator:
+        """A generator seeded by (seed, batch, rank, stream): the same draws after a resume."""
+        seed = ((self.cfg.seed * 1_000_003 + int(self.batches_seen)) * 8191 + self.global_rank) * 7 + stream
+        return torch.Generator().manual_seed(seed)
 
     def training_step(self, batch, batch_idx):
         try:
@@ -184,6 +203,14 @@ class LMSystem(L.LightningModule):
         self.log_dict({"val/loss": out["loss"], "val/acc1": out["acc1"], "val/acc5": out["acc5"]}, sync_dist=True)
 
 
+def scores(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Cross-entropy and top-1 / top-5 accuracy of logits (B, L, V) for targets (B, L)."""
+    loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+    target_logit = logits.gather(-1, targets[..., None])
+    rank = (logits > target_logit).sum(dim=-1)  # codes scoring above the target
+    return {"loss": loss, "acc1": (rank == 0).float().mean(), "acc5": (rank < 5).float().mean()}
+
+
 def strategy_for(name: str, devices: int):
     """Lightning strategy from a recipe name; DeepSpeed runs on CPU processes too (see CPUDeepSpeedStrategy)."""
     if not name.startswith("deepspeed"):
@@ -193,12 +220,20 @@ def strategy_for(name: str, devices: int):
     return deepspeed_strategy(int(name.rsplit("_", 1)[-1]))
 
 
+def open_tokens(cfg: LMTrainConfig, folder: str):
+    """A token dataset, or windows of tokenized episodes (world models) as long as the model's clip."""
+    from nbp.world import EpisodeTokens, is_episode_tokens
+
+    if is_episode_tokens(folder):
+        return EpisodeTokens(folder, from_preset(TransformerConfig, cfg.model, **cfg.model_overrides).latent_shape[0])
+    return TokenDataset(folder)
+
+
 def train_lm(cfg: LMTrainConfig, callbacks=()) -> Path:
     """Train (or resume) the run in `cfg.run_dir`; returns the exported model file."""
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)
-    train_set = TokenDataset(cfg.train)
-    val_set = TokenDataset(cfg.val) if cfg.val else None
+    train_set, val_set = open_tokens(cfg, cfg.train), open_tokens(cfg, cfg.val) if cfg.val else None
     system = LMSystem(cfg, cfg.model_config(train_set), train_set, val_set, train_set.classes)
     trainer = build_trainer(run_dir, cfg.steps, cfg.checkpoint_every, cfg.keep_last, cfg.precision, cfg.devices,
                             strategy_for(cfg.strategy, cfg.devices), accelerator=cfg.accelerator,

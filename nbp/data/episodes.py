@@ -1,0 +1,120 @@
+"""Action-labelled episodes (frames + one action per frame) for world models: Crafter recording and loading.
+
+On disk an episode is a real video file plus its actions, `ep_00000.mp4` + `ep_00000.actions.npy`
+(int64 (T,)), or one `.npz` with `video` (T, H, W, 3) uint8 and `actions` (T,), the per-episode layout of the DMLab and
+Minecraft datasets FAR (and TECO before it) trained on. `actions[t]` is the action that produced frame t
+(taken just before it); `actions[0]` is a placeholder (Crafter's noop).
+
+Crafter (Hafner 2021; `pip install crafter`) is an open-world game with 64x64 frames and 17 discrete actions.
+`record_crafter` drives it with `movement_policy`: mostly walking, in runs of several steps in one direction,
+so the view scrolls, with every other action mixed in. Splits `train/`, `val/`, `test/` hold disjoint world
+seeds; everything follows from `seed`. Episodes end early when the player dies (they are then shorter). `trainlist.txt`, `vallist.txt` and
+`testlist.txt` list each split's videos for the clip-based tools (tokenizer training and evaluation).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from nbp.checkpoint import atomic_write
+from nbp.data.video import probe, read_frames, write_video
+
+CRAFTER_ACTIONS = 17
+MOVES = (1, 2, 3, 4)  # move_left, move_right, move_up, move_down
+SPLITS = ("train", "val", "test")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm")
+
+
+def movement_policy(rng: np.random.Generator, previous: int, keep: float = 0.75, move: float = 0.7) -> int:
+    """Keep walking the same way with probability `keep`, else a random move with probability `move`, else any
+    of the 17 actions."""
+    if previous in MOVES and rng.random() < keep:
+        return previous
+    if rng.random() < move:
+        return int(rng.choice(MOVES))
+    return int(rng.integers(CRAFTER_ACTIONS))
+
+
+def record_crafter(seed: int, frames: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """One episode of world `seed`: uint8 (T, size, size, 3) frames and int64 (T,) actions, T <= frames."""
+    import crafter
+
+    env = crafter.Env(size=(size, size), seed=seed)
+    # Crafter picks creatures to despawn from a set ordered by memory address; order them by kind and cell
+    # so that a seed always gives the same episode.
+    balance = env._balance_chunk
+    env._balance_chunk = lambda chunk, objs: balance(chunk, sorted(objs, key=creature_order))
+    rng = np.random.default_rng(seed)
+    video, actions = [env.reset()], [0]
+    while len(video) < frames:
+        action = movement_policy(rng, actions[-1])
+        observation, _, done, _ = env.step(action)
+        video.append(observation)
+        actions.append(action)
+        if done:
+            break
+    return np.stack(video), np.asarray(actions, dtype=np.int64)
+
+
+def creature_order(obj) -> tuple:
+    return type(obj).__name__, tuple(obj.pos)
+
+
+def make_crafter_dataset(root: str | Path, episodes: dict[str, int] | None = None, frames: int = 256,
+                         size: int = 64, fps: float = 10, seed: int = 0, progress=iter) -> Path:
+    """Write `root/<split>/ep_NNNNN.mp4` (lossless) + `.actions.npy`, skipping episodes already complete."""
+    root, episodes = Path(root), episodes or {"train": 48, "val": 4, "test": 8}
+    jobs = [(split, i) for split in SPLITS for i in range(episodes.get(split, 0))]
+    for number, (split, i) in enumerate(progress(jobs)):
+        stem = root / split / f"ep_{i:05d}"
+        if Path(f"{stem}.actions.npy").exists():  # written last: the episode is complete
+            continue
+        video, actions = record_crafter(seed * 100_003 + number, frames, size)
+        write_video(f"{stem}.mp4", video, fps, lossless=True)
+        atomic_write(f"{stem}.actions.npy", lambda tmp: save_npy(tmp, actions))
+    for split in SPLITS:  # annotation lists, so the video tools (e.g. tokenizer training) can read a split
+        names = [f"{split}/ep_{i:05d}.mp4" for i in range(episodes.get(split, 0))]
+        (root / f"{split}list.txt").write_text("".join(f"{n}\n" for n in names))
+    return root
+
+
+def save_npy(path: str, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a temporary name
+        np.save(f, array)
+
+
+def list_episodes(folder: str | Path) -> list[Path]:
+    """Episode files of a folder: video files with an `.actions.npy` beside them, and `.npz` files."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder of episodes")
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix == ".npz" or (p.suffix in VIDEO_SUFFIXES and actions_path(p).exists()))
+
+
+def actions_path(video: Path) -> Path:
+    return video.with_suffix(".actions.npy")
+
+
+def load_episode(path: str | Path, resolution: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (T, H, W, 3) frames and int64 (T,) actions of one episode (a video + `.actions.npy`, or an .npz)."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        with np.load(path) as data:
+            missing = {"video", "actions"} - set(data.files)
+            if missing:
+                raise ValueError(f"{path}: an episode .npz needs arrays 'video' and 'actions'; "
+                                 f"missing {sorted(missing)}")
+            video, actions = data["video"], data["actions"]
+        if resolution is not None and video.shape[1:3] != (resolution, resolution):
+            raise ValueError(f"{path}: frames are {video.shape[1]}x{video.shape[2]}, "
+                             f"expected {resolution}x{resolution}")
+    else:
+        info = probe(path)
+        video = read_frames(path, list(range(info.frames)), resolution or info.height)
+        actions = np.load(actions_path(path))
+    actions = np.asarray(actions).reshape(len(actions), -1)[:, 0].astype(np.int64)  # one id per frame
+    if len(actions) != len(video):
+        raise ValueError(f"{path}: {len(video)} frames but {len(actions)} actions (need one per frame)")
+    return np.asarray(video, dtype=np.uint8), actions

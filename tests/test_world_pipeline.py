@@ -1,0 +1,88 @@
+"""The Crafter world-model pipeline: episodes on disk -> per-frame tokens -> training -> TECO-style evaluation."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nbp.checkpoint import save_model
+from nbp.config import build_config, from_preset
+from nbp.data.episodes import list_episodes, load_episode, make_crafter_dataset, record_crafter
+from nbp.download import load_magvit2
+from nbp.models.tokenizer import TokenizerConfig, VideoTokenizer
+from nbp.training.lm import LMTrainConfig, train_lm
+from nbp.training.runner import read_metrics
+from nbp.world import (EpisodeTokens, WorldEvalConfig, encode_frames, evaluate_world, frame_psnr,
+                       frames_to_video, tokenize_episodes)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Crafter episodes at 32 px, an untrained per-frame tokenizer (4x4 tokens) and their tokens."""
+    folder = tmp_path_factory.mktemp("world")
+    make_crafter_dataset(folder / "crafter", {"train": 2, "test": 1}, frames=40, size=32, seed=3)
+    torch.manual_seed(0)
+    tokenizer = VideoTokenizer(from_preset(TokenizerConfig, "tiny-frames", resolution=32, fsq_levels=[8, 5, 5, 5]))
+    save_model(tokenizer, folder / "tok.safetensors")
+    for split in ("train", "test"):
+        tokenize_episodes(str(folder / "tok.safetensors"), str(folder / "crafter" / split), str(folder / split), 32)
+    return folder
+
+
+def test_crafter_episodes_are_real_files_and_deterministic(world):
+    paths = list_episodes(world / "crafter" / "train")
+    assert [p.name for p in paths] == ["ep_00000.mp4", "ep_00001.mp4"]
+    frames, actions = load_episode(paths[0])
+    again, again_actions = record_crafter(3 * 100_003, 40, 32)  # the first episode's world seed
+    assert np.array_equal(frames, again) and np.array_equal(actions, again_actions)  # lossless mp4, same seed
+    assert actions[0] == 0 and set(actions[1:]) <= set(range(17)) and np.isin(actions[1:], (1, 2, 3, 4)).mean() > 0.5
+    assert (world / "crafter" / "trainlist.txt").read_text().split() == ["train/ep_00000.mp4", "train/ep_00001.mp4"]
+
+
+def test_far_npz_episodes_load_like_video_ones(world, tmp_path):
+    frames, actions = load_episode(world / "crafter" / "train" / "ep_00000.mp4")
+    np.savez(tmp_path / "episode.npz", video=frames, actions=actions[:, None])  # DMLab/Minecraft layout
+    video, acts = load_episode(tmp_path / "episode.npz")
+    assert np.array_equal(video, frames) and np.array_equal(acts, actions)
+    np.savez(tmp_path / "bad.npz", video=frames, actions=actions[:-1])
+    with pytest.raises(ValueError, match="frames but"):
+        load_episode(tmp_path / "bad.npz")
+
+
+def test_episode_tokens_are_the_tokenizer_codes_of_each_frame(world):
+    data = EpisodeTokens(world / "train", frames=6)
+    tokenizer = load_magvit2(world / "tok.safetensors", resolution=32)
+    frames, actions = load_episode(world / "crafter" / "train" / "ep_00001.mp4")
+    codes = encode_frames(tokenizer, frames, chunk=7)
+    start = data.meta["episodes"][1]["start"]
+    item = data[data.starts.index(start + 3)]
+    assert torch.equal(item["tokens"].view(6, 16), torch.from_numpy(codes[3:9].astype(np.int64)))
+    assert torch.equal(item["actions"], torch.from_numpy(actions[3:9]))
+    windows = sum((e["frames"] - 6) // 3 + 1 for e in data.meta["episodes"])
+    assert data.latent_shape == (6, 4, 4) and len(data) == windows
+
+
+def test_world_model_trains_and_evaluates(world, tmp_path):
+    cfg = build_config(LMTrainConfig, overrides=[
+        f"run_dir={tmp_path / 'lm'}", f"train={world / 'train'}", "model=world-tiny", "steps=6", "batch_size=4",
+        "log_every=1", "warmup_steps=1", "lr=3e-3", "model_overrides.latent_shape=[6,4,4]",
+        "model_overrides.block=16", "model_overrides.short_frames=3", "model_overrides.long_frames=2",
+        "model_overrides.video_vocab=1000", "model_overrides.n_layer=2", "model_overrides.n_embd=64"])
+    lm = train_lm(cfg)
+    losses = [float(r["train/loss"]) for r in read_metrics(tmp_path / "lm") if r.get("train/loss")]
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    out = tmp_path / "eval"
+    results = evaluate_world(WorldEvalConfig(lm=str(lm), tokenizer=str(world / "tok.safetensors"),
+                                             episodes=str(world / "crafter" / "test"), out=str(out), resolution=32,
+                                             context=4, horizon=10, top_k=5))
+    assert results["clips"] == 1 and len(results["psnr_curve"]["true_actions"]) == 10
+    frames, _ = load_episode(world / "crafter" / "test" / "ep_00000.mp4")
+    truth = frames_to_video(frames[:14])
+    copy_last = frame_psnr(truth[:, :, 3:4].expand(-1, -1, 10, -1, -1), truth[:, :, 4:])[0]
+    tokenizer = load_magvit2(world / "tok.safetensors", resolution=32)
+    with torch.no_grad():
+        recon = tokenizer(truth[:, :, 4:]).clamp(0, 1)
+    saved = json.loads((out / "metrics.json").read_text())["psnr_curve"]
+    np.testing.assert_allclose(saved["copy_last"], copy_last.numpy(), atol=1e-3)
+    np.testing.assert_allclose(saved["tokenizer"], frame_psnr(recon, truth[:, :, 4:])[0].numpy(), atol=1e-3)
+    assert (out / "psnr_over_horizon.png").stat().st_size > 0 and (out / "truth_true_shuffled.mp4").stat().st_size > 0
