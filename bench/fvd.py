@@ -10,7 +10,6 @@ compares their features with fp32's.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 from nbp.metrics import i3d_features
 from nbp.metrics.i3d import InceptionI3d
 from nbp.runtime import tune_cpu_allocator
+from report import emit_json  # bench/report.py (scripts run from bench/)
 
 
 def run(i3d, videos: np.ndarray, batch_size: int, bf16: bool) -> tuple[float, np.ndarray]:
@@ -49,10 +49,7 @@ def main() -> None:
     print(f"{'variant':<14} {'videos':>6} {'batch':>5} {'videos/s':>9} {'max rel err':>11}")
     for r in rows:
         print(f"{r['variant']:<14} {r['videos']:>6} {r['batch']:>5} {r['videos_per_s']:>9.2f} {r['max_rel_err']:>11.2e}")
-    print(json.dumps(rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+    emit_json(rows, args.json)
 
 
 if __name__ == "__main__":
