@@ -58,11 +58,12 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
 @dataclass
 class CrafterConfig:
     out: str = "data/crafter"
-    train: int = 48  # episodes per split
-    val: int = 4
-    test: int = 8
-    frames: int = 256  # most frames per episode (fewer when the player dies)
+    train: int = 128  # episodes per split
+    val: int = 8
+    test: int = 16
+    frames: int = 144  # most frames per episode (fewer when the player dies); night (noise) starts near 150
     size: int = 64
+    view: int = 8  # tiles across the frame: 8 makes a tile one 8x8 token (Crafter's default is 9)
     fps: float = 10
     seed: int = 0
 
@@ -75,7 +76,7 @@ def cmd_crafter(args: argparse.Namespace) -> int:
     cfg = build_config(CrafterConfig, recipes=args.recipe, overrides=args.overrides)
     splits = {"train": cfg.train, "val": cfg.val, "test": cfg.test}
     make_crafter_dataset(cfg.out, splits, cfg.frames, cfg.size, cfg.fps, cfg.seed,
-                         progress=lambda jobs: tqdm(jobs, desc="record crafter", unit="episode"))
+                         progress=lambda jobs: tqdm(jobs, desc="record crafter", unit="episode"), view=cfg.view)
     print(f"wrote Crafter episodes {splits} to {cfg.out}/<split>/ep_*.mp4 + .actions.npy")
     return 0
 

@@ -289,3 +289,18 @@ def test_nucleus_threshold_keeps_the_sorted_prefix_that_reaches_p():
         prefix = (sorted_probs.cumsum(-1) - sorted_probs) < top_p  # the tokens before the mass reaches p, + 1
         expected = torch.zeros_like(kept).scatter(-1, order, prefix)
         assert torch.equal(kept, expected)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_decode_attention_equals_sdpa(dtype, tolerance):
+    from nbp.models.transformer import attend
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, n, 16, dtype=dtype) for n in (16, 80, 80))
+    mask = block_causal_mask(80, 16)[-16:]  # the last block's rows: a decoding step with a mask
+    for m in (None, mask):
+        expected = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=m)
+        with torch.no_grad():  # no gradient and 16 queries: the explicit-matmul path
+            explicit = attend(q, k, v, m)
+        assert explicit.dtype == dtype
+        torch.testing.assert_close(explicit.float(), expected, atol=tolerance, rtol=tolerance)

@@ -39,6 +39,25 @@ def test_crafter_episodes_are_real_files_and_deterministic(world):
     assert (world / "crafter" / "trainlist.txt").read_text().split() == ["train/ep_00000.mp4", "train/ep_00001.mp4"]
 
 
+def test_crafter_tiles_align_with_8x_tokens_and_settings_are_kept(world):
+    frames, actions = record_crafter(11, 30, 64)  # view=8: a tile is 8x8 pixels, one token of an 8x tokenizer
+    world_view = frames[:, :48].astype(np.int16)  # 6 rows of tiles above the 2 inventory rows
+    error = lambda a, b: np.abs(a - b).mean()
+    scrolls = 0
+    for t in range(1, len(frames)):
+        now, before = world_view[t], world_view[t - 1]
+        if actions[t] not in (1, 2, 3, 4) or error(now, before) < 8:
+            continue  # not a move, or a blocked one
+        by_a_tile = min(error(now[:, :-8], before[:, 8:]), error(now[:, 8:], before[:, :-8]),
+                        error(now[:-8], before[8:]), error(now[8:], before[:-8]))
+        assert by_a_tile < 0.5 * error(now, before)  # the view scrolled by exactly 8 pixels (the player's
+        scrolls += 1                                   # sprite and the daylight explain the rest)
+    assert scrolls >= 5
+    assert json.loads((world / "crafter" / "crafter.json").read_text())["view"] == 8
+    with pytest.raises(ValueError, match="recorded with"):
+        make_crafter_dataset(world / "crafter", {"train": 2, "test": 1}, frames=40, size=32, seed=3, view=9)
+
+
 def test_far_npz_episodes_load_like_video_ones(world, tmp_path):
     frames, actions = load_episode(world / "crafter" / "train" / "ep_00000.mp4")
     np.savez(tmp_path / "episode.npz", video=frames, actions=actions[:, None])  # DMLab/Minecraft layout

@@ -8,11 +8,20 @@ Minecraft datasets FAR (and TECO before it) trained on. `actions[t]` is the acti
 Crafter (Hafner 2021; `pip install crafter`) is an open-world game with 64x64 frames and 17 discrete actions.
 `record_crafter` drives it with `movement_policy`: mostly walking, in runs of several steps in one direction,
 so the view scrolls, with every other action mixed in. Splits `train/`, `val/`, `test/` hold disjoint world
-seeds; everything follows from `seed`. Episodes end early when the player dies (they are then shorter). `trainlist.txt`, `vallist.txt` and
-`testlist.txt` list each split's videos for the clip-based tools (tokenizer training and evaluation).
+seeds; everything follows from `seed`. Episodes end early when the player dies (they are then shorter).
+`trainlist.txt`, `vallist.txt` and `testlist.txt` list each split's videos for the clip-based tools (tokenizer
+training and evaluation).
+
+Two recording defaults differ from Crafter's own, both for world models that see 8x8-pixel tokens:
+- `view=8` tiles across a 64-pixel frame (Crafter's default is 9): each tile is then exactly 8x8 pixels, one
+  token of a tokenizer that downsamples 8x, so a step of the player scrolls the view by exactly one token. With
+  9 tiles a tile is 7 pixels (plus a 1-pixel margin) and a scroll moves every token's content by a fraction.
+- `frames=144`: Crafter's night starts near step 150 and overlays fresh random noise on every frame, which no
+  model can predict; shorter episodes stay in daylight.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -36,11 +45,12 @@ def movement_policy(rng: np.random.Generator, previous: int, keep: float = 0.75,
     return int(rng.integers(CRAFTER_ACTIONS))
 
 
-def record_crafter(seed: int, frames: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """One episode of world `seed`: uint8 (T, size, size, 3) frames and int64 (T,) actions, T <= frames."""
+def record_crafter(seed: int, frames: int, size: int = 64, view: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """One episode of world `seed`: uint8 (T, size, size, 3) frames and int64 (T,) actions, T <= frames;
+    `view` x `view` tiles on screen (the bottom two rows show the inventory)."""
     import crafter
 
-    env = crafter.Env(size=(size, size), seed=seed)
+    env = crafter.Env(size=(size, size), view=(view, view), seed=seed)
     # Crafter picks creatures to despawn from a set ordered by memory address; order them by kind and cell
     # so that a seed always gives the same episode.
     balance = env._balance_chunk
@@ -61,22 +71,35 @@ def creature_order(obj) -> tuple:
     return type(obj).__name__, tuple(obj.pos)
 
 
-def make_crafter_dataset(root: str | Path, episodes: dict[str, int] | None = None, frames: int = 256,
-                         size: int = 64, fps: float = 10, seed: int = 0, progress=iter) -> Path:
-    """Write `root/<split>/ep_NNNNN.mp4` (lossless) + `.actions.npy`, skipping episodes already complete."""
-    root, episodes = Path(root), episodes or {"train": 48, "val": 4, "test": 8}
+def make_crafter_dataset(root: str | Path, episodes: dict[str, int] | None = None, frames: int = 144,
+                         size: int = 64, fps: float = 10, seed: int = 0, progress=iter, view: int = 8) -> Path:
+    """Write `root/<split>/ep_NNNNN.mp4` (lossless) + `.actions.npy`, skipping episodes already complete
+    (a rerun resumes; `root/crafter.json` keeps the settings so that a rerun with others fails)."""
+    root, episodes = Path(root), episodes or {"train": 128, "val": 8, "test": 16}
+    check_settings(root / "crafter.json", dict(frames=frames, size=size, view=view, fps=fps, seed=seed))
     jobs = [(split, i) for split in SPLITS for i in range(episodes.get(split, 0))]
     for number, (split, i) in enumerate(progress(jobs)):
         stem = root / split / f"ep_{i:05d}"
         if Path(f"{stem}.actions.npy").exists():  # written last: the episode is complete
             continue
-        video, actions = record_crafter(seed * 100_003 + number, frames, size)
+        video, actions = record_crafter(seed * 100_003 + number, frames, size, view)
         write_video(f"{stem}.mp4", video, fps, lossless=True)
         atomic_write(f"{stem}.actions.npy", lambda tmp: save_npy(tmp, actions))
     for split in SPLITS:  # annotation lists, so the video tools (e.g. tokenizer training) can read a split
         names = [f"{split}/ep_{i:05d}.mp4" for i in range(episodes.get(split, 0))]
         (root / f"{split}list.txt").write_text("".join(f"{n}\n" for n in names))
     return root
+
+
+def check_settings(path: Path, settings: dict) -> None:
+    """Record the settings of a dataset folder, or check that they are the recorded ones."""
+    if path.exists():
+        recorded = json.loads(path.read_text())
+        if recorded != settings:
+            raise ValueError(f"{path.parent} holds episodes recorded with {recorded}, not {settings}: "
+                             "record into another folder (out=...) or use the recorded settings")
+        return
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(settings)))
 
 
 def save_npy(path: str, array: np.ndarray) -> None:
