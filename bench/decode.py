@@ -6,8 +6,12 @@
 Model: the modern architecture at 12 layers x 768 (183M parameters with its 64k-entry embedding and head).
 Case "predict": 1024 tokens after a 256-token context (block 16: 64 steps; block 1: 1024 steps).
 Case "hybrid": the official layout (nbp-gpt, text prefix of 8): 1280 tokens, 95 steps against 1280.
-"step ms" is the time of one decoding step after the prompt; "floor ms" is the time to read every weight
-once from memory at the bandwidth measured in the same run (a step cannot be faster at batch 1).
+"step ms" is the time of one decoding step after the prompt; "floor ms" is the time to read every weight a
+step uses (all but the input embedding table, of which a step reads a few rows) once from memory at the
+bandwidth measured in the same run (a step cannot be faster at batch 1); "linears ms" is the time of the model's matrix products alone at the step's rows (every nn.Linear once, nothing else): what
+this machine's matmul library needs for the weights, whatever the rest of the implementation does.
+`--sampling official` draws with top-k 16,000 and top-p 0.9 as the official evaluation; `plain` from the full
+distribution; `greedy` takes the argmax.
 """
 from __future__ import annotations
 
@@ -54,6 +58,20 @@ def shared_weights(block16: dict, lm: Transformer) -> dict:
     return state
 
 
+SAMPLING = {"official": dict(top_k=16000, top_p=0.9), "plain": {}, "greedy": dict(greedy=True)}
+
+
+@torch.no_grad()
+def linears_ms(lm: Transformer, rows: int, repeats: int = 5) -> float:
+    """Median time of applying every nn.Linear of `lm` once to `rows` rows (the matmuls of one decode step)."""
+    layers = [m for m in lm.modules() if isinstance(m, torch.nn.Linear)]
+    dtype = layers[0].weight.dtype
+    inputs = {m.in_features: torch.randn(rows, m.in_features, dtype=dtype) for m in layers}
+    run = lambda: [layer(inputs[layer.in_features]) for layer in layers]
+    run()
+    return 1000 * timed(run, repeats)
+
+
 def timed(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -63,7 +81,7 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def run_case(layout: str, block: int, batch: int, dtype, repeats: int, weights: dict) -> dict:
+def run_case(layout: str, block: int, batch: int, dtype, repeats: int, weights: dict, sampling: dict) -> dict:
     lm = build(block, layout, dtype)
     if block == 1:  # the same weights as the block-16 model: only the decoding schedule differs
         lm.load_state_dict(shared_weights(weights[(layout, dtype)], lm))
@@ -75,20 +93,23 @@ def run_case(layout: str, block: int, batch: int, dtype, repeats: int, weights: 
         kwargs, tokens = dict(context=context, class_ids=[3] * batch), 1024
     else:
         kwargs, tokens = dict(text_ids=torch.randint(0, 32000, (batch, 8), generator=generator)), 1280
-    run = lambda n: lm.generate(n, top_k=16000, top_p=0.9, generator=generator, **kwargs)
+    run = lambda n: lm.generate(n, generator=generator, **sampling, **kwargs)
     prompt_only = timed(lambda: run(block if layout == "predict" else 1), repeats)
     total = timed(lambda: run(tokens), repeats)
     steps = lm.count_steps(256 if layout == "predict" else 0, tokens)
     params = sum(p.numel() for p in lm.parameters())
     return dict(case=layout, block=block, batch=batch, dtype=str(dtype).removeprefix("torch."), tokens=tokens,
                 steps=steps, seconds=total, step_ms=1000 * (total - prompt_only) / (steps - 1), params=params,
-                weight_bytes=sum(p.numel() * p.element_size() for p in lm.parameters()))
+                linears_ms=linears_ms(lm, batch * block),
+                weight_bytes=sum(p.numel() * p.element_size() for name, p in lm.named_parameters()
+                                 if not name.startswith("tok_emb")))  # a step reads only its ids' embedding rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="batch 1 only, bf16 only")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--sampling", choices=sorted(SAMPLING), default="official")
     parser.add_argument("--json")
     args = parser.parse_args()
     tune_cpu_allocator()
@@ -99,25 +120,27 @@ def main() -> None:
     for dtype in dtypes:
         for batch in batches:
             for block in (16, 1):
-                rows.append(run_case("predict", block, batch, dtype, args.repeats, weights))
+                rows.append(run_case("predict", block, batch, dtype, args.repeats, weights, SAMPLING[args.sampling]))
     for block in (16, 1):
-        rows.append(run_case("hybrid", block, 1, torch.bfloat16, args.repeats, weights))
+        rows.append(run_case("hybrid", block, 1, torch.bfloat16, args.repeats, weights, SAMPLING[args.sampling]))
     for row in rows:
         row["floor_ms"] = 1000 * row["weight_bytes"] / (bandwidth * 1e9)
         twin = next(r for r in rows if r["case"] == row["case"] and r["batch"] == row["batch"]
                     and r["dtype"] == row["dtype"] and r["block"] == 1)
         row["speedup_vs_block1"] = twin["seconds"] / row["seconds"]
-    print(f"memory bandwidth {bandwidth:.1f} GB/s; model {rows[0]['params'] / 1e6:.0f}M parameters")
+    print(f"memory bandwidth {bandwidth:.1f} GB/s; model {rows[0]['params'] / 1e6:.0f}M parameters; "
+          f"sampling {args.sampling}")
     print(f"{'case':<8} {'block':>5} {'batch':>5} {'dtype':<9} {'tokens':>6} {'steps':>5} {'seconds':>8} "
-          f"{'speedup':>8} {'step ms':>8} {'floor ms':>8} {'step/floor':>10}")
+          f"{'speedup':>8} {'step ms':>8} {'floor ms':>8} {'step/floor':>10} {'linears ms':>10} {'linears/floor':>13}")
     for r in rows:
         print(f"{r['case']:<8} {r['block']:>5} {r['batch']:>5} {r['dtype']:<9} {r['tokens']:>6} {r['steps']:>5} "
               f"{r['seconds']:>8.2f} {r['speedup_vs_block1']:>7.1f}x {r['step_ms']:>8.1f} {r['floor_ms']:>8.1f} "
-              f"{r['step_ms'] / r['floor_ms']:>10.2f}")
-    print(json.dumps({"bandwidth_gb_s": bandwidth, "rows": rows}))
+              f"{r['step_ms'] / r['floor_ms']:>10.2f} {r['linears_ms']:>10.1f} {r['linears_ms'] / r['floor_ms']:>13.2f}")
+    result = {"bandwidth_gb_s": bandwidth, "sampling": args.sampling, "rows": rows}
+    print(json.dumps(result))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"bandwidth_gb_s": bandwidth, "rows": rows}, f, indent=1)
+            json.dump(result, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def main() -> None:
 
     def recording_cache(self, *a, **k):  # the size of every cache the generation allocates
         allocate(self, *a, **k)
-        caches.append(self.k.numel() * self.k.element_size() * 2 / 2**20)
+        caches.append(self.nbytes / 2**20)
 
     KVCache.__init__ = recording_cache
     g = torch.Generator().manual_seed(0)

