@@ -9,14 +9,16 @@ Case "hybrid": the official layout (nbp-gpt, text prefix of 8): 1280 tokens, 95 
 "step ms" is the time of one decoding step after the prompt; "floor ms" is the time to read every weight a
 step uses (all but the input embedding table, of which a step reads a few rows) once from memory at the
 bandwidth measured in the same run (a step cannot be faster at batch 1); "linears ms" is the time of the model's matrix products alone at the step's rows (every nn.Linear once, nothing else): what
-this machine's matmul library needs for the weights, whatever the rest of the implementation does.
+this machine's matmul library needs for the weights, whatever the rest of the implementation does; "compute ms"
+is the time of a step's matmul FLOPs (2 x weights x rows) at the matmul peak measured in the same run (a 4096^2
+product), the other bound on a step: a 16-row bf16 step cannot be faster than max(floor, compute), and "max
+speedup" is the block-16 speedup that two implementations at their bounds would show.
 `--sampling official` draws with top-k 16,000 and top-p 0.9 as the official evaluation; `plain` from the full
 distribution; `greedy` takes the argmax.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
@@ -25,6 +27,7 @@ import torch
 from nbp.config import from_dict
 from nbp.models.transformer import Transformer, TransformerConfig
 from nbp.runtime import tune_cpu_allocator
+from report import emit_json, matmul_peak  # bench/report.py (scripts run from bench/)
 
 SIZE = dict(n_layer=12, n_head=12, n_embd=768)
 
@@ -115,6 +118,7 @@ def main() -> None:
     tune_cpu_allocator()
     bandwidth = memory_bandwidth()
     dtypes = [torch.bfloat16] if args.quick else [torch.float32, torch.bfloat16]
+    peaks = {str(dtype).removeprefix("torch."): matmul_peak(dtype) for dtype in dtypes}
     batches = [1] if args.quick else [1, 8]
     weights, rows = {}, []
     for dtype in dtypes:
@@ -124,23 +128,34 @@ def main() -> None:
     for block in (16, 1):
         rows.append(run_case("hybrid", block, 1, torch.bfloat16, args.repeats, weights, SAMPLING[args.sampling]))
     for row in rows:
-        row["floor_ms"] = 1000 * row["weight_bytes"] / (bandwidth * 1e9)
+        add_bounds(row, bandwidth, peaks[row["dtype"]])
+    for row in rows:
         twin = next(r for r in rows if r["case"] == row["case"] and r["batch"] == row["batch"]
                     and r["dtype"] == row["dtype"] and r["block"] == 1)
         row["speedup_vs_block1"] = twin["seconds"] / row["seconds"]
-    print(f"memory bandwidth {bandwidth:.1f} GB/s; model {rows[0]['params'] / 1e6:.0f}M parameters; "
-          f"sampling {args.sampling}")
+        row["max_speedup"] = twin["steps"] * twin["bound_ms"] / (row["steps"] * row["bound_ms"])
+    print(f"memory bandwidth {bandwidth:.1f} GB/s; matmul peak " + ", ".join(
+        f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()) +
+        f"; model {rows[0]['params'] / 1e6:.0f}M parameters; sampling {args.sampling}")
     print(f"{'case':<8} {'block':>5} {'batch':>5} {'dtype':<9} {'tokens':>6} {'steps':>5} {'seconds':>8} "
-          f"{'speedup':>8} {'step ms':>8} {'floor ms':>8} {'step/floor':>10} {'linears ms':>10} {'linears/floor':>13}")
+          f"{'speedup':>8} {'max speedup':>11} {'step ms':>8} {'floor ms':>8} {'step/floor':>10} {'compute ms':>10} "
+          f"{'linears ms':>10}")
     for r in rows:
         print(f"{r['case']:<8} {r['block']:>5} {r['batch']:>5} {r['dtype']:<9} {r['tokens']:>6} {r['steps']:>5} "
-              f"{r['seconds']:>8.2f} {r['speedup_vs_block1']:>7.1f}x {r['step_ms']:>8.1f} {r['floor_ms']:>8.1f} "
-              f"{r['step_ms'] / r['floor_ms']:>10.2f} {r['linears_ms']:>10.1f} {r['linears_ms'] / r['floor_ms']:>13.2f}")
-    result = {"bandwidth_gb_s": bandwidth, "sampling": args.sampling, "rows": rows}
-    print(json.dumps(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+              f"{r['seconds']:>8.2f} {r['speedup_vs_block1']:>7.1f}x {r['max_speedup']:>10.1f}x {r['step_ms']:>8.1f} "
+              f"{r['floor_ms']:>8.1f} {r['step_ms'] / r['floor_ms']:>10.2f} {r['compute_ms']:>10.1f} "
+              f"{r['linears_ms']:>10.1f}")
+    emit_json({"bandwidth_gb_s": bandwidth, "matmul_peak_flops": peaks, "sampling": args.sampling, "rows": rows},
+              args.json)
+
+
+def add_bounds(row: dict, bandwidth: float, peak: float) -> None:
+    """The two lower bounds on a step: reading the weights once, and their FLOPs at the matmul peak."""
+    element = 2 if row["dtype"] == "bfloat16" else 4
+    rows_per_step = row["batch"] * row["tokens"] / row["steps"]  # hybrid: 16 one-row steps, then 16-row ones
+    row["floor_ms"] = 1000 * row["weight_bytes"] / (bandwidth * 1e9)
+    row["compute_ms"] = 1000 * 2 * (row["weight_bytes"] / element) * rows_per_step / peak
+    row["bound_ms"] = max(row["floor_ms"], row["compute_ms"])
 
 
 if __name__ == "__main__":

@@ -1,50 +1,53 @@
 """Training throughput: nbp's transformer against Hugging Face transformers' Llama, same shape and mask.
 
-    .venv/bin/python bench/train_lm.py               # ~4 minutes
+    .venv/bin/python bench/train_lm.py               # ~5 minutes
     .venv/bin/python bench/train_lm.py --steps 3
 
 Both models: 8 layers, width 512, 8 heads, SwiGLU 1365, RMSNorm, rotary positions, no biases, a 64,017-entry
 embedding and head (91M parameters, 25M outside the embeddings); batch 1, sequence 1280, the block-causal mask of
 16-token blocks (HF gets it as a 4-D boolean mask with SDPA attention). One step = forward, cross-entropy,
-backward, AdamW; "nbp chunked" computes the head and the loss in row chunks (`LMTrainConfig.chunked_loss`). Each variant runs in its own process, so "peak MB" is that process's peak resident memory
-growth. "MFU" = model FLOPs (6 x matmul parameters x tokens + attention) per second over the bf16 matmul peak
+backward, AdamW (fused, the same for all). "nbp" trains as `nbp train-lm` does: the head fused with the
+cross-entropy (`nbp.models.fused_ce`, `LMTrainConfig.fused_loss`); "nbp-plain-loss" materialises the logits as
+HF does. Each variant lives in a worker process of its own (own heap; "peak MB" is its peak resident memory
+above the imports) and the parent interleaves their steps (the median of each), so that the machine's drift
+hits all alike. All with nbp's allocator setting (`nbp.runtime.tune_cpu_allocator`, applied by the `nbp`
+CLI). "MFU" = model FLOPs (6 x matmul parameters x tokens + attention) per second over the bf16 matmul peak
 measured in the same run.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import resource
-import subprocess
-import sys
+import multiprocessing
+import statistics
 import time
 
 import torch
 
+from nbp.runtime import tune_cpu_allocator
+from report import emit_json, matmul_peak  # bench/report.py (scripts run from bench/)
+
 VOCAB, WIDTH, LAYERS, HEADS, HIDDEN, SEQ, BLOCK = 64017, 512, 8, 8, 1365, 1280, 16
-CHUNKED = False
 
 
-def nbp_model():
+def nbp_model(fused_loss: bool):
     from nbp.config import from_dict
     from nbp.models.transformer import Transformer, TransformerConfig
-    from nbp.training.fused_ce import linear_cross_entropy
 
     cfg = from_dict(TransformerConfig, dict(n_layer=LAYERS, n_head=HEADS, n_embd=WIDTH, mlp_ratio=HIDDEN * 1.5 / WIDTH,
                                             condition="class", num_classes=1, cond_len=1, latent_shape=[5, 16, 16]))
     model = Transformer(cfg)
 
     def step(ids, targets):
-        if CHUNKED:  # LMTrainConfig.chunked_loss: the head inside the chunked cross-entropy
+        if fused_loss:  # LMTrainConfig.fused_loss: the head inside the cross-entropy
             states = model(ids, hidden=True)
-            return linear_cross_entropy(states.flatten(0, 1), model.head.weight, targets.flatten())[0].mean()
+            return model.head(states, targets)[0].mean()
         logits = model(ids)
         return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
 
     return model, step
 
 
-def hf_model():
+def hf_model(_fused_loss: bool = False):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from nbp.models.masks import nbp_mask
@@ -62,74 +65,93 @@ def hf_model():
     return model, step
 
 
-def matmul_peak(dtype=torch.bfloat16, size: int = 4096) -> float:
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(3):
-        a @ b
-    return 3 * 2 * size**3 / (time.perf_counter() - start)
+VARIANTS = [(name, bf16) for bf16 in (False, True) for name in ("hf-llama", "nbp", "nbp-plain-loss")]
 
 
-def run_variant(name: str, bf16: bool, steps: int) -> dict:
-    torch.manual_seed(0)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    model, step = (hf_model if name == "hf-llama" else nbp_model)()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    ids = torch.randint(0, VOCAB, (1, SEQ))
-    targets = torch.randint(0, VOCAB, (1, SEQ))
-    times = []
-    for i in range(steps + 1):
+class Variant:
+    """One model, its optimizer and fixed data; `step()` runs forward, loss, backward and AdamW once."""
+
+    def __init__(self, name: str, bf16: bool):
+        torch.manual_seed(0)
+        self.name, self.bf16 = name, bf16
+        self.model, self.loss = (hf_model if name == "hf-llama" else nbp_model)(name == "nbp")
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=True)
+        self.ids, self.targets = torch.randint(0, VOCAB, (1, SEQ)), torch.randint(0, VOCAB, (1, SEQ))
+
+    def step(self) -> float:
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = step(ids, targets)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            loss = self.loss(self.ids, self.targets)
         loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if i:  # the first step warms up
-            times.append(time.perf_counter() - start)
-    params = sum(p.numel() for p in model.parameters())
-    embedding = sum(p.numel() for n, p in model.named_parameters() if "emb" in n or "embed_tokens" in n)
-    matmul = params - embedding  # the head is a matmul; the input embedding is a lookup
-    seconds = sorted(times)[len(times) // 2]
-    flops = 6 * matmul * SEQ + 12 * LAYERS * WIDTH * SEQ * SEQ  # attention: QK^T and AV, forward + backward
-    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    return dict(model=name, dtype="bf16 autocast" if bf16 else "fp32", params=params, tokens_per_s=SEQ / seconds,
-                step_s=seconds, model_flops_per_s=flops / seconds, peak_mb=peak)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+    def row(self) -> dict:
+        params = sum(p.numel() for p in self.model.parameters())
+        embedding = sum(p.numel() for n, p in self.model.named_parameters() if "emb" in n or "embed_tokens" in n)
+        matmul = params - embedding  # the head is a matmul; the input embedding is a lookup
+        flops = 6 * matmul * SEQ + 12 * LAYERS * WIDTH * SEQ * SEQ  # attention: QK^T and AV, forward + backward
+        return dict(model=self.name, dtype="bf16 autocast" if self.bf16 else "fp32", params=params, flops=flops)
+
+
+def timing(flops: float, times: list[float]) -> dict:
+    seconds = statistics.median(times)
+    return dict(tokens_per_s=SEQ / seconds, step_s=seconds, step_s_all=times, model_flops_per_s=flops / seconds)
+
+
+def resident_peak_mb() -> float:
+    """This process's peak resident memory (VmHWM: its own, unlike ru_maxrss, which survives exec)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+
+
+def worker(connection, name: str, bf16: bool) -> None:
+    """One variant in a process of its own (its own heap and peak memory), stepping when the parent asks."""
+    tune_cpu_allocator()
+    baseline = resident_peak_mb()
+    variant = Variant(name, bf16)
+    while connection.recv() == "step":
+        connection.send(variant.step())
+    connection.send((variant.row(), resident_peak_mb() - baseline))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--variant", help=argparse.SUPPRESS)  # model:bf16, run in a child process
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per variant, after one warm-up")
     parser.add_argument("--json")
     args = parser.parse_args()
-    if args.variant:
-        global CHUNKED
-        name, bf16 = args.variant.split(":")
-        CHUNKED = name == "nbp-chunked"
-        print(json.dumps(run_variant(name, bf16 == "1", args.steps)))
-        return
     peak = matmul_peak()
     rows = []
-    for bf16 in ("0", "1"):
-        for name in ("hf-llama", "nbp", "nbp-chunked"):
-            out = subprocess.run([sys.executable, __file__, "--variant", f"{name}:{bf16}", "--steps", str(args.steps)],
-                                 capture_output=True, text=True, check=True).stdout
-            rows.append(json.loads(out.strip().splitlines()[-1]))
+    for bf16 in (False, True):  # three workers at a time fit in memory
+        names = [name for name, b in VARIANTS if b == bf16]
+        context = multiprocessing.get_context("spawn")
+        pipes = [context.Pipe() for _ in names]
+        workers = [context.Process(target=worker, args=(child, name, bf16)) for (_, child), name in zip(pipes, names)]
+        for w in workers:
+            w.start()
+        times = [[] for _ in names]
+        for round_ in range(args.steps + 1):  # interleaved: a slow minute of the machine hits every variant
+            for i in (range(len(names)) if round_ % 2 else reversed(range(len(names)))):
+                pipes[i][0].send("step")
+                seconds = pipes[i][0].recv()
+                if round_:  # the first round warms up
+                    times[i].append(seconds)
+        for (parent, _), w, t in zip(pipes, workers, times):
+            parent.send("stop")
+            row, peak_mb = parent.recv()
+            w.join()
+            rows.append(dict(row, **timing(row["flops"], t), peak_mb=peak_mb))
     for row in rows:
         row["mfu"] = row["model_flops_per_s"] / peak
         hf = next(r for r in rows if r["model"] == "hf-llama" and r["dtype"] == row["dtype"])
         row["vs_hf"] = row["tokens_per_s"] / hf["tokens_per_s"]
-    print(f"bf16 matmul peak {peak / 1e9:.0f} GFLOP/s; sequence {SEQ}, batch 1")
-    print(f"{'model':<11} {'dtype':<14} {'params M':>8} {'tokens/s':>9} {'vs HF':>6} {'MFU':>6} {'peak MB':>8}")
+    print(f"bf16 matmul peak {peak / 1e9:.0f} GFLOP/s; sequence {SEQ}, batch 1; median of {args.steps} steps")
+    print(f"{'model':<14} {'dtype':<14} {'params M':>8} {'tokens/s':>9} {'vs HF':>6} {'MFU':>6} {'peak MB':>8}")
     for r in rows:
-        print(f"{r['model']:<11} {r['dtype']:<14} {r['params'] / 1e6:>8.1f} {r['tokens_per_s']:>9.0f} "
+        print(f"{r['model']:<14} {r['dtype']:<14} {r['params'] / 1e6:>8.1f} {r['tokens_per_s']:>9.0f} "
               f"{r['vs_hf']:>5.2f}x {100 * r['mfu']:>5.1f}% {r['peak_mb']:>8.0f}")
-    print(json.dumps({"matmul_peak_flops": peak, "rows": rows}))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"matmul_peak_flops": peak, "rows": rows}, f, indent=1)
+    emit_json({"matmul_peak_flops": peak, "rows": rows}, args.json)
 
 
 if __name__ == "__main__":

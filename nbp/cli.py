@@ -113,6 +113,18 @@ def cmd_world_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict_eval(args: argparse.Namespace) -> int:
+    from nbp.predict import PredictEvalConfig, evaluate_prediction
+
+    cfg = build_config(PredictEvalConfig, recipes=args.recipe, overrides=args.overrides)
+    r = evaluate_prediction(cfg)
+    print(f"{r['clips']} clips, {r['frames']}\n| prediction | PSNR dB | SSIM |\n|---|---|---|")
+    for name in ("predicted", "copy_last_frame", "tokenizer_reconstruction"):
+        print(f"| {name.replace('_', ' ')} | {r[name]['psnr']:.2f} | {r[name]['ssim']:.3f} |")
+    print(f"written to {cfg.out}: metrics.json, truth_vs_prediction.png, truth_vs_prediction.mp4")
+    return 0
+
+
 def cmd_tokenize(args: argparse.Namespace) -> int:
     from nbp.tokenize import TokenizeConfig, tokenize
 
@@ -247,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_command(commands, "world-eval", cmd_world_eval,
                        "predict test episodes from context frames and actions: PSNR/SSIM over the horizon",
                        recipe_argument=True)
+    add_config_command(commands, "predict-eval", cmd_predict_eval,
+                       "continue held-out clips from their first frames: PSNR/SSIM against copying the last frame")
     add_config_command(commands, "train-tokenizer", cmd_train_tokenizer, "train (or resume) a video tokenizer",
                        recipe_argument=True)
     add_config_command(commands, "train-lm", cmd_train_lm, "train (or resume) a next-block-prediction LM",

@@ -248,42 +248,12 @@ class Standardize(torch.nn.Module):
 
 def prediction_stage(cfg: DemoConfig, lm_file: Path, tokenizer_file: Path, data: Path, folder: Path) -> dict:
     """Greedy continuation of held-out clips from their first `context_frames`, against copying the last one."""
-    from nbp.data.dataset import VideoDataset
-    from nbp.data.tokens import TokenDataset
-    from nbp.download import load_magvit2, load_transformer
-    from nbp.export import contact_sheet, save_video, to_uint8, video_grid
-    from nbp.metrics import psnr, ssim
+    from nbp.predict import PredictEvalConfig, evaluate_prediction
 
-    tokenizer = load_magvit2(tokenizer_file, resolution=cfg.resolution, device=cfg.device)
-    lm = load_transformer(lm_file, device=cfg.device)
-    tokens = TokenDataset(folder / "tokens" / "test")
-    clips = VideoDataset(data, data / "testlist.txt", sequence_length=cfg.frames, resolution=cfg.resolution,
-                         sampling="centre")
-    truth = torch.stack([clips[i]["video"] for i in range(len(clips))]).to(cfg.device)  # (N, 3, T, H, W)
-    codes = torch.stack([tokens[i]["tokens"] for i in range(len(tokens))])  # (N, T'*h*w)
-    labels = [int(tokens[i]["label"]) for i in range(len(tokens))]
-    per_latent_frame = int(np.prod(tokens.latent_shape[1:]))
-    given = (1 + (cfg.context_frames - 1) // tokenizer.config.temporal_factor) * per_latent_frame
-    with torch.no_grad():
-        future = lm.generate(codes.shape[1] - given, context=codes[:, :given].to(cfg.device), class_ids=labels,
-                             greedy=True)
-        ids = torch.cat([codes[:, :given].to(cfg.device), future], 1)
-        predicted = tokenizer.decode_from_code_indices(ids.view(len(ids), *tokens.latent_shape)).float().clamp(0, 1)
-        reconstructed = tokenizer.decode_from_code_indices(
-            codes.to(cfg.device).view(len(codes), *tokens.latent_shape)).float().clamp(0, 1)
-    start = cfg.context_frames
-    copy_last = truth[:, :, start - 1:start].expand_as(truth[:, :, start:])
-    scores = {"predicted": predicted, "copy_last_frame": copy_last, "tokenizer_reconstruction": reconstructed}
-    result = {name: {"psnr": float(psnr(video[:, :, -copy_last.shape[2]:], truth[:, :, start:]).mean()),
-                     "ssim": float(ssim(video[:, :, -copy_last.shape[2]:], truth[:, :, start:]).mean())}
-              for name, video in scores.items()}
-    result["clips"], result["frames"] = len(truth), f"{cfg.context_frames} given, {cfg.frames - start} predicted"
-    shown = min(8, len(truth))
-    rows = torch.stack([truth[:shown].cpu(), predicted[:shown].cpu()], 1).flatten(0, 1)  # truth, prediction, ...
-    contact_sheet(to_uint8(rows), folder / "prediction" / "truth_vs_prediction.png")
-    side_by_side = to_uint8(torch.cat([truth[:shown], predicted[:shown]], dim=-1).cpu())
-    save_video(folder / "prediction" / "truth_vs_prediction.mp4", video_grid(side_by_side, columns=2), fps=4)
-    return result
+    return evaluate_prediction(PredictEvalConfig(
+        lm=str(lm_file), tokenizer=str(tokenizer_file), root=str(data), annotations="testlist.txt",
+        resolution=cfg.resolution, sequence_length=cfg.frames, context_frames=cfg.context_frames,
+        out=str(folder / "prediction"), device=cfg.device))
 
 
 def loss_curves(folder: Path) -> list[Path]:

@@ -8,7 +8,8 @@ import torch
 from nbp.checkpoint import CheckpointError, load_model, save_model
 from nbp.config import ConfigError, from_dict, from_preset
 from nbp.download import load_transformer
-from nbp.models.masks import block_causal_mask, block_ids, hide_columns, nbp_mask, with_visible_prefix
+from nbp.models.masks import (block_causal_mask, block_ids, hide_columns, key_extents, nbp_mask,
+                              with_visible_prefix)
 from nbp.models.sampling import filter_logits, guidance_scale, guide, sample
 from nbp.models.transformer import KVCache, Transformer, TransformerConfig, build_sequence, mask_for
 
@@ -106,6 +107,40 @@ def test_mask_building_blocks():
     assert with_visible_prefix(block_causal_mask(3, 1), 2)[0].tolist() == [True, True, False]
     hidden = hide_columns(block_causal_mask(3, 1), torch.tensor([[False, True, False]]))
     assert hidden[0].tolist() == [[1, 0, 0], [1, 1, 0], [1, 0, 1]]
+
+
+@pytest.mark.parametrize("n, block, prefix, hybrid, chunk", [(88, 16, 8, True, 32), (64, 4, 1, False, 24),
+                                                             (20, 1, 0, False, 7)])
+def test_key_extents_cover_exactly_the_visible_columns(n, block, prefix, hybrid, chunk):
+    mask = nbp_mask(n, block, prefix, hybrid)
+    extents = key_extents(mask, chunk)
+    assert [(a, b) for a, b, _ in extents] == [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
+    for start, stop, keys in extents:
+        assert not mask[start:stop, keys:].any() and mask[start:stop, keys - 1].any()
+
+
+def test_chunked_attention_equals_one_masked_call():
+    """A mask carrying key extents is attended chunk by chunk: same outputs and gradients as one SDPA call."""
+    from nbp.models.transformer import attend
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 70, 8, requires_grad=True) for _ in range(3))
+    mask = nbp_mask(70, 5, 3, hybrid=True)
+    chunked = mask.clone()
+    chunked.key_extents = key_extents(chunked, 16)
+    outputs, grads = [], []
+    for m in (mask, chunked):
+        y = attend(q, k, v, m)
+        (y * torch.linspace(-1, 1, 8)).sum().backward()
+        outputs.append(y.detach())
+        grads.append([t.grad.clone() for t in (q, k, v)])
+        for t in (q, k, v):
+            t.grad = None
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads[1], grads[0]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    long_mask = mask_for(small_config("modern", "begin-class", 4), 600, "cpu")  # what the model's forward uses
+    assert long_mask.key_extents == key_extents(long_mask, 256) and long_mask.key_extents[0][2] == 257
 
 
 # --- KV-cache decoding equals the full forward -------------------------------------------------------------

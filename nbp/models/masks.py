@@ -9,6 +9,8 @@ Sequence layout (official NBP): [prefix (P condition tokens)] [bov] [video part]
   id (world models: a frame's compressed or full tokens form one group).
 - `hide_columns(mask, hidden)`: padding tokens of a text condition are invisible (except to themselves, so
   no row is empty). `hidden` is (B, N) and the result (B, N, N).
+- `key_extents(mask, chunk)`: for chunks of query rows, how many leading columns they see, so attention can
+  skip the columns a block-causal mask hides from a whole chunk.
 """
 from __future__ import annotations
 
@@ -49,3 +51,12 @@ def nbp_mask(n: int, block: int, prefix: int = 0, hybrid: bool = False, device=N
     start = prefix + block if hybrid else prefix
     mask = block_causal_mask(n, block, start, device)
     return with_visible_prefix(mask, prefix) if prefix else mask
+
+
+def key_extents(mask: torch.Tensor, chunk: int) -> tuple[tuple[int, int, int], ...]:
+    """(start, stop, keys) for the query rows of mask (n, m) in chunks of `chunk`: rows start..stop-1 see no
+    column at or after `keys`. For a causal or block-causal mask the chunks need about half the columns."""
+    n, m = mask.shape
+    last_seen = (mask * torch.arange(1, m + 1, device=mask.device)).amax(dim=-1)  # (n,) 1 + last visible column
+    return tuple((start, min(start + chunk, n), int(last_seen[start:start + chunk].max()))
+                 for start in range(0, n, chunk))
