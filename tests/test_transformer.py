@@ -143,6 +143,18 @@ def test_chunked_attention_equals_one_masked_call():
     assert long_mask.key_extents == key_extents(long_mask, 256) and long_mask.key_extents[0][2] == 257
 
 
+@torch.no_grad()
+@pytest.mark.filterwarnings("ignore:.*flex_attention.*")
+@pytest.mark.parametrize("arch, layout", [("modern", "begin-class"), ("nbp-gpt", "hybrid-text")])
+def test_flex_attention_equals_sdpa(arch, layout):
+    """The FlexAttention path (eager on CPU, forward only; compiled on CUDA) over the same training mask."""
+    sdpa = Transformer(small_config(arch, layout, 4)).eval()
+    flex = Transformer(from_dict(TransformerConfig, {**vars(sdpa.config), "attention": "flex"})).eval()
+    flex.load_state_dict(sdpa.state_dict())
+    ids = torch.randint(0, sdpa.config.vocab_size, (2, 40), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(flex(ids), sdpa(ids), rtol=1e-5, atol=1e-5)
+
+
 # --- KV-cache decoding equals the full forward -------------------------------------------------------------
 
 LAYOUTS = {
@@ -279,6 +291,7 @@ def test_too_many_positions_for_learned_embeddings(official):
     (dict(block=5), "does not tile"),
     (dict(condition="class", cond_len=0), "needs cond_len > 0"),
     (dict(hybrid=True, begin=False), "hybrid models start with a begin token"),
+    (dict(attention="flash"), "attention one of"),
 ])
 def test_invalid_transformer_configs(overrides, message):
     with pytest.raises(ConfigError, match=message):

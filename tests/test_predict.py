@@ -1,0 +1,27 @@
+from types import SimpleNamespace
+
+import pytest
+
+from nbp.config import ConfigError
+from nbp.predict import PredictEvalConfig, condition, evaluate_prediction, given_codes
+
+
+def test_given_codes_cover_the_context_frames():
+    per_frame, causal_3d = SimpleNamespace(temporal_factor=1), SimpleNamespace(temporal_factor=4)
+    assert given_codes(per_frame, 5, 64) == 5 * 64
+    assert given_codes(causal_3d, 5, 256) == 2 * 256  # frames 0 and 1-4: two latent frames
+    assert given_codes(causal_3d, 1, 256) == 256
+
+
+def test_the_condition_follows_the_model():
+    classes = ["ApplyEyeMakeup", "Basketball"]
+    lm = lambda kind: SimpleNamespace(config=SimpleNamespace(condition=kind))
+    assert condition(lm("class"), [1, 0], classes) == {"class_ids": [1, 0]}
+    assert condition(lm("text"), [1], classes) == {"text": ["basketball"]}
+    assert condition(lm("none"), [1], classes) == {}
+
+
+@pytest.mark.parametrize("context_frames", [0, 9])
+def test_context_outside_the_clip_is_refused(context_frames):
+    with pytest.raises(ConfigError, match="context_frames"):
+        evaluate_prediction(PredictEvalConfig(lm="x", tokenizer="y", root="z", context_frames=context_frames))
