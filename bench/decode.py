@@ -100,9 +100,11 @@ def run_case(layout: str, block: int, batch: int, dtype, repeats: int, weights: 
     prompt_only = timed(lambda: run(block if layout == "predict" else 1), repeats)
     total = timed(lambda: run(tokens), repeats)
     steps = lm.count_steps(256 if layout == "predict" else 0, tokens)
+    one_row = 0 if layout == "predict" or block == 1 else block  # hybrid: the first row token by token
+    rows = [batch] * one_row + [batch * block] * (steps - one_row)  # positions computed per step
     params = sum(p.numel() for p in lm.parameters())
     return dict(case=layout, block=block, batch=batch, dtype=str(dtype).removeprefix("torch."), tokens=tokens,
-                steps=steps, seconds=total, step_ms=1000 * (total - prompt_only) / (steps - 1), params=params,
+                steps=steps, rows_per_step=rows, seconds=total, step_ms=1000 * (total - prompt_only) / (steps - 1), params=params,
                 linears_ms=linears_ms(lm, batch * block),
                 weight_bytes=sum(p.numel() * p.element_size() for name, p in lm.named_parameters()
                                  if not name.startswith("tok_emb")))  # a step reads only its ids' embedding rows
@@ -150,12 +152,13 @@ def main() -> None:
 
 
 def add_bounds(row: dict, bandwidth: float, peak: float) -> None:
-    """The two lower bounds on a step: reading the weights once, and their FLOPs at the matmul peak."""
-    element = 2 if row["dtype"] == "bfloat16" else 4
-    rows_per_step = row["batch"] * row["tokens"] / row["steps"]  # hybrid: 16 one-row steps, then 16-row ones
-    row["floor_ms"] = 1000 * row["weight_bytes"] / (bandwidth * 1e9)
-    row["compute_ms"] = 1000 * 2 * (row["weight_bytes"] / element) * rows_per_step / peak
-    row["bound_ms"] = max(row["floor_ms"], row["compute_ms"])
+    """The two lower bounds on a step, averaged over the steps: reading the weights once, and their FLOPs at the
+    matmul peak (a step cannot beat the larger one)."""
+    weights = row["weight_bytes"] / (2 if row["dtype"] == "bfloat16" else 4)
+    floor = 1000 * row["weight_bytes"] / (bandwidth * 1e9)
+    compute = [1000 * 2 * weights * rows / peak for rows in row["rows_per_step"]]
+    row["floor_ms"], row["compute_ms"] = floor, statistics.mean(compute)
+    row["bound_ms"] = statistics.mean(max(floor, c) for c in compute)
 
 
 if __name__ == "__main__":

@@ -25,3 +25,16 @@ def test_the_condition_follows_the_model():
 def test_context_outside_the_clip_is_refused(context_frames):
     with pytest.raises(ConfigError, match="context_frames"):
         evaluate_prediction(PredictEvalConfig(lm="x", tokenizer="y", root="z", context_frames=context_frames))
+
+
+def test_atomic_writes_get_the_permissions_of_any_new_file(tmp_path):
+    import os
+    from pathlib import Path
+
+    from nbp.checkpoint import atomic_write
+
+    atomic_write(tmp_path / "metrics.json", lambda tmp: Path(tmp).write_text("{}"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "metrics.json").read_text() == "{}"
