@@ -131,6 +131,7 @@ def main() -> None:
         rows.append(run_case("hybrid", block, 1, torch.bfloat16, args.repeats, weights, SAMPLING[args.sampling]))
     for row in rows:
         add_bounds(row, bandwidth, peaks[row["dtype"]])
+        del row["rows_per_step"]
     for row in rows:
         twin = next(r for r in rows if r["case"] == row["case"] and r["batch"] == row["batch"]
                     and r["dtype"] == row["dtype"] and r["block"] == 1)
