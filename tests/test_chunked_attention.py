@@ -1,0 +1,76 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nbp.models.chunked_attention import chunked_attention, hidden_parts
+from nbp.models.masks import causal_by_group, key_extents, nbp_mask
+
+MASKS = {
+    "block": lambda: nbp_mask(70, 5, prefix=1),
+    "hybrid": lambda: nbp_mask(70, 5, prefix=3, hybrid=True),
+    "groups": lambda: causal_by_group(torch.tensor([0] * 9 + [1] * 20 + [2] * 3 + [3] * 38)),
+}
+
+
+def attention_and_grads(fn, q, k, v, weights):
+    q, k, v = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    out = fn(q, k, v)
+    (out * weights).sum().backward()
+    return [out.detach()] + [t.grad for t in (q, k, v)]
+
+
+@pytest.mark.parametrize("name", sorted(MASKS))
+@pytest.mark.parametrize("chunk", [16, 29, 128])
+def test_chunked_attention_equals_sdpa_in_float64(name, chunk):
+    """The explicit-matmul chunks give SDPA's outputs and gradients, to float64 rounding."""
+    mask = MASKS[name]()
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 70, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    weights = torch.randn(2, 3, 70, 8, generator=g, dtype=torch.float64)
+    extents = key_extents(mask, chunk)
+    ours = attention_and_grads(lambda *t: chunked_attention(*t, mask.clone(), extents), q, k, v, weights)
+    reference = attention_and_grads(lambda *t: F.scaled_dot_product_attention(*t, attn_mask=mask), q, k, v, weights)
+    for a, b in zip(ours, reference):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_bf16_chunked_attention_is_as_close_to_exact_as_sdpa():
+    """In bf16 the scores are rounded to bf16 (as in an eager attention under autocast): its error against the
+    float64 result stays within 3x that of PyTorch's bf16 SDPA kernel, outputs and gradients alike."""
+    mask = nbp_mask(1280, 16, prefix=1)
+    g = torch.Generator().manual_seed(1)
+    q, k, v, weights = (torch.randn(1, 2, 1280, 64, generator=g).bfloat16() for _ in range(4))
+    exact = attention_and_grads(lambda *t: F.scaled_dot_product_attention(*t, attn_mask=mask),
+                                *(t.double() for t in (q, k, v, weights)))
+    ours = attention_and_grads(lambda *t: chunked_attention(*t, mask.clone(), key_extents(mask, 256)),
+                               q, k, v, weights)
+    sdpa = attention_and_grads(lambda *t: F.scaled_dot_product_attention(*t, attn_mask=mask), q, k, v, weights)
+    for a, b, e in zip(ours, sdpa, exact):
+        our_error, sdpa_error = ((x.double() - e).abs().max() for x in (a, b))
+        assert our_error <= 3 * sdpa_error, (our_error, sdpa_error)
+
+
+def test_hidden_parts_split_each_chunk_at_its_first_hidden_column():
+    mask = nbp_mask(12, 4)
+    parts = hidden_parts(mask, key_extents(mask, 6))  # chunks: rows 0-5 see keys < 8, rows 6-11 all 12
+    assert [first for first, _ in parts] == [4, 8]
+    assert torch.equal(parts[0][1], ~mask[0:6, 4:8]) and torch.equal(parts[1][1], ~mask[6:12, 8:12])
+
+
+def test_the_model_uses_it_for_bf16_on_cpu_and_matches_the_sdpa_chunks():
+    """`attend` sends a bf16 training mask through chunked_attention; float32 keeps the SDPA chunks."""
+    from nbp.models import transformer
+
+    mask = transformer.training_mask((5, 1, False), 70, "cpu")
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(1, 2, 70, 16, generator=g) for _ in range(3))
+    calls = []
+    original = transformer.chunked_attention
+    transformer.chunked_attention = lambda *a: calls.append(a[0].dtype) or original(*a)
+    try:
+        fp32 = transformer.attend(q, k, v, mask)
+        bf16 = transformer.attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
+    finally:
+        transformer.chunked_attention = original
+    assert calls == [torch.bfloat16]
+    torch.testing.assert_close(bf16.float(), fp32, rtol=0.05, atol=0.03)
