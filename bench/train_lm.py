@@ -1,7 +1,7 @@
 """Training throughput: nbp's transformer against Hugging Face transformers' Llama, same shape and mask.
 
     .venv/bin/python bench/train_lm.py               # ~5 minutes
-    .venv/bin/python bench/train_lm.py --steps 3
+    .venv/bin/python bench/train_lm.py --steps 3 --dtype bf16
 
 Both models: 8 layers, width 512, 8 heads, SwiGLU 1365, RMSNorm, rotary positions, no biases, a 64,017-entry
 embedding and head (91M parameters, 25M outside the embeddings); batch 1, sequence 1280, the block-causal mask of
@@ -119,11 +119,12 @@ def worker(connection, name: str, bf16: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=8, help="timed steps per variant, after one warm-up")
+    parser.add_argument("--dtype", choices=("both", "fp32", "bf16"), default="both")
     parser.add_argument("--json")
     args = parser.parse_args()
     peak = matmul_peak()
     rows = []
-    for bf16 in (False, True):  # three workers at a time fit in memory
+    for bf16 in {"both": (False, True), "fp32": (False,), "bf16": (True,)}[args.dtype]:  # three workers at a time
         names = [name for name, b in VARIANTS if b == bf16]
         context = multiprocessing.get_context("spawn")
         pipes = [context.Pipe() for _ in names]

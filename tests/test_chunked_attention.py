@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nbp.models.chunked_attention import chunked_attention, hidden_parts
+from nbp.models.chunked_attention import chunked_attention, score_biases
 from nbp.models.masks import causal_by_group, key_extents, nbp_mask
 
 MASKS = {
@@ -50,15 +50,15 @@ def test_bf16_chunked_attention_is_as_close_to_exact_as_sdpa():
         assert our_error <= 3 * sdpa_error, (our_error, sdpa_error)
 
 
-def test_hidden_parts_split_each_chunk_at_its_first_hidden_column():
+def test_score_biases_hide_what_the_mask_hides():
     mask = nbp_mask(12, 4)
-    parts = hidden_parts(mask, key_extents(mask, 6))  # chunks: rows 0-5 see keys < 8, rows 6-11 all 12
-    assert [first for first, _ in parts] == [4, 8]
-    assert torch.equal(parts[0][1], ~mask[0:6, 4:8]) and torch.equal(parts[1][1], ~mask[6:12, 8:12])
+    biases = score_biases(mask, key_extents(mask, 6), torch.bfloat16)  # rows 0-5 see keys < 8, rows 6-11 all 12
+    assert [tuple(b.shape) for b in biases] == [(6, 8), (6, 12)]
+    assert torch.equal(biases[0] == 0, mask[:6, :8]) and torch.equal(biases[1].isinf(), ~mask[6:])
 
 
-def test_the_model_uses_it_for_bf16_on_cpu_and_matches_the_sdpa_chunks():
-    """`attend` sends a bf16 training mask through chunked_attention; float32 keeps the SDPA chunks."""
+def test_the_model_uses_it_on_cpu_in_both_dtypes():
+    """`attend` sends a training mask through chunked_attention on CPU; it matches the one-call SDPA result."""
     from nbp.models import transformer
 
     mask = transformer.training_mask((5, 1, False), 70, "cpu")
@@ -72,5 +72,7 @@ def test_the_model_uses_it_for_bf16_on_cpu_and_matches_the_sdpa_chunks():
         bf16 = transformer.attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
     finally:
         transformer.chunked_attention = original
-    assert calls == [torch.bfloat16]
-    torch.testing.assert_close(bf16.float(), fp32, rtol=0.05, atol=0.03)
+    assert calls == [torch.float32, torch.bfloat16]
+    reference = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.clone())
+    torch.testing.assert_close(fp32, reference, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(bf16.float(), reference, rtol=0.05, atol=0.03)

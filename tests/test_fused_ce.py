@@ -73,8 +73,8 @@ def test_a_target_far_below_the_others_keeps_a_finite_exact_loss():
 
 
 def test_count_above_counts_strictly_greater_values():
-    from nbp.models.fused_ce import count_above
+    from nbp.models.fused_ce import count_above_
 
     values = torch.tensor([[0.5, 0.2, 0.5, 0.1], [0.0, 0.0, 0.3, 1.0]])
-    assert count_above(values, torch.tensor([[0.5], [0.0]])).tolist() == [0, 2]
-    assert count_above(values, values[:, 1:2]).tolist() == [2, 2]
+    assert count_above_(values.clone(), torch.tensor([[0.5], [0.0]])).tolist() == [0, 2]
+    assert count_above_(values.clone(), values[:, 1:2].clone()).tolist() == [2, 2]

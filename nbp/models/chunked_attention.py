@@ -15,33 +15,28 @@ from __future__ import annotations
 import torch
 
 
-def hidden_parts(mask: torch.Tensor, extents) -> tuple[tuple[int, torch.Tensor], ...]:
-    """For each chunk (start, stop, keys): (first, hidden), the first key column some row of the chunk cannot
-    see and the hidden entries (rows, keys - first) from there on; columns before `first` are all visible."""
-    parts = []
-    for start, stop, keys in extents:
-        hidden = ~mask[start:stop, :keys]
-        seen_by_all = hidden.any(dim=0).logical_not().cumprod(dim=0)  # 1 while every row sees the column
-        first = int(seen_by_all.sum())
-        parts.append((first, hidden[:, first:].contiguous()))
-    return tuple(parts)
+def score_biases(mask: torch.Tensor, extents, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """For each chunk (start, stop, keys): (rows, keys) with 0 where the mask lets a row see a key and -inf
+    where it hides it, added to the scores by the matmul itself (baddbmm)."""
+    return tuple(torch.zeros(stop - start, keys, dtype=dtype, device=mask.device)
+                 .masked_fill_(~mask[start:stop, :keys], float("-inf")) for start, stop, keys in extents)
 
 
 class _ChunkedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, extents, hidden):
-        scaled_q = q * q.shape[-1] ** -0.5
-        keys_t = k.transpose(-2, -1).contiguous()  # (B, H, d, n): its column prefixes go to bf16 matmuls uncopied
+    def forward(ctx, q, k, v, extents, biases):
+        b, h, n, d = q.shape
+        scaled_q = (q * d ** -0.5).flatten(0, 1)  # (B * H, n, d)
+        keys_t = k.transpose(-2, -1).flatten(0, 1).contiguous()  # (B * H, d, n): bf16 matmuls take its prefixes as is
         out = torch.empty_like(q)  # (B, H, n, d)
         probs = []
-        for (start, stop, keys), (first, hidden_part) in zip(extents, hidden):
-            scores = scaled_q[:, :, start:stop] @ keys_t[..., :keys]  # (B, H, rows, keys)
-            scores[..., first:].masked_fill_(hidden_part, float("-inf"))
-            p = torch.softmax(scores, dim=-1)
+        for (start, stop, keys), bias in zip(extents, biases):
+            scores = torch.baddbmm(bias, scaled_q[:, start:stop], keys_t[..., :keys])  # (B * H, rows, keys)
+            p = torch.softmax(scores, dim=-1).view(b, h, stop - start, keys)
             out[:, :, start:stop] = p @ v[:, :, :keys]
             probs.append(p)
         ctx.extents = extents
-        ctx.save_for_backward(scaled_q, k, v, *probs)
+        ctx.save_for_backward(scaled_q.view(b, h, n, d), k, v, *probs)
         return out
 
     @staticmethod
@@ -66,8 +61,8 @@ class _ChunkedAttention(torch.autograd.Function):
 def chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
                       extents) -> torch.Tensor:
     """softmax(q k^T / sqrt(d), masked) v for q, k, v (B, H, n, d) and a bool mask (n, n), True = visible, in the
-    query chunks `extents` (`masks.key_extents`). The mask's hidden parts are cached on it."""
-    hidden = getattr(mask, "hidden_parts", None)
-    if hidden is None:
-        hidden = mask.hidden_parts = hidden_parts(mask, extents)
-    return _ChunkedAttention.apply(q, k, v, extents, hidden)
+    query chunks `extents` (`masks.key_extents`). The chunks' score biases are cached on the mask."""
+    biases = getattr(mask, "score_biases", None)
+    if biases is None or biases[0].dtype != q.dtype:
+        biases = mask.score_biases = score_biases(mask, extents, q.dtype)
+    return _ChunkedAttention.apply(q, k, v, extents, biases)

@@ -19,10 +19,11 @@ def _matmul_dtype(reference: torch.Tensor) -> torch.dtype:
     return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else reference.dtype
 
 
-def count_above(values: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-    """values (N, V) float32, threshold (N, 1) -> (N,) how many values of each row exceed its threshold.
-    Through signs summed in float32: a bool comparison's sum casts to int64 first, 4x slower over (256, 64k)."""
-    return (values - threshold).sign_().clamp_min_(0).sum(dim=-1).long()
+def count_above_(values: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """values (N, V) float32, threshold (N, 1) -> (N,) how many values of each row exceed its threshold;
+    overwrites `values`. Through signs summed in float32, in place: a bool comparison's sum casts to int64
+    first, 4x slower over (256, 64k)."""
+    return values.sub_(threshold).sign_().clamp_min_(0).sum(dim=-1).long()
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -39,16 +40,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
             target = targets[rows, None]
             probs = logits.float().softmax(dim=-1)
             target_prob = probs.gather(1, target)  # (chunk, 1)
-            ranks[rows] = count_above(probs, target_prob)  # the soft-max keeps the logits' order
             losses[rows] = -target_prob.log().squeeze(1)
             probs.scatter_add_(1, target, torch.full_like(target_prob, -1.0))
             grad_logits[rows] = probs  # softmax - one_hot
+            ranks[rows] = count_above_(probs, target_prob)  # the soft-max keeps the logits' order
         underflow = torch.isinf(losses).nonzero().flatten()  # the target's probability below float32's range
         if len(underflow):
             exact = (h[underflow] @ w.T).float()
             target_logit = exact.gather(1, targets[underflow, None])
             losses[underflow] = torch.logsumexp(exact, -1) - target_logit.squeeze(1)
-            ranks[underflow] = count_above(exact, target_logit)  # ties among underflowed probabilities
+            ranks[underflow] = count_above_(exact, target_logit)  # ties among underflowed probabilities
         ctx.save_for_backward(h, w, grad_logits)
         ctx.dtypes = hidden.dtype, weight.dtype
         return losses, ranks == 0, ranks < 5
