@@ -76,3 +76,14 @@ def test_the_model_uses_it_on_cpu_in_both_dtypes():
     reference = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.clone())
     torch.testing.assert_close(fp32, reference, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(bf16.float(), reference, rtol=0.05, atol=0.03)
+
+
+def test_without_gradients_the_same_result_keeps_no_probabilities():
+    mask = nbp_mask(70, 5, prefix=1)
+    extents = key_extents(mask, 16)
+    q, k, v = (torch.randn(1, 2, 70, 8, requires_grad=True) for _ in range(3))
+    with_grad = chunked_attention(q, k, v, mask, extents)
+    with torch.no_grad():
+        without = chunked_attention(q, k, v, mask, extents)
+    assert with_grad.grad_fn is not None and without.grad_fn is None
+    torch.testing.assert_close(without, with_grad.detach(), rtol=0, atol=0)

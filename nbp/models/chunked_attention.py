@@ -22,21 +22,29 @@ def score_biases(mask: torch.Tensor, extents, dtype: torch.dtype) -> tuple[torch
                  .masked_fill_(~mask[start:stop, :keys], float("-inf")) for start, stop, keys in extents)
 
 
+def attend_chunks(q, k, v, extents, biases, probs: list | None = None):
+    """The forward pass -> (out (B, H, n, d), q / sqrt(d) (B, H, n, d)); each chunk's probabilities (B, H, rows,
+    keys) are appended to `probs` when given (for backward)."""
+    b, h, n, d = q.shape
+    scaled_q = (q * d ** -0.5).flatten(0, 1)  # (B * H, n, d)
+    keys_t = k.transpose(-2, -1).flatten(0, 1).contiguous()  # (B * H, d, n): bf16 matmuls take its prefixes as is
+    out = torch.empty_like(q)  # (B, H, n, d)
+    for (start, stop, keys), bias in zip(extents, biases):
+        scores = torch.baddbmm(bias, scaled_q[:, start:stop], keys_t[..., :keys])  # (B * H, rows, keys)
+        p = torch.softmax(scores, dim=-1).view(b, h, stop - start, keys)
+        out[:, :, start:stop] = p @ v[:, :, :keys]
+        if probs is not None:
+            probs.append(p)
+    return out, scaled_q.view(b, h, n, d)
+
+
 class _ChunkedAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, extents, biases):
-        b, h, n, d = q.shape
-        scaled_q = (q * d ** -0.5).flatten(0, 1)  # (B * H, n, d)
-        keys_t = k.transpose(-2, -1).flatten(0, 1).contiguous()  # (B * H, d, n): bf16 matmuls take its prefixes as is
-        out = torch.empty_like(q)  # (B, H, n, d)
         probs = []
-        for (start, stop, keys), bias in zip(extents, biases):
-            scores = torch.baddbmm(bias, scaled_q[:, start:stop], keys_t[..., :keys])  # (B * H, rows, keys)
-            p = torch.softmax(scores, dim=-1).view(b, h, stop - start, keys)
-            out[:, :, start:stop] = p @ v[:, :, :keys]
-            probs.append(p)
+        out, scaled_q = attend_chunks(q, k, v, extents, biases, probs)
         ctx.extents = extents
-        ctx.save_for_backward(scaled_q.view(b, h, n, d), k, v, *probs)
+        ctx.save_for_backward(scaled_q, k, v, *probs)
         return out
 
     @staticmethod
@@ -65,4 +73,6 @@ def chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
     biases = getattr(mask, "score_biases", None)
     if biases is None or biases[0].dtype != q.dtype:
         biases = mask.score_biases = score_biases(mask, extents, q.dtype)
-    return _ChunkedAttention.apply(q, k, v, extents, biases)
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return _ChunkedAttention.apply(q, k, v, extents, biases)
+    return attend_chunks(q, k, v, extents, biases)[0]  # no probabilities kept
