@@ -6,13 +6,14 @@
 Model: the modern architecture at 12 layers x 768 (183M parameters with its 64k-entry embedding and head).
 Case "predict": 1024 tokens after a 256-token context (block 16: 64 steps; block 1: 1024 steps).
 Case "hybrid": the official layout (nbp-gpt, text prefix of 8): 1280 tokens, 95 steps against 1280.
-"step ms" is the time of one decoding step after the prompt; "floor ms" is the time to read every weight a
-step uses (all but the input embedding table, of which a step reads a few rows) once from memory at the
-bandwidth measured in the same run (a step cannot be faster at batch 1); "linears ms" is the time of the model's matrix products alone at the step's rows (every nn.Linear once, nothing else): what
-this machine's matmul library needs for the weights, whatever the rest of the implementation does; "compute ms"
-is the time of a step's matmul FLOPs (2 x weights x rows) at the matmul peak measured in the same run (a 4096^2
-product), the other bound on a step: a 16-row bf16 step cannot be faster than max(floor, compute), and "max
-speedup" is the block-16 speedup that two implementations at their bounds would show.
+"step ms" is the time of one decoding step after the prompt; "floor ms" is the time to read every weight a step
+uses (all but the input embedding table, of which a step reads a few rows) once from memory at the bandwidth
+measured in the same run (a step cannot be faster at batch 1); "linears ms" is the time of the model's matrix
+products alone at the step's rows (every nn.Linear once, nothing else): what this machine's matmul library needs
+for the weights, whatever the rest of the implementation does; "compute ms" is the time of a step's matmul FLOPs (2
+x weights x rows) at the matmul peak measured in the same run (a 4096^2 product), the other bound on a step: a
+16-row bf16 step cannot be faster than max(floor, compute), and "max speedup" is the block-16 speedup that two
+implementations at their bounds would show.
 `--sampling official` draws with top-k 16,000 and top-p 0.9 as the official evaluation; `plain` from the full
 distribution; `greedy` takes the argmax.
 """
@@ -23,11 +24,12 @@ import statistics
 import time
 
 import torch
+from report import emit_json, matmul_peak  # bench/report.py (scripts run from bench/)
 
 from nbp.config import from_dict
+from nbp.generation import generate
 from nbp.models.transformer import Transformer, TransformerConfig
 from nbp.runtime import tune_cpu_allocator
-from report import emit_json, matmul_peak  # bench/report.py (scripts run from bench/)
 
 SIZE = dict(n_layer=12, n_head=12, n_embd=768)
 
@@ -96,12 +98,12 @@ def run_case(layout: str, block: int, batch: int, dtype, repeats: int, weights: 
         kwargs, tokens = dict(context=context, class_ids=[3] * batch), 1024
     else:
         kwargs, tokens = dict(text_ids=torch.randint(0, 32000, (batch, 8), generator=generator)), 1280
-    run = lambda n: lm.generate(n, generator=generator, **sampling, **kwargs)
+    run = lambda n: generate(lm, n, generator=generator, **sampling, **kwargs)
     prompt_only = timed(lambda: run(block if layout == "predict" else 1), repeats)
     total = timed(lambda: run(tokens), repeats)
-    steps = lm.count_steps(256 if layout == "predict" else 0, tokens)
-    one_row = 0 if layout == "predict" or block == 1 else block  # hybrid: the first row token by token
-    rows = [batch] * one_row + [batch * block] * (steps - one_row)  # positions computed per step
+    widths = lm.layout.step_widths(256 if layout == "predict" else 0, tokens)
+    steps = len(widths)
+    rows = [batch * (1 if width == 1 else block) for width in widths]  # positions computed per step
     params = sum(p.numel() for p in lm.parameters())
     return dict(case=layout, block=block, batch=batch, dtype=str(dtype).removeprefix("torch."), tokens=tokens,
                 steps=steps, rows_per_step=rows, seconds=total, step_ms=1000 * (total - prompt_only) / (steps - 1), params=params,

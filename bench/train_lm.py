@@ -22,9 +22,9 @@ import statistics
 import time
 
 import torch
+from report import emit_json, matmul_peak  # bench/report.py (scripts run from bench/)
 
 from nbp.runtime import tune_cpu_allocator
-from report import emit_json, matmul_peak  # bench/report.py (scripts run from bench/)
 
 VOCAB, WIDTH, LAYERS, HEADS, HIDDEN, SEQ, BLOCK = 64017, 512, 8, 8, 1365, 1280, 16
 
@@ -50,7 +50,7 @@ def nbp_model(fused_loss: bool):
 def hf_model(_fused_loss: bool = False):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from nbp.models.masks import nbp_mask
+    from nbp.models.attention import nbp_mask
 
     config = LlamaConfig(vocab_size=VOCAB, hidden_size=WIDTH, intermediate_size=HIDDEN, num_hidden_layers=LAYERS,
                          num_attention_heads=HEADS, num_key_value_heads=HEADS, max_position_embeddings=SEQ,

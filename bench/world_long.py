@@ -17,13 +17,14 @@ import statistics
 import time
 
 import torch
+from report import emit_json  # bench/report.py (scripts run from bench/)
 
 from nbp.config import from_preset
 from nbp.download import load_transformer
-from nbp.models import world
-from nbp.models.transformer import KVCache, Transformer, TransformerConfig
+from nbp.generation import predict_frames
+from nbp.models.transformer import KVCache
+from nbp.models.world import WorldConfig, WorldTransformer
 from nbp.runtime import tune_cpu_allocator
-from report import emit_json  # bench/report.py (scripts run from bench/)
 
 
 def main() -> None:
@@ -39,7 +40,7 @@ def main() -> None:
         lm = load_transformer(args.lm)
     else:
         torch.manual_seed(0)
-        lm = Transformer(from_preset(TransformerConfig, "world-tiny", video_vocab=1000)).eval()
+        lm = WorldTransformer(from_preset(WorldConfig, "world-tiny", video_vocab=1000)).eval()
     cfg = lm.config
     steps, caches = [], []
     allocate = KVCache.__init__
@@ -61,7 +62,7 @@ def main() -> None:
             steps.append((t, now - last[0], caches[-1], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
             last[0] = now
 
-    world.predict_frames(lm, context, args.frames, actions=actions, short_frames=args.short, top_k=20,
+    predict_frames(lm, context, args.frames, actions=actions, short_frames=args.short, top_k=20,
                          generator=g, progress=clock)
     edges = [4, 16, 32, 64, 128, 256, 512, 1024]
     rows = []

@@ -1,281 +1,190 @@
-"""`nbp <command>`: the command line, one subcommand per job, each driven by a config (preset + overrides)."""
+"""`nbp <command>`: the command line as a table. Each command is a config class and a function that takes the
+resolved config and returns its result; the CLI resolves the config (YAML recipes given as positional arguments,
+then `key=value` overrides; `--key value` and `--flag` are overrides too), runs the function and prints a short
+report. nbp's own user errors (`nbp.config.UserError`: a bad config, file or input) and missing files become one
+line and exit code 2; anything else keeps its traceback.
+"""
 from __future__ import annotations
 
-import argparse
+import importlib
 import json
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from omegaconf import OmegaConf
-
-from nbp.config import ConfigError, build_config, presets, to_dict
-from nbp.models.tokenizer import TokenizerConfig
+from nbp.config import UserError, build_config, presets, resolved_yaml
 from nbp.runtime import tune_cpu_allocator
 
-CONFIGS = {"tokenizer": TokenizerConfig}
+
+def load(spec: str):
+    """"module:attribute" -> the attribute (commands import their module only when they run)."""
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from nbp.demo import DemoConfig, run_demo
-
-    flags = [f"{key}={value}" for key, value in (("out", args.out), ("device", args.device), ("scale", args.scale))
-             if value is not None] + (["fresh=true"] if args.fresh else [])
-    run_demo(build_config(DemoConfig, recipes=args.recipe, overrides=[*flags, *args.overrides]))
-    return 0
-
-
-def cmd_config(args: argparse.Namespace) -> int:
-    """Print a config resolved from a preset, recipes and overrides, as YAML (the recipe format)."""
-    cls = CONFIGS[args.model]
-    if args.preset is None:
-        print(f"{args.model} presets: {', '.join(presets(cls))}")
-        return 0
-    config = build_config(cls, args.preset, args.recipe, args.overrides)
-    print(OmegaConf.to_yaml(to_dict(config)), end="")
-    return 0
+@dataclass(frozen=True)
+class Command:
+    name: str
+    config: str  # "module:ConfigClass"
+    run: str  # "module:function", called with the resolved config
+    help: str
+    report: Callable[[Any, Any], str] = lambda cfg, result: f"wrote {result}"
+    positional: tuple[str, ...] = ()  # config fields taken by position (arguments that are not recipes)
 
 
-@dataclass
-class SyntheticConfig:
-    out: str = "data/synthetic"
-    videos_per_class: int = 24
-    size: int = 64
-    fps: float = 8
-    seed: int = 0
+def fvd_table(cfg, r) -> str:
+    return (f"| protocol | real | fake | FVD |\n|---|---|---|---|\n| {r['protocol']} | {r['real']['shape']} | "
+            f"{r['fake']['shape']} | {r['fvd']:.2f} |\n{r['protocol_description']}; written to {cfg.out}/fvd.json")
 
 
-def cmd_synthetic(args: argparse.Namespace) -> int:
-    from nbp.data.synthetic import CLASSES, make_dataset
-
-    cfg = build_config(SyntheticConfig, recipes=args.recipe, overrides=args.overrides)
-    root = make_dataset(cfg.out, cfg.videos_per_class, cfg.size, fps=cfg.fps, seed=cfg.seed)
-    print(f"wrote {cfg.videos_per_class * len(CLASSES)} videos of {len(CLASSES)} classes to {root} "
-          f"(trainlist.txt, testlist.txt)")
-    return 0
+def prediction_table(cfg, r) -> str:
+    rows = "".join(f"| {name.replace('_', ' ')} | {r[name]['psnr']:.2f} | {r[name]['ssim']:.3f} |\n"
+                   for name in ("predicted", "copy_last_frame", "tokenizer_reconstruction"))
+    return (f"{r['clips']} clips, {r['frames']}\n| prediction | PSNR dB | SSIM |\n|---|---|---|\n{rows}"
+            f"written to {cfg.out}: metrics.json, truth_vs_prediction.png, truth_vs_prediction.mp4")
 
 
-@dataclass
-class CrafterConfig:
-    out: str = "data/crafter"
-    train: int = 128  # episodes per split
-    val: int = 8
-    test: int = 16
-    frames: int = 144  # most frames per episode (fewer when the player dies); night (noise) starts near 150
-    size: int = 64
-    view: int = 8  # tiles across the frame: 8 makes a tile one 8x8 token (Crafter's default is 9)
-    fps: float = 10
-    seed: int = 0
+def world_table(cfg, r) -> str:
+    rows = "".join(f"| {name.replace('_', ' ')} | {r['psnr'][name]:.2f} | {r['ssim'][name]:.3f} |\n" for name in r["psnr"])
+    return (f"{r['clips']} clips, {r['context']} frames given, {r['horizon']} predicted "
+            f"({r['seconds_per_frame'] * 1000:.0f} ms per frame)\n| prediction | PSNR dB | SSIM |\n|---|---|---|\n"
+            f"{rows}written to {cfg.out}: metrics.json, psnr_over_horizon.png, ssim_over_horizon.png, "
+            "truth_true_shuffled.mp4")
 
 
-def cmd_crafter(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from nbp.data.episodes import make_crafter_dataset
-
-    cfg = build_config(CrafterConfig, recipes=args.recipe, overrides=args.overrides)
-    splits = {"train": cfg.train, "val": cfg.val, "test": cfg.test}
-    make_crafter_dataset(cfg.out, splits, cfg.frames, cfg.size, cfg.fps, cfg.seed,
-                         progress=lambda jobs: tqdm(jobs, desc="record crafter", unit="episode"), view=cfg.view)
-    print(f"wrote Crafter episodes {splits} to {cfg.out}/<split>/ep_*.mp4 + .actions.npy")
-    return 0
+TOKENIZER_METRICS = ("clips", "psnr", "ssim", "lpips", "rfvd", "usage", "codes_used", "entropy_bits", "perplexity",
+                     "baseline_mean_frame_psnr", "baseline_mean_colour_psnr")
 
 
-@dataclass
-class TokenizeEpisodesConfig:
-    tokenizer: str = "???"  # a per-frame tokenizer (e.g. tiny-frames)
-    episodes: str = "???"  # folder of episodes (video + .actions.npy, or .npz with video and actions)
-    out: str = "???"
-    resolution: int = 64
-    min_frames: int = 2
-    device: str = "cpu"
+def tokenizer_table(cfg, r) -> str:
+    lines = [f"{k:>25}: {r[k]:.4g}" if isinstance(r[k], float) else f"{k:>25}: {r[k]}"
+             for k in TOKENIZER_METRICS if k in r]
+    if "rfvd_protocol" in r:
+        lines.append(f"rFVD protocol: {r['rfvd_protocol']}")
+    return "\n".join([*lines, f"written to {cfg.out}/metrics.json, reconstructions.png, reconstructions.mp4"])
 
 
-def cmd_tokenize_episodes(args: argparse.Namespace) -> int:
-    from nbp.world import tokenize_episodes
-
-    cfg = build_config(TokenizeEpisodesConfig, recipes=args.recipe, overrides=args.overrides)
-    counts = tokenize_episodes(cfg.tokenizer, cfg.episodes, cfg.out, cfg.resolution, cfg.min_frames, cfg.device)
-    print(f"tokenized episodes in {cfg.out}: {json.dumps(counts)}")
-    return 0
+def samples_report(cfg, r) -> str:
+    if cfg.sharded:
+        return f"rank {r['rank']}/{r['world']}: wrote {r['samples']} samples to {r['folder']}/NNNNNN.npy"
+    return (f"wrote {r['samples']} videos to {r['folder']}: sample_*.mp4, grid.mp4, contact_sheet.png, "
+            "samples_uint8.npy")
 
 
-def cmd_world_eval(args: argparse.Namespace) -> int:
-    from nbp.world import WorldEvalConfig, evaluate_world
+COMMANDS = {c.name: c for c in (
+    Command("demo", "nbp.demo:DemoConfig", "nbp.demo:run_demo",
+            "run the whole pipeline on the built-in dataset (~12 min on 2 cores)", lambda cfg, r: ""),
+    Command("synthetic", "nbp.data.synthetic:SyntheticConfig", "nbp.data.synthetic:write_synthetic",
+            "write the built-in moving-shapes dataset (mp4, UCF-101 layout)",
+            lambda cfg, r: f"wrote {cfg.videos_per_class} videos per class to {r} (trainlist.txt, testlist.txt)"),
+    Command("crafter", "nbp.data.episodes:CrafterConfig", "nbp.data.episodes:record_crafter_dataset",
+            "record Crafter episodes (mp4 + actions) in train/val/test",
+            lambda cfg, r: f"wrote Crafter episodes {cfg.splits} to {r}/<split>/ep_*.mp4 + .actions.npy"),
+    Command("tokenize", "nbp.data.extract:TokenizeConfig", "nbp.data.extract:tokenize",
+            "encode a video dataset once into a token dataset",
+            lambda cfg, r: f"token dataset {cfg.out}: {json.dumps(r)}"),
+    Command("tokenize-episodes", "nbp.data.extract:TokenizeEpisodesConfig", "nbp.data.extract:tokenize_episodes",
+            "encode action-labelled episodes frame by frame (world models)",
+            lambda cfg, r: f"tokenized episodes in {cfg.out}: {json.dumps(r)}"),
+    Command("export-clips", "nbp.data.extract:ExportClipsConfig", "nbp.data.extract:export_clips",
+            "real clips of a dataset split as uint8 .npy (FVD's real set)"),
+    Command("train-tokenizer", "nbp.training.tokenizer:TokenizerTrainConfig", "nbp.training.tokenizer:train_tokenizer",
+            "train (or resume) a video tokenizer", lambda cfg, r: f"tokenizer written to {r}"),
+    Command("eval-tokenizer", "nbp.eval.tokenizer:TokenizerEvalConfig", "nbp.eval.tokenizer:evaluate_tokenizer",
+            "reconstruct a dataset: PSNR, SSIM, LPIPS, rFVD, codebook usage", tokenizer_table),
+    Command("train-lm", "nbp.training.lm:LMTrainConfig", "nbp.training.lm:train_lm",
+            "train (or resume) a next-block-prediction LM or world model",
+            lambda cfg, r: f"language model written to {r}"),
+    Command("convert", "nbp.checkpoint.zero:ConvertConfig", "nbp.checkpoint.zero:convert_run",
+            "DeepSpeed ZeRO checkpoint (or LM .ckpt) -> one fp32 .safetensors", positional=("checkpoint", "out")),
+    Command("sample", "nbp.pipelines.sample:SampleConfig", "nbp.pipelines.sample:sample_videos",
+            "generate videos: unconditional, class/text-conditional, or continuing given videos", samples_report),
+    Command("predict-eval", "nbp.eval.prediction:PredictEvalConfig", "nbp.eval.prediction:evaluate_prediction",
+            "continue held-out clips from their first frames: PSNR/SSIM against copying the last frame",
+            prediction_table),
+    Command("world-eval", "nbp.eval.world:WorldEvalConfig", "nbp.eval.world:evaluate_world",
+            "predict test episodes from context frames and actions: PSNR/SSIM over the horizon", world_table),
+    Command("eval", "nbp.eval.fvd:EvalConfig", "nbp.eval.fvd:evaluate",
+            "FVD between two sets of videos under a named protocol", fvd_table),
+)}
 
-    cfg = build_config(WorldEvalConfig, recipes=recipe_files(args), overrides=args.overrides)
-    r = evaluate_world(cfg)
-    print(f"{r['clips']} clips, {r['context']} frames given, {r['horizon']} predicted "
-          f"({r['seconds_per_frame'] * 1000:.0f} ms per frame)\n| prediction | PSNR dB | SSIM |\n|---|---|---|")
-    for name in r["psnr"]:
-        print(f"| {name.replace('_', ' ')} | {r['psnr'][name]:.2f} | {r['ssim'][name]:.3f} |")
-    print(f"written to {cfg.out}: metrics.json, psnr_over_horizon.png, ssim_over_horizon.png, truth_true_shuffled.mp4")
-    return 0
-
-
-def cmd_predict_eval(args: argparse.Namespace) -> int:
-    from nbp.predict import PredictEvalConfig, evaluate_prediction
-
-    cfg = build_config(PredictEvalConfig, recipes=args.recipe, overrides=args.overrides)
-    r = evaluate_prediction(cfg)
-    print(f"{r['clips']} clips, {r['frames']}\n| prediction | PSNR dB | SSIM |\n|---|---|---|")
-    for name in ("predicted", "copy_last_frame", "tokenizer_reconstruction"):
-        print(f"| {name.replace('_', ' ')} | {r[name]['psnr']:.2f} | {r[name]['ssim']:.3f} |")
-    print(f"written to {cfg.out}: metrics.json, truth_vs_prediction.png, truth_vs_prediction.mp4")
-    return 0
-
-
-def cmd_tokenize(args: argparse.Namespace) -> int:
-    from nbp.tokenize import TokenizeConfig, tokenize
-
-    cfg = build_config(TokenizeConfig, recipes=args.recipe, overrides=args.overrides)
-    counts = tokenize(cfg)
-    print(f"token dataset {cfg.out}: {json.dumps(counts)}")
-    return 0
-
-
-def recipe_files(args: argparse.Namespace) -> list[str]:
-    """The optional recipe argument (a key=value in its place is an override), then --recipe files."""
-    if args.config and "=" in args.config:
-        args.overrides.insert(0, args.config)
-        args.config = None
-    return [*filter(None, [args.config]), *args.recipe]
-
-
-def cmd_train_tokenizer(args: argparse.Namespace) -> int:
-    from nbp.training.tokenizer import TokenizerTrainConfig, train_tokenizer
-
-    cfg = build_config(TokenizerTrainConfig, recipes=recipe_files(args), overrides=args.overrides)
-    print(f"tokenizer written to {train_tokenizer(cfg)}")
-    return 0
+MODEL_CONFIGS = {"tokenizer": "nbp.models.tokenizer:TokenizerConfig",
+                 "transformer": "nbp.models.transformer:TransformerConfig",
+                 "world": "nbp.models.world:WorldConfig",
+                 "discriminator": "nbp.models.discriminator:DiscriminatorConfig"}
 
 
-def cmd_eval_tokenizer(args: argparse.Namespace) -> int:
-    from nbp.evaluate_tokenizer import TokenizerEvalConfig, evaluate_tokenizer
-
-    cfg = build_config(TokenizerEvalConfig, recipes=args.recipe, overrides=args.overrides)
-    results = evaluate_tokenizer(cfg)
-    shown = ["clips", "psnr", "ssim", "lpips", "rfvd", "usage", "codes_used", "entropy_bits", "perplexity",
-             "baseline_mean_frame_psnr", "baseline_mean_colour_psnr"]
-    print("\n".join(f"{k:>25}: {results[k]:.4g}" if isinstance(results[k], float) else f"{k:>25}: {results[k]}"
-                    for k in shown if k in results))
-    if "rfvd_protocol" in results:
-        print(f"rFVD protocol: {results['rfvd_protocol']}")
-    print(f"written to {cfg.out}/metrics.json, reconstructions.png, reconstructions.mp4")
-    return 0
+def is_recipe(argument: str) -> bool:
+    return argument.endswith((".yaml", ".yml"))
 
 
-def cmd_sample(args: argparse.Namespace) -> int:
-    from nbp.sample import SampleConfig, sample_videos
-
-    cfg = build_config(SampleConfig, recipes=args.recipe, overrides=args.overrides)
-    summary = sample_videos(cfg)
-    print(f"wrote {summary['samples']} videos to {cfg.out}: sample_*.mp4, grid.mp4, contact_sheet.png, samples_uint8.npy")
-    return 0
-
-
-def cmd_train_lm(args: argparse.Namespace) -> int:
-    from nbp.training.lm import LMTrainConfig, train_lm
-
-    cfg = build_config(LMTrainConfig, recipes=recipe_files(args), overrides=args.overrides)
-    print(f"language model written to {train_lm(cfg)}")
-    return 0
-
-
-def cmd_convert(args: argparse.Namespace) -> int:
-    from nbp.convert import convert
-
-    print(f"wrote {convert(args.checkpoint, args.out)}")
-    return 0
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    from nbp.evaluate import EvalConfig, evaluate
-
-    cfg = build_config(EvalConfig, recipes=args.recipe, overrides=args.overrides)
-    r = evaluate(cfg)
-    print(f"| protocol | real | fake | FVD |\n|---|---|---|---|\n"
-          f"| {r['protocol']} | {r['real']['shape']} | {r['fake']['shape']} | {r['fvd']:.2f} |")
-    print(f"{r['protocol_description']}; written to {cfg.out}/fvd.json")
-    return 0
+def split_arguments(arguments: list[str], positional: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
+    """(recipes, overrides) from `recipe.yaml`, `key=value`, `--key value`, `--key=value`, `--flag` and the
+    command's positional fields."""
+    recipes, overrides, fields = [], [], list(positional)
+    i = 0
+    while i < len(arguments):
+        arg = arguments[i]
+        if arg.startswith("--"):
+            key, _, value = arg[2:].partition("=")
+            if not value and i + 1 < len(arguments) and not arguments[i + 1].startswith("--") \
+                    and "=" not in arguments[i + 1]:
+                value, i = arguments[i + 1], i + 1
+            if key == "recipe":
+                recipes.append(value)
+            else:
+                overrides.append(f"{key.replace('-', '_')}={value or 'true'}")
+        elif "=" in arg:
+            overrides.append(arg)
+        elif is_recipe(arg):
+            recipes.append(arg)
+        elif fields:
+            overrides.append(f"{fields.pop(0)}={arg}")
+        else:
+            raise UserError(f"unexpected argument {arg!r}: give YAML recipes, key=value settings or --key value")
+        i += 1
+    return recipes, overrides
 
 
-@dataclass
-class ExportClipsConfig:
-    root: str = "???"
-    annotations: str | None = None
-    out: str = "???"  # .npy
-    count: int | None = None  # None: every clip once
-    frames: int = 16
-    resolution: int = 128
-    sampling: str = "random"
-    fps: float | None = None
-    seed: int = 0
+def run_command(command: Command, arguments: list[str]) -> Any:
+    recipes, overrides = split_arguments(arguments, command.positional)
+    cfg = build_config(load(command.config), recipes=recipes, overrides=overrides)
+    result = load(command.run)(cfg)
+    report = command.report(cfg, result)
+    if report:
+        print(report)
+    return result
 
 
-def cmd_export_clips(args: argparse.Namespace) -> int:
-    from nbp.sample import export_clips
+def show_config(arguments: list[str]) -> None:
+    """`nbp config NAME [PRESET | RECIPE.yaml ...] [key=value ...]`: a model config's presets, or any model config
+    or command config resolved as YAML (the recipe format)."""
+    if not arguments or (arguments[0] not in MODEL_CONFIGS and arguments[0] not in COMMANDS):
+        raise UserError(f"nbp config: name one of {sorted(MODEL_CONFIGS)} (model configs) or a command "
+                        f"({', '.join(COMMANDS)}), then a preset or recipes and key=value settings")
+    name, rest = arguments[0], arguments[1:]
+    if name in COMMANDS:
+        recipes, overrides = split_arguments(rest)
+        print(resolved_yaml(load(COMMANDS[name].config), recipes=recipes, overrides=overrides), end="")
+        return
+    cls = load(MODEL_CONFIGS[name])
+    if not rest:
+        print(f"{name} presets: {', '.join(presets(cls))}")
+        return
+    preset = rest.pop(0) if "=" not in rest[0] and not is_recipe(rest[0]) else None
+    recipes, overrides = split_arguments(rest)
+    print(resolved_yaml(cls, preset, recipes, overrides), end="")
 
-    cfg = build_config(ExportClipsConfig, recipes=args.recipe, overrides=args.overrides)
-    print(f"wrote {export_clips(**to_dict(cfg))}")
-    return 0
 
-
-def add_config_command(commands, name: str, run, help: str, recipe_argument: bool = False) -> None:
-    """A subcommand configured by `key=value` overrides (and --recipe YAML files) of a dataclass config."""
-    command = commands.add_parser(name, help=help)
-    if recipe_argument:
-        command.add_argument("config", nargs="?", help="YAML recipe, e.g. tokenizer/tiny.yaml")
-    command.add_argument("overrides", nargs="*", help="key=value settings, e.g. root=data/ucf")
-    command.add_argument("--recipe", action="append", default=[], help="YAML file applied before the overrides")
-    command.set_defaults(run=run)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nbp", description="Next-block-prediction video generation.")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    demo = commands.add_parser("demo", help="run the whole pipeline on the built-in dataset (~12 min on 2 cores)")
-    demo.add_argument("overrides", nargs="*", help="key=value settings of nbp.demo.DemoConfig, e.g. lm_steps=2000")
-    demo.add_argument("--out", help="run folder (default runs/demo); finished stages there are kept")
-    demo.add_argument("--device", help="cpu (default) or cuda")
-    demo.add_argument("--scale", type=float, help="multiply both training lengths, e.g. 3 for better samples")
-    demo.add_argument("--fresh", action="store_true", help="rerun every stage instead of keeping finished ones")
-    demo.add_argument("--recipe", action="append", default=[], help="YAML file of DemoConfig settings")
-    demo.set_defaults(run=cmd_demo)
-
-    config = commands.add_parser("config", help="list presets, or print a resolved config as YAML")
-    config.add_argument("model", choices=sorted(CONFIGS))
-    config.add_argument("preset", nargs="?", help="preset name; omit to list them")
-    config.add_argument("overrides", nargs="*", help="key=value overrides, e.g. num_res_blocks=2")
-    config.add_argument("--recipe", action="append", default=[], help="YAML file applied after the preset")
-    config.set_defaults(run=cmd_config)
-
-    add_config_command(commands, "synthetic", cmd_synthetic, "write the built-in moving-shapes dataset (mp4, UCF-101 layout)")
-    add_config_command(commands, "tokenize", cmd_tokenize, "encode a video dataset once into a token dataset")
-    add_config_command(commands, "crafter", cmd_crafter, "record Crafter episodes (mp4 + actions) in train/val/test")
-    add_config_command(commands, "tokenize-episodes", cmd_tokenize_episodes,
-                       "encode action-labelled episodes frame by frame (world models)")
-    add_config_command(commands, "world-eval", cmd_world_eval,
-                       "predict test episodes from context frames and actions: PSNR/SSIM over the horizon",
-                       recipe_argument=True)
-    add_config_command(commands, "predict-eval", cmd_predict_eval,
-                       "continue held-out clips from their first frames: PSNR/SSIM against copying the last frame")
-    add_config_command(commands, "train-tokenizer", cmd_train_tokenizer, "train (or resume) a video tokenizer",
-                       recipe_argument=True)
-    add_config_command(commands, "train-lm", cmd_train_lm, "train (or resume) a next-block-prediction LM",
-                       recipe_argument=True)
-    convert = commands.add_parser("convert", help="DeepSpeed ZeRO checkpoint (or LM .ckpt) -> one fp32 .safetensors")
-    convert.add_argument("checkpoint")
-    convert.add_argument("out")
-    convert.set_defaults(run=cmd_convert)
-    add_config_command(commands, "sample", cmd_sample,
-                       "generate videos: unconditional, class/text-conditional, or continuing given videos")
-    add_config_command(commands, "export-clips", cmd_export_clips, "real clips of a dataset split as uint8 .npy (FVD's real set)")
-    add_config_command(commands, "eval", cmd_eval, "FVD between two sets of videos under a named protocol")
-    add_config_command(commands, "eval-tokenizer", cmd_eval_tokenizer,
-                       "reconstruct a dataset: PSNR, SSIM, LPIPS, rFVD, codebook usage")
-    return parser
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {'config':<{width}}  list a model's presets, or print any resolved config as YAML",
+             *(f"  {c.name:<{width}}  {c.help}" for c in COMMANDS.values())]
+    return ("usage: nbp COMMAND [RECIPE.yaml ...] [key=value ...] [--key value ...]\n"
+            "Next-block-prediction video generation.\n\ncommands:\n" + "\n".join(lines) +
+            "\n\n`nbp config COMMAND [RECIPE.yaml]` prints a command's settings as YAML.")
 
 
 class CurrentStderr(logging.StreamHandler):
@@ -301,14 +210,29 @@ def configure_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    name, arguments = argv[0], argv[1:]
+    if name != "config" and name not in COMMANDS:
+        print(f"nbp: unknown command {name!r}\n{usage()}", file=sys.stderr)
+        return 2
+    if "-h" in arguments or "--help" in arguments:
+        print(f"nbp {name}: " + (COMMANDS[name].help + f"\nsettings: `nbp config {name}`" if name in COMMANDS
+                                 else show_config.__doc__))
+        return 0
     configure_logging()
     tune_cpu_allocator()
     try:
-        return args.run(args)
-    except (ConfigError, FileNotFoundError, ValueError) as error:
-        print(f"nbp {args.command}: {error}", file=sys.stderr)
+        if name == "config":
+            show_config(arguments)
+        else:
+            run_command(COMMANDS[name], arguments)
+    except (UserError, FileNotFoundError) as error:
+        print(f"nbp {name}: {error}", file=sys.stderr)
         return 2
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,16 +1,20 @@
 """Typed configs: dataclasses with named presets, overridden by YAML recipes and `key=value` strings.
 
-Every model config is a dataclass registered with `@register_presets({...})`. `build_config` starts
-from a preset, applies YAML files and dotlist overrides through omegaconf (which type-checks them and
-rejects unknown keys), and returns the dataclass again.
+Every model config is a dataclass registered with `@register_presets({...})` and has a `preset` field. A job's
+config nests it typed (`model: TransformerConfig`); a recipe picks the architecture with `model.preset: tiny`
+and overrides any field beside it. `build_config` resolves the layers in order: the chosen preset's values (a
+preset of a registered subclass, e.g. a world model's, makes the field that subclass), then the YAML files, then
+the dotlist overrides, through omegaconf (which type-checks them and rejects unknown keys), and returns the
+dataclass again, validated.
 """
 from __future__ import annotations
 
 import dataclasses
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 C = TypeVar("C")
@@ -18,8 +22,17 @@ C = TypeVar("C")
 _PRESETS: dict[type, dict[str, dict[str, Any]]] = {}
 
 
-class ConfigError(ValueError):
-    """An invalid preset, recipe or override, with a message saying how to fix it."""
+class UserError(Exception):
+    """A mistake in what the user gave nbp (a config, a file, an input), with a message saying how to fix it: the
+    command line prints the message alone and exits with code 2. Anything else is a bug and keeps its traceback."""
+
+
+class ConfigError(UserError, ValueError):
+    """An invalid preset, recipe or override."""
+
+
+class InputError(UserError, ValueError):
+    """Input that a model or a job cannot take: a shape, an id out of range, a file's content."""
 
 
 def register_presets(presets: dict[str, dict[str, Any]]):
@@ -32,16 +45,27 @@ def register_presets(presets: dict[str, dict[str, Any]]):
     return decorate
 
 
+def preset_owners(cls: type) -> list[type]:
+    """`cls` and its registered subclasses, each with presets of its own."""
+    return [owner for owner in _PRESETS if issubclass(owner, cls)]
+
+
 def presets(cls: type) -> list[str]:
-    return sorted(_PRESETS.get(cls, {}))
+    return sorted(name for owner in preset_owners(cls) for name in _PRESETS[owner])
+
+
+def preset_class(cls: type, name: str) -> type:
+    """The class among `cls` and its subclasses that defines preset `name`."""
+    for owner in preset_owners(cls):
+        if name in _PRESETS[owner]:
+            return owner
+    raise ConfigError(f"unknown {cls.__name__} preset {name!r}; choose one of {presets(cls)}")
 
 
 def from_preset(cls: type[C], name: str, **overrides: Any) -> C:
-    """The preset `name` of config class `cls`, with keyword overrides."""
-    table = _PRESETS.get(cls, {})
-    if name not in table:
-        raise ConfigError(f"unknown {cls.__name__} preset {name!r}; choose one of {presets(cls)}")
-    return from_dict(cls, {**table[name], **overrides})
+    """The preset `name` of config class `cls` (or of a subclass), with keyword overrides."""
+    owner = preset_class(cls, name)
+    return from_dict(owner, {**_PRESETS[owner][name], "preset": name, **overrides})
 
 
 def from_dict(cls: type[C], values: dict[str, Any]) -> C:
@@ -51,29 +75,88 @@ def from_dict(cls: type[C], values: dict[str, Any]) -> C:
 
 def build_config(cls: type[C], preset: str | None = None, recipes: list[str | Path] = (), overrides: list[str] = ()) -> C:
     """Preset, then YAML recipe files in order, then `a.b=value` overrides."""
-    layers: list[Any] = []
-    if preset is not None:
-        layers.append(dataclasses.asdict(from_preset(cls, preset)))
+    layers: list[Any] = [{"preset": preset}] if preset is not None else []
     for path in recipes:
         if not Path(path).is_file():
             raise ConfigError(f"recipe {path} does not exist")
         layers.append(OmegaConf.load(path))
-    layers.append(OmegaConf.from_dotlist(list(overrides)))
+    try:
+        layers.append(OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"invalid override in {list(overrides)}: {error}") from None
     return _merge(cls, layers)
+
+
+def resolved_yaml(cls: type, preset: str | None = None, recipes: list[str | Path] = (),
+                  overrides: list[str] = ()) -> str:
+    """The config the layers resolve to, as YAML; settings left to the command line print as ???."""
+    try:
+        return to_yaml(build_config(cls, preset, recipes, overrides))
+    except ConfigError as error:
+        if "missing mandatory value" not in str(error):
+            raise
+    layers = [{"preset": preset}] if preset is not None else []
+    layers += [OmegaConf.load(path) for path in recipes] + [OmegaConf.from_dotlist(list(overrides))]
+    return OmegaConf.to_yaml(OmegaConf.merge(_base(cls, layers), *layers))
 
 
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def to_yaml(config: Any) -> str:
+    return OmegaConf.to_yaml(to_dict(config))
+
+
+def _chosen_preset(layers: list[DictConfig], path: str) -> str | None:
+    """The last `preset` value the layers give at `path` (e.g. "model.")."""
+    chosen = None
+    for layer in layers:
+        value = OmegaConf.select(layer, path + "preset", default=None)
+        chosen = value if value is not None else chosen
+    return chosen
+
+
+def _preset_fields(cls: type) -> dict[str, type]:
+    """Fields of `cls` typed by a config class with presets (a nested model config)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)
+            if isinstance(hints[f.name], type) and preset_owners(hints[f.name])}
+
+
+def _base(cls: type, layers: list[DictConfig], path: str = "") -> DictConfig:
+    """The structured node the layers merge into: `cls` with its defaults, or the chosen preset's class and values;
+    nested model configs resolved the same way."""
+    name = _chosen_preset(layers, path) if any(f.name == "preset" for f in dataclasses.fields(cls)) else None
+    if name is not None:
+        owner = preset_class(cls, name)
+        node = OmegaConf.structured(owner(**{**_PRESETS[owner][name], "preset": name}))
+    else:
+        owner, node = cls, OmegaConf.structured(cls)
+    for field_name, field_type in _preset_fields(owner).items():
+        if _chosen_preset(layers, f"{path}{field_name}.") is not None:  # else the field keeps its default
+            node[field_name] = _base(field_type, layers, f"{path}{field_name}.")
+    return node
+
+
 def _merge(cls: type[C], layers: list[Any]) -> C:
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(cls), *layers)
+        layers = [OmegaConf.create(layer) if isinstance(layer, dict) else layer for layer in layers]
+        merged = OmegaConf.merge(_base(cls, layers), *layers)
         config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
         fields = ", ".join(f.name for f in dataclasses.fields(cls))
         raise ConfigError(f"invalid {cls.__name__}: {error}\nvalid fields: {fields}") from None
+    validate_all(config)
+    return config
+
+
+def validate_all(config: Any) -> None:
+    """`validate()` of a config and of every config nested in it."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            validate_all(value)
     validate = getattr(config, "validate", None)
     if validate is not None:
         validate()
-    return config

@@ -19,10 +19,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nbp.checkpoint import atomic_write
 from nbp.config import ConfigError, from_dict, from_preset
+from nbp.data.dataset import ClipConfig, VideoDataset
+from nbp.data.extract import TokenizeConfig, tokenize
 from nbp.data.synthetic import CLASSES, make_dataset
-
+from nbp.eval.prediction import PredictEvalConfig, evaluate_prediction
+from nbp.eval.tokenizer import TokenizerEvalConfig, evaluate_tokenizer
+from nbp.generation.sampling import SamplingConfig
+from nbp.io import write_json
+from nbp.io.plot import line_chart, metric_series
+from nbp.models.tokenizer import TokenizerConfig
+from nbp.pipelines.sample import SampleConfig, sample_videos
+from nbp.training.lm import LMTrainConfig, train_lm
+from nbp.training.runner import read_metrics
+from nbp.training.tokenizer import TokenizerTrainConfig, train_tokenizer
 
 TOKENIZER = "tiny-frames"  # learns colours within the budget; the 3D `tiny` does not (docs/benchmarks.md)
 
@@ -48,33 +58,28 @@ class DemoConfig:
     seed: int = 0
 
 
-def tokenizer_config(cfg: DemoConfig, folder: Path):
-    from nbp.training.tokenizer import TokenizerTrainConfig
-
+def tokenizer_config(cfg: DemoConfig, folder: Path) -> TokenizerTrainConfig:
     steps = max(20, round(cfg.tokenizer_steps * cfg.scale))
     return from_dict(TokenizerTrainConfig, dict(
-        run_dir=str(folder / "tokenizer"), model=TOKENIZER, model_overrides=dict(fsq_levels=list(cfg.fsq_levels)),
-        accelerator=accelerator(cfg.device),
+        run=dict(run_dir=str(folder / "tokenizer"), steps=steps, accelerator=accelerator(cfg.device),
+                 checkpoint_every=100, seed=cfg.seed),
+        model=asdict(from_preset(TokenizerConfig, TOKENIZER, fsq_levels=list(cfg.fsq_levels))),
         data=dict(root=str(folder / "data"), train="trainlist.txt", val="testlist.txt", resolution=cfg.resolution,
-                  sequence_length=cfg.frames, batch_size=4, num_workers=2),
-        steps=steps, lr=1e-3, disc_lr=1e-3, disc_start=round(0.6 * steps), l1_weight=0.0, l2_weight=1.0,
-        discriminator=dict(channels=16, layers=2, norm_groups=8), ema_decay=0.99, checkpoint_every=100,
-        sample_every=100, seed=cfg.seed))
+                  frames=cfg.frames, batch_size=4, num_workers=2),
+        lr=1e-3, disc_lr=1e-3, disc_start=round(0.6 * steps), l1_weight=0.0, l2_weight=1.0,
+        discriminator=dict(channels=16, layers=2, norm_groups=8), ema_decay=0.99, sample_every=100))
 
 
-def lm_config(cfg: DemoConfig, folder: Path):
-    from nbp.models.tokenizer import TokenizerConfig
-    from nbp.training.lm import LMTrainConfig
-
+def lm_config(cfg: DemoConfig, folder: Path) -> LMTrainConfig:
     tokenizer = from_preset(TokenizerConfig, TOKENIZER, fsq_levels=list(cfg.fsq_levels))
     latent = tokenizer.latent_shape(cfg.frames, cfg.resolution, cfg.resolution)
     return from_dict(LMTrainConfig, dict(
-        run_dir=str(folder / "lm"), model="tiny", accelerator=accelerator(cfg.device),
-        model_overrides=dict(latent_shape=list(latent), video_vocab=tokenizer.codebook_size, block=16,
-                             num_classes=len(CLASSES), n_layer=4, n_embd=128),
+        run=dict(run_dir=str(folder / "lm"), steps=max(20, round(cfg.lm_steps * cfg.scale)),
+                 accelerator=accelerator(cfg.device), checkpoint_every=200, val_every=100, seed=cfg.seed),
+        model=dict(preset="tiny", latent_shape=list(latent), video_vocab=tokenizer.codebook_size, block=16,
+                   condition="class", num_classes=len(CLASSES), cond_len=1, n_layer=4, n_embd=128),
         train=str(folder / "tokens" / "train"), val=str(folder / "tokens" / "test"),
-        steps=max(20, round(cfg.lm_steps * cfg.scale)), batch_size=8, lr=1e-3, warmup_steps=50, cond_dropout=0.1,
-        checkpoint_every=200, val_every=100, seed=cfg.seed))
+        batch_size=8, lr=1e-3, warmup_steps=50, cond_dropout=0.1))
 
 
 def accelerator(device: str) -> str:
@@ -106,8 +111,7 @@ class Stages:
         result = work()
         self.times[name] = round(time.time() - start, 1)
         self.done[name] = result
-        text = json.dumps({"settings": self.settings, "stages": self.done}, indent=1)
-        atomic_write(self.done_file, lambda tmp: Path(tmp).write_text(text))
+        write_json(self.done_file, {"settings": self.settings, "stages": self.done})
         print(f"[{number}/7] {name} done in {self.times[name]:.0f} s", flush=True)
         return result
 
@@ -143,64 +147,56 @@ def run_demo(cfg: DemoConfig) -> dict:
     metrics = {"tokenizer": recon, "lm": lm_summary(folder / "lm"), "samples": samples, "prediction": prediction,
                "stage_seconds": stages.times, "total_seconds": round(time.time() - started, 1),
                "loss_curves": [str(p) for p in curves], "settings": asdict(cfg)}
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    write_json(folder / "metrics.json", metrics)
     print(summary(folder, metrics))
     return metrics
 
 
-def train_tokenizer_stage(tok_cfg) -> str:
-    from nbp.training.tokenizer import train_tokenizer
+def clips(cfg: DemoConfig, data: Path, split: str) -> ClipConfig:
+    return ClipConfig(root=str(data), annotations=f"{split}list.txt", frames=cfg.frames, resolution=cfg.resolution)
 
+
+def train_tokenizer_stage(tok_cfg: TokenizerTrainConfig) -> str:
     return str(train_tokenizer(tok_cfg))
 
 
 def evaluate_tokenizer_stage(cfg: DemoConfig, tokenizer_file: Path, data: Path, folder: Path) -> dict:
-    from nbp.evaluate_tokenizer import TokenizerEvalConfig, evaluate_tokenizer
-
     results = evaluate_tokenizer(TokenizerEvalConfig(
-        tokenizer=str(tokenizer_file), root=str(data), annotations="testlist.txt", out=str(folder / "tokenizer_eval"),
-        sequence_length=cfg.frames, resolution=cfg.resolution, device=cfg.device, samples=8))
+        tokenizer=str(tokenizer_file), clips=clips(cfg, data, "test"), out=str(folder / "tokenizer_eval"),
+        device=cfg.device, samples=8))
     keys = ("clips", "psnr", "ssim", "usage", "codes_used", "baseline_mean_frame_psnr", "baseline_mean_colour_psnr")
     return {k: results[k] for k in keys}
 
 
 def tokens_stage(cfg: DemoConfig, tokenizer_file: Path, data: Path, folder: Path) -> dict:
-    from nbp.tokenize import TokenizeConfig, tokenize
-
     counts = {}
     for split, windows in (("train", cfg.windows), ("test", 1)):
         counts[split] = tokenize(TokenizeConfig(
-            tokenizer=str(tokenizer_file), root=str(data), out=str(folder / "tokens" / split),
-            annotations=f"{split}list.txt", sequence_length=cfg.frames, resolution=cfg.resolution, windows=windows,
-            device=cfg.device))
+            tokenizer=str(tokenizer_file), out=str(folder / "tokens" / split), clips=clips(cfg, data, split),
+            windows=windows, device=cfg.device))
     return counts
 
 
-def train_lm_stage(lm_cfg) -> str:
-    from nbp.training.lm import train_lm
-
+def train_lm_stage(lm_cfg: LMTrainConfig) -> str:
     return str(train_lm(lm_cfg))
 
 
 def samples_stage(cfg: DemoConfig, lm_file: Path, tokenizer_file: Path, data: Path, folder: Path) -> dict:
     """Class-conditional samples, one folder and contact sheet per class; scored by a classifier of real clips."""
-    from nbp.sample import SampleConfig, sample_videos
-
     videos = {}
     for label, name in enumerate(CLASSES):
         out = folder / "samples" / name
         sample_videos(SampleConfig(
             lm=str(lm_file), tokenizer=str(tokenizer_file), out=str(out), num_samples=cfg.samples_per_class,
-            class_ids=[label], frames=cfg.frames, resolution=cfg.resolution, cfg_scale=cfg.cfg_scale,
-            top_k=cfg.top_k, device=cfg.device, seed=cfg.seed + label))
+            class_ids=[label], frames=cfg.frames, resolution=cfg.resolution,
+            sampling=SamplingConfig(cfg_scale=cfg.cfg_scale, top_k=cfg.top_k), device=cfg.device,
+            seed=cfg.seed + label))
         videos[name] = np.load(out / "samples_uint8.npy")
     return classify_samples(cfg, data, videos)
 
 
 def classify_samples(cfg: DemoConfig, data: Path, videos: dict[str, np.ndarray]) -> dict:
     """Accuracy of a linear classifier trained on real training clips, on real test clips and on the samples."""
-    from nbp.data.dataset import VideoDataset
-
     def real(split: str, draws: int) -> tuple[torch.Tensor, torch.Tensor]:
         dataset = VideoDataset(data, data / f"{split}list.txt", sequence_length=cfg.frames, resolution=cfg.resolution)
         clips = [dataset.load_clip(i, draw) for i in range(len(dataset)) for draw in range(draws)]
@@ -248,18 +244,12 @@ class Standardize(torch.nn.Module):
 
 def prediction_stage(cfg: DemoConfig, lm_file: Path, tokenizer_file: Path, data: Path, folder: Path) -> dict:
     """Greedy continuation of held-out clips from their first `context_frames`, against copying the last one."""
-    from nbp.predict import PredictEvalConfig, evaluate_prediction
-
     return evaluate_prediction(PredictEvalConfig(
-        lm=str(lm_file), tokenizer=str(tokenizer_file), root=str(data), annotations="testlist.txt",
-        resolution=cfg.resolution, sequence_length=cfg.frames, context_frames=cfg.context_frames,
-        out=str(folder / "prediction"), device=cfg.device))
+        lm=str(lm_file), tokenizer=str(tokenizer_file), clips=clips(cfg, data, "test"),
+        context_frames=cfg.context_frames, out=str(folder / "prediction"), device=cfg.device))
 
 
 def loss_curves(folder: Path) -> list[Path]:
-    from nbp.plot import line_chart, metric_series
-    from nbp.training.runner import read_metrics
-
     tokenizer_rows, lm_rows = read_metrics(folder / "tokenizer"), read_metrics(folder / "lm")
     return [
         line_chart({"reconstruction (MSE)": metric_series(tokenizer_rows, "train/rec")},
@@ -270,9 +260,6 @@ def loss_curves(folder: Path) -> list[Path]:
 
 
 def lm_summary(run_dir: Path) -> dict:
-    from nbp.plot import metric_series
-    from nbp.training.runner import read_metrics
-
     rows = read_metrics(run_dir)
     last = {key: metric_series(rows, key)[1][-1:] for key in ("train/loss", "val/loss", "val/acc1", "val/acc5")}
     return {key: values[0] for key, values in last.items() if values}

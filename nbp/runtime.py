@@ -13,7 +13,7 @@ def tune_cpu_allocator() -> bool:
     """Let glibc reuse freed memory for large tensors instead of mapping fresh pages every time.
 
     glibc serves allocations above 32 MiB with mmap and unmaps them on free, so each large activation
-    (a 128x17x64x64 fp32 map is 35 MiB) is page-faulted in anew: ~14 ms per 40 MB here, 10% of a
+    (a 128x17x64x64 fp32 map is 35 MiB) is page-faulted in anew: ~14 ms per 40 MB (AMD EPYC, `bench/tokenizer.py`), 10% of a
     tokenizer forward. Keeping them on the heap avoids it (the same effect as jemalloc/tcmalloc), and the heap
     is never trimmed: with a 1 GB trim threshold, a training step that frees more than that at the top of the heap
     gave it back and faulted it in again the next step (Hugging Face Llama, 91M, bf16: 2.4 s per step against

@@ -10,6 +10,16 @@ import torch
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` run only where a CUDA GPU is."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 def golden_dir() -> Path:
     if not (GOLDEN / "detfill.py").is_file():
         pytest.skip(f"official goldens not found at {GOLDEN} (they live in ../shared/golden beside the repo)")

@@ -2,8 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nbp.models.chunked_attention import chunked_attention, score_biases
-from nbp.models.masks import causal_by_group, key_extents, nbp_mask
+from nbp.models import attention
+from nbp.models.attention import AttentionMask, causal_by_group, chunked_attention, nbp_mask
+from nbp.models.layout import SequenceLayout
 
 MASKS = {
     "block": lambda: nbp_mask(70, 5, prefix=1),
@@ -27,8 +28,7 @@ def test_chunked_attention_equals_sdpa_in_float64(name, chunk):
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, 70, 8, generator=g, dtype=torch.float64) for _ in range(3))
     weights = torch.randn(2, 3, 70, 8, generator=g, dtype=torch.float64)
-    extents = key_extents(mask, chunk)
-    ours = attention_and_grads(lambda *t: chunked_attention(*t, mask.clone(), extents), q, k, v, weights)
+    ours = attention_and_grads(lambda *t: chunked_attention(*t, AttentionMask(mask, chunk)), q, k, v, weights)
     reference = attention_and_grads(lambda *t: F.scaled_dot_product_attention(*t, attn_mask=mask), q, k, v, weights)
     for a, b in zip(ours, reference):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
@@ -42,8 +42,7 @@ def test_bf16_chunked_attention_is_as_close_to_exact_as_sdpa():
     q, k, v, weights = (torch.randn(1, 2, 1280, 64, generator=g).bfloat16() for _ in range(4))
     exact = attention_and_grads(lambda *t: F.scaled_dot_product_attention(*t, attn_mask=mask),
                                 *(t.double() for t in (q, k, v, weights)))
-    ours = attention_and_grads(lambda *t: chunked_attention(*t, mask.clone(), key_extents(mask, 256)),
-                               q, k, v, weights)
+    ours = attention_and_grads(lambda *t: chunked_attention(*t, AttentionMask(mask, 256)), q, k, v, weights)
     sdpa = attention_and_grads(lambda *t: F.scaled_dot_product_attention(*t, attn_mask=mask), q, k, v, weights)
     for a, b, e in zip(ours, sdpa, exact):
         our_error, sdpa_error = ((x.double() - e).abs().max() for x in (a, b))
@@ -52,38 +51,35 @@ def test_bf16_chunked_attention_is_as_close_to_exact_as_sdpa():
 
 def test_score_biases_hide_what_the_mask_hides():
     mask = nbp_mask(12, 4)
-    biases = score_biases(mask, key_extents(mask, 6), torch.bfloat16)  # rows 0-5 see keys < 8, rows 6-11 all 12
+    biases = AttentionMask(mask, 6).biases(torch.bfloat16)  # rows 0-5 see keys < 8, rows 6-11 all 12
     assert [tuple(b.shape) for b in biases] == [(6, 8), (6, 12)]
     assert torch.equal(biases[0] == 0, mask[:6, :8]) and torch.equal(biases[1].isinf(), ~mask[6:])
 
 
 def test_the_model_uses_it_on_cpu_in_both_dtypes():
     """`attend` sends a training mask through chunked_attention on CPU; it matches the one-call SDPA result."""
-    from nbp.models import transformer
-
-    mask = transformer.training_mask((5, 1, False), 70, "cpu")
+    mask = SequenceLayout(5, 1, True, False, (14, 1, 5), 0).mask(70, "cpu")
     g = torch.Generator().manual_seed(2)
     q, k, v = (torch.randn(1, 2, 70, 16, generator=g) for _ in range(3))
     calls = []
-    original = transformer.chunked_attention
-    transformer.chunked_attention = lambda *a: calls.append(a[0].dtype) or original(*a)
+    original = attention.chunked_attention
+    attention.chunked_attention = lambda *a: calls.append(a[0].dtype) or original(*a)
     try:
-        fp32 = transformer.attend(q, k, v, mask)
-        bf16 = transformer.attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
+        fp32 = attention.attend(q, k, v, mask)
+        bf16 = attention.attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
     finally:
-        transformer.chunked_attention = original
+        attention.chunked_attention = original
     assert calls == [torch.float32, torch.bfloat16]
-    reference = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.clone())
+    reference = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense)
     torch.testing.assert_close(fp32, reference, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(bf16.float(), reference, rtol=0.05, atol=0.03)
 
 
 def test_without_gradients_the_same_result_keeps_no_probabilities():
-    mask = nbp_mask(70, 5, prefix=1)
-    extents = key_extents(mask, 16)
+    mask = AttentionMask(nbp_mask(70, 5, prefix=1), 16)
     q, k, v = (torch.randn(1, 2, 70, 8, requires_grad=True) for _ in range(3))
-    with_grad = chunked_attention(q, k, v, mask, extents)
+    with_grad = chunked_attention(q, k, v, mask)
     with torch.no_grad():
-        without = chunked_attention(q, k, v, mask, extents)
+        without = chunked_attention(q, k, v, mask)
     assert with_grad.grad_fn is not None and without.grad_fn is None
     torch.testing.assert_close(without, with_grad.detach(), rtol=0, atol=0)

@@ -1,3 +1,5 @@
+import pytest
+
 from nbp.cli import main
 
 
@@ -15,3 +17,24 @@ def test_config_lists_presets(capsys):
 def test_config_error_is_a_message_not_a_traceback(capsys):
     assert main(["config", "tokenizer", "tiny", "bogus=1"]) == 2
     assert "nbp config: invalid TokenizerConfig" in capsys.readouterr().err
+
+
+def test_commands_take_recipes_positional_fields_and_flags():
+    from nbp.cli import split_arguments
+
+    recipes, overrides = split_arguments(["a.yaml", "x=1", "--scale", "3", "--fresh", "--out=o", "ckpt", "out.st"],
+                                         ("checkpoint", "out"))
+    assert recipes == ["a.yaml"] and overrides == ["x=1", "scale=3", "fresh=true", "out=o", "checkpoint=ckpt",
+                                                   "out=out.st"]
+
+
+def test_only_user_errors_become_one_line_messages(capsys, monkeypatch):
+    import nbp.cli
+
+    assert main(["sample", "lm=missing.safetensors", "tokenizer=missing.pt"]) == 2
+    assert capsys.readouterr().err.startswith("nbp sample: checkpoint missing.pt does not exist")
+    assert main(["config", "train-lm", "run.steps=many"]) == 2
+    assert "run.steps" in capsys.readouterr().err
+    monkeypatch.setattr(nbp.cli, "load", lambda spec: (_ for _ in ()).throw(KeyError("a bug")))
+    with pytest.raises(KeyError):  # anything else keeps its traceback
+        main(["synthetic"])

@@ -6,9 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from nbp.data import UCF101_CLASSES, TokenDataset, VideoDataset, class_text, collate_clips, probe, read_frames, write_video
-from nbp.data.dataset import AnnotationError
+from nbp.data import (
+    UCF101_CLASSES,
+    TokenDataset,
+    VideoDataset,
+    class_text,
+    collate_clips,
+    probe,
+    read_frames,
+    write_video,
+)
 from nbp.data.datamodule import DataConfig, VideoDataModule
+from nbp.data.dataset import AnnotationError
 from nbp.data.synthetic import CLASSES, make_dataset
 from nbp.data.tokens import write_token_dataset
 from nbp.data.video import clip_indices
@@ -207,8 +216,9 @@ def test_tokenize_command_stores_the_tokenizer_codes(tmp_path):
     torch.manual_seed(0)
     tokenizer = VideoTokenizer(from_preset(TokenizerConfig, "tiny", resolution=32)).eval()
     save_model(tokenizer, tmp_path / "tok.safetensors")
-    args = [f"tokenizer={tmp_path / 'tok.safetensors'}", f"root={root}", f"out={tmp_path / 'tokens'}",
-            "annotations=trainlist.txt", "sequence_length=9", "resolution=32", "shard_size=4", "num_workers=0"]
+    args = [f"tokenizer={tmp_path / 'tok.safetensors'}", f"clips.root={root}", f"out={tmp_path / 'tokens'}",
+            "clips.annotations=trainlist.txt", "clips.frames=9", "clips.resolution=32", "shard_size=4",
+            "num_workers=0"]
     assert main(["tokenize", *args]) == 0
     tokens = TokenDataset(tmp_path / "tokens")
     clips = VideoDataset(root, root / "trainlist.txt", sequence_length=9, resolution=32, sampling="centre")
@@ -239,7 +249,7 @@ def test_tokenize_command_stores_the_tokenizer_codes(tmp_path):
 
 def test_datamodule_serves_video_and_token_batches(tmp_path):
     root = make_dataset(tmp_path / "synth", videos_per_class=4, size=32, seed=2)
-    dm = VideoDataModule(DataConfig(root=str(root), sequence_length=9, resolution=32, batch_size=3, num_workers=0))
+    dm = VideoDataModule(DataConfig(root=str(root), frames=9, resolution=32, batch_size=3, num_workers=0))
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
     assert batch["video"].shape == (3, 3, 9, 32, 32) and batch["label"].shape == (3,)

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import det_state_dict, golden_dir
 from scipy import ndimage
 from torch import nn
 
@@ -24,9 +25,6 @@ from nbp.metrics import (
     save_features,
     ssim,
 )
-
-from conftest import det_state_dict, golden_dir
-
 
 # --- I3D: official checkpoint and golden features ------------------------------------------------
 

@@ -3,7 +3,8 @@ from types import SimpleNamespace
 import pytest
 
 from nbp.config import ConfigError
-from nbp.predict import PredictEvalConfig, condition, evaluate_prediction, given_codes
+from nbp.eval.prediction import PredictEvalConfig, condition, evaluate_prediction
+from nbp.pipelines.video import given_codes
 
 
 def test_given_codes_cover_the_context_frames():
@@ -24,14 +25,14 @@ def test_the_condition_follows_the_model():
 @pytest.mark.parametrize("context_frames", [0, 9])
 def test_context_outside_the_clip_is_refused(context_frames):
     with pytest.raises(ConfigError, match="context_frames"):
-        evaluate_prediction(PredictEvalConfig(lm="x", tokenizer="y", root="z", context_frames=context_frames))
+        evaluate_prediction(PredictEvalConfig(lm="x", tokenizer="y", context_frames=context_frames))
 
 
 def test_atomic_writes_get_the_permissions_of_any_new_file(tmp_path):
     import os
     from pathlib import Path
 
-    from nbp.checkpoint import atomic_write
+    from nbp.io import atomic_write
 
     atomic_write(tmp_path / "metrics.json", lambda tmp: Path(tmp).write_text("{}"))
     umask = os.umask(0)

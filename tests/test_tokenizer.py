@@ -4,14 +4,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import golden_dir
 
 from nbp.checkpoint import CheckpointError, load_model, load_state_dict_strict, save_model
 from nbp.config import ConfigError, build_config, from_preset
 from nbp.download import load_magvit2
 from nbp.models.quantizer import BoundedFSQ
 from nbp.models.tokenizer import CausalConv3d, TokenizerConfig, VideoTokenizer
-
-from conftest import golden_dir
 
 
 def tiny_tokenizer(seed=0, **overrides):

@@ -3,16 +3,15 @@ import logging
 import lightning as L
 import pytest
 import torch
+from conftest import det_state_dict
 
 from nbp.checkpoint import load_model
+from nbp.checkpoint.perceptual import PerceptualConfig, load_perceptual
 from nbp.config import ConfigError, build_config
 from nbp.data.synthetic import make_dataset
 from nbp.models.lpips import LPIPS
-from nbp.training.losses import load_perceptual
 from nbp.training.runner import read_metrics
 from nbp.training.tokenizer import TokenizerSystem, TokenizerTrainConfig, train_tokenizer
-
-from conftest import det_state_dict
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +21,9 @@ def synthetic(tmp_path_factory):
 
 def config(root, run_dir, *overrides):
     return build_config(TokenizerTrainConfig, overrides=[
-        f"run_dir={run_dir}", f"data.root={root}", "data.resolution=32", "data.sequence_length=5",
-        "data.batch_size=2", "data.num_workers=0", "steps=14", "disc_start=8", "checkpoint_every=5",
-        "sample_every=0", "log_every=1", "lr=1e-3", "disc_lr=1e-3", "discriminator.channels=8",
+        f"run.run_dir={run_dir}", f"data.root={root}", "data.resolution=32", "data.frames=5",
+        "data.batch_size=2", "data.num_workers=0", "run.steps=14", "disc_start=8", "run.checkpoint_every=5",
+        "sample_every=0", "run.log_every=1", "lr=1e-3", "disc_lr=1e-3", "discriminator.channels=8",
         "discriminator.norm_groups=4", "perceptual_weight=0", *overrides])
 
 
@@ -71,13 +70,26 @@ def test_training_reduces_loss_engages_the_discriminator_and_resumes_exactly(syn
 
 
 def test_image_curriculum_and_bf16_run(synthetic, tmp_path):
-    path = train_tokenizer(config(synthetic, tmp_path / "c", "steps=4", "disc_start=2", "image_steps=2",
-                                  "precision=bf16-mixed", "ema_decay=0"))
+    path = train_tokenizer(config(synthetic, tmp_path / "c", "run.steps=4", "disc_start=2", "image_steps=2",
+                                  "run.precision=bf16-mixed", "ema_decay=0"))
     assert load_model(path).config.resolution == 32
 
 
+def test_validation_psnr_is_that_of_the_exported_tokenizer_on_the_val_split(synthetic, tmp_path):
+    from nbp.data.dataset import VideoDataset
+    from nbp.metrics import psnr
+
+    path = train_tokenizer(config(synthetic, tmp_path / "v", "run.steps=4", "run.val_every=4", "disc_start=2"))
+    logged = [float(r["val/psnr"]) for r in read_metrics(tmp_path / "v") if r.get("val/psnr")]
+    clips = VideoDataset(synthetic, synthetic / "testlist.txt", sequence_length=5, resolution=32, sampling="centre")
+    videos = torch.stack([clips[i]["video"] for i in range(len(clips))])
+    with torch.no_grad():
+        expected = psnr(load_model(path)(videos).float().clamp(0, 1), videos).mean()
+    assert len(logged) == 1 and abs(logged[0] - float(expected)) < 1e-3
+
+
 @pytest.mark.parametrize("overrides, message", [
-    (["steps=10", "disc_start=10"], "discriminator would never train"),
+    (["run.steps=10", "disc_start=10"], "discriminator would never train"),
     (["data.resolution=36"], "divisible by 8"),
     (["image_steps=14"], "leaves no video steps"),
 ])
@@ -101,7 +113,7 @@ def test_non_finite_losses_are_skipped_then_stop(synthetic, tmp_path):
 
 def test_perceptual_loss_from_weight_files(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
-        assert load_perceptual(None, None, [str(tmp_path)]) is None
+        assert load_perceptual(PerceptualConfig(search=[str(tmp_path)])) is None
     assert "perceptual loss OFF" in caplog.text
     keys = LPIPS().state_dict()
     vgg = det_state_dict([(k, list(v.shape)) for k, v in keys.items() if k.startswith("features.")], 1)
@@ -111,7 +123,7 @@ def test_perceptual_loss_from_weight_files(tmp_path, caplog):
     torch.save(vgg, tmp_path / "vgg16-397923af.pth")
     torch.save(lin, tmp_path / "vgg.pth")
     assert sorted(k for k in vgg if k.startswith("features."))[:2] == ["features.0.bias", "features.0.weight"]
-    lpips = load_perceptual(None, None, [str(tmp_path)])
+    lpips = load_perceptual(PerceptualConfig(search=[str(tmp_path)]))
     a, b = torch.rand(2, 3, 5, 32, 32), torch.rand(2, 3, 5, 32, 32)
     assert torch.equal(lpips.video(a, a), torch.zeros(2))
     d_ab, d_ba = lpips.video(a, b), lpips.video(b, a)

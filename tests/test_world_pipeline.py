@@ -8,12 +8,15 @@ import torch
 from nbp.checkpoint import save_model
 from nbp.config import build_config, from_preset
 from nbp.data.episodes import list_episodes, load_episode, make_crafter_dataset, record_crafter
+from nbp.data.extract import TokenizeEpisodesConfig, encode_frames, tokenize_episodes
+from nbp.data.tokens import EpisodeTokens
+from nbp.data.video import frames_to_video
 from nbp.download import load_magvit2
+from nbp.eval.world import WorldEvalConfig, evaluate_world, frame_psnr
+from nbp.generation.sampling import SamplingConfig
 from nbp.models.tokenizer import TokenizerConfig, VideoTokenizer
 from nbp.training.lm import LMTrainConfig, train_lm
 from nbp.training.runner import read_metrics
-from nbp.world import (EpisodeTokens, WorldEvalConfig, encode_frames, evaluate_world, frame_psnr,
-                       frames_to_video, tokenize_episodes)
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +28,9 @@ def world(tmp_path_factory):
     tokenizer = VideoTokenizer(from_preset(TokenizerConfig, "tiny-frames", resolution=32, fsq_levels=[8, 5, 5, 5]))
     save_model(tokenizer, folder / "tok.safetensors")
     for split in ("train", "test"):
-        tokenize_episodes(str(folder / "tok.safetensors"), str(folder / "crafter" / split), str(folder / split), 32)
+        tokenize_episodes(TokenizeEpisodesConfig(tokenizer=str(folder / "tok.safetensors"),
+                                                 episodes=str(folder / "crafter" / split), out=str(folder / split),
+                                                 resolution=32))
     return folder
 
 
@@ -83,17 +88,17 @@ def test_episode_tokens_are_the_tokenizer_codes_of_each_frame(world):
 
 def test_world_model_trains_and_evaluates(world, tmp_path):
     cfg = build_config(LMTrainConfig, overrides=[
-        f"run_dir={tmp_path / 'lm'}", f"train={world / 'train'}", "model=world-tiny", "steps=6", "batch_size=4",
-        "log_every=1", "warmup_steps=1", "lr=3e-3", "model_overrides.latent_shape=[6,4,4]",
-        "model_overrides.block=16", "model_overrides.short_frames=3", "model_overrides.long_frames=2",
-        "model_overrides.video_vocab=1000", "model_overrides.n_layer=2", "model_overrides.n_embd=64"])
+        f"run.run_dir={tmp_path / 'lm'}", f"train={world / 'train'}", "model.preset=world-tiny", "run.steps=6",
+        "batch_size=4", "run.log_every=1", "warmup_steps=1", "lr=3e-3", "model.latent_shape=[6,4,4]",
+        "model.block=16", "model.short_frames=3", "model.long_frames=2", "model.video_vocab=1000",
+        "model.n_layer=2", "model.n_embd=64"])
     lm = train_lm(cfg)
     losses = [float(r["train/loss"]) for r in read_metrics(tmp_path / "lm") if r.get("train/loss")]
     assert len(losses) == 6 and losses[-1] < losses[0]
     out = tmp_path / "eval"
     results = evaluate_world(WorldEvalConfig(lm=str(lm), tokenizer=str(world / "tok.safetensors"),
                                              episodes=str(world / "crafter" / "test"), out=str(out), resolution=32,
-                                             context=4, horizon=10, top_k=5))
+                                             context=4, horizon=10, sampling=SamplingConfig(top_k=5)))
     assert results["clips"] == 1 and len(results["psnr_curve"]["true_actions"]) == 10
     frames, _ = load_episode(world / "crafter" / "test" / "ep_00000.mp4")
     truth = frames_to_video(frames[:14])

@@ -1,4 +1,4 @@
-"""A Lightning DataModule over clip datasets (video files) or token datasets (pre-extracted codes)."""
+"""The training data of a tokenizer run (`DataConfig`), and a Lightning DataModule over clip or token datasets."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
+from nbp.config import InputError
 from nbp.data.dataset import VideoDataset
 from nbp.data.tokens import TokenDataset
 
@@ -17,7 +18,7 @@ class DataConfig:
     train: str | None = "trainlist.txt"  # annotation file (relative to root) or token folder; None = whole root
     val: str | None = "testlist.txt"
     kind: str = "video"  # "video" files or "tokens" (folders written by `nbp tokenize`)
-    sequence_length: int = 17
+    frames: int = 17  # frames per clip
     resolution: int = 128
     fps: float | None = None
     resize: str = "squash"
@@ -27,7 +28,16 @@ class DataConfig:
 
     def validate(self) -> None:
         if self.kind not in ("video", "tokens"):
-            raise ValueError(f"data.kind must be 'video' or 'tokens', got {self.kind!r}")
+            raise InputError(f"data.kind must be 'video' or 'tokens', got {self.kind!r}")
+
+    def dataset(self, split: str | None, training: bool):
+        """A split: random windows for training, centre windows otherwise."""
+        root = Path(self.root)
+        if self.kind == "tokens":
+            return TokenDataset(root / split if split else root)
+        return VideoDataset(root, root / split if split else None, sequence_length=self.frames,
+                            resolution=self.resolution, fps=self.fps, sampling="random" if training else "centre",
+                            resize=self.resize, short=self.short)
 
 
 class VideoDataModule(L.LightningDataModule):
@@ -39,19 +49,11 @@ class VideoDataModule(L.LightningDataModule):
         self.config = config
         self.train_set = self.val_set = None
 
-    def make_dataset(self, split: str | None, training: bool):
-        cfg, root = self.config, Path(self.config.root)
-        if cfg.kind == "tokens":
-            return TokenDataset(root / split if split else root)
-        annotations = root / split if split else None
-        return VideoDataset(root, annotations, sequence_length=cfg.sequence_length, resolution=cfg.resolution,
-                            fps=cfg.fps, sampling="random" if training else "centre", resize=cfg.resize, short=cfg.short)
-
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
-            self.train_set = self.make_dataset(self.config.train, training=True)
+            self.train_set = self.config.dataset(self.config.train, training=True)
             if self.config.val is not None:
-                self.val_set = self.make_dataset(self.config.val, training=False)
+                self.val_set = self.config.dataset(self.config.val, training=False)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

@@ -19,8 +19,18 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, default_collate
 
+from nbp.config import InputError
 from nbp.data.classes import sorted_classes
-from nbp.data.video import RESIZE_MODES, VIDEO_EXTENSIONS, VideoError, VideoInfo, clip_indices, clip_span, probe, read_frames
+from nbp.data.video import (
+    RESIZE_MODES,
+    VIDEO_EXTENSIONS,
+    VideoError,
+    VideoInfo,
+    clip_indices,
+    clip_span,
+    probe,
+    read_frames,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +91,7 @@ class VideoDataset(Dataset):
         for name, value, allowed in [("sampling", sampling, SAMPLINGS), ("resize", resize, RESIZE_MODES),
                                      ("short", short, SHORT_POLICIES), ("on_error", on_error, ("replace", "skip"))]:
             if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+                raise InputError(f"{name} must be one of {allowed}, got {value!r}")
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"dataset root {self.root} is not a directory")
@@ -97,7 +107,7 @@ class VideoDataset(Dataset):
         self.class_to_index = {name: i for i, name in enumerate(self.classes)}
         self.entries, self.infos = self._probe_all(entries, probe_workers)
         if not self.entries:
-            raise ValueError(f"no usable video under {self.root}" + (f" listed in {annotations}" if annotations else "")
+            raise InputError(f"no usable video under {self.root}" + (f" listed in {annotations}" if annotations else "")
                              + f"; skipped: {self.skip_counts() or 'nothing found'}")
         if self.skipped:
             log.warning("%s: left out %d files (%s)", self.root, len(self.skipped), self.skip_counts())
@@ -170,3 +180,20 @@ def collate_clips(items: list[dict | None]) -> dict | None:
     batch = default_collate(clips)
     batch["dropped"] = len(items) - len(clips)
     return batch
+
+
+@dataclass
+class ClipConfig:
+    """Which clips of which videos: the settings every job reading a video split shares."""
+    root: str = "???"  # the videos
+    annotations: str | None = None  # annotation list relative to root; None = every video under root
+    frames: int = 17  # frames per clip
+    resolution: int = 128
+    fps: float | None = None  # resample to this rate; None keeps every source frame
+    resize: str = "squash"  # "squash" (official) or "crop"
+    short: str = "skip"  # videos shorter than a clip: "skip" or "pad"
+
+    def dataset(self, sampling: str = "centre", **options) -> VideoDataset:
+        annotations = Path(self.root) / self.annotations if self.annotations else None
+        return VideoDataset(self.root, annotations, sequence_length=self.frames, resolution=self.resolution,
+                            fps=self.fps, sampling=sampling, resize=self.resize, short=self.short, **options)

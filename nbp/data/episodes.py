@@ -22,17 +22,20 @@ Two recording defaults differ from Crafter's own, both for world models that see
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from nbp.checkpoint import atomic_write
-from nbp.data.video import probe, read_frames, write_video
+from nbp.config import InputError
+from nbp.data.video import VIDEO_EXTENSIONS, probe, read_frames
+from nbp.io import write_array, write_json
+from nbp.io.media import write_video
 
 CRAFTER_ACTIONS = 17
 MOVES = (1, 2, 3, 4)  # move_left, move_right, move_up, move_down
 SPLITS = ("train", "val", "test")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm")
 
 
 def movement_policy(rng: np.random.Generator, previous: int, keep: float = 0.75, move: float = 0.7) -> int:
@@ -84,7 +87,7 @@ def make_crafter_dataset(root: str | Path, episodes: dict[str, int] | None = Non
             continue
         video, actions = record_crafter(seed * 100_003 + number, frames, size, view)
         write_video(f"{stem}.mp4", video, fps, lossless=True)
-        atomic_write(f"{stem}.actions.npy", lambda tmp: save_npy(tmp, actions))
+        write_array(f"{stem}.actions.npy", actions)
     for split in SPLITS:  # annotation lists, so the video tools (e.g. tokenizer training) can read a split
         names = [f"{split}/ep_{i:05d}.mp4" for i in range(episodes.get(split, 0))]
         (root / f"{split}list.txt").write_text("".join(f"{n}\n" for n in names))
@@ -96,15 +99,10 @@ def check_settings(path: Path, settings: dict) -> None:
     if path.exists():
         recorded = json.loads(path.read_text())
         if recorded != settings:
-            raise ValueError(f"{path.parent} holds episodes recorded with {recorded}, not {settings}: "
+            raise InputError(f"{path.parent} holds episodes recorded with {recorded}, not {settings}: "
                              "record into another folder (out=...) or use the recorded settings")
         return
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(settings)))
-
-
-def save_npy(path: str, array: np.ndarray) -> None:
-    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a temporary name
-        np.save(f, array)
+    write_json(path, settings, indent=None)
 
 
 def list_episodes(folder: str | Path) -> list[Path]:
@@ -113,7 +111,7 @@ def list_episodes(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder of episodes")
     return sorted(p for p in folder.iterdir()
-                  if p.suffix == ".npz" or (p.suffix in VIDEO_SUFFIXES and actions_path(p).exists()))
+                  if p.suffix == ".npz" or (p.suffix.lower() in VIDEO_EXTENSIONS and actions_path(p).exists()))
 
 
 def actions_path(video: Path) -> Path:
@@ -127,11 +125,11 @@ def load_episode(path: str | Path, resolution: int | None = None) -> tuple[np.nd
         with np.load(path) as data:
             missing = {"video", "actions"} - set(data.files)
             if missing:
-                raise ValueError(f"{path}: an episode .npz needs arrays 'video' and 'actions'; "
+                raise InputError(f"{path}: an episode .npz needs arrays 'video' and 'actions'; "
                                  f"missing {sorted(missing)}")
             video, actions = data["video"], data["actions"]
         if resolution is not None and video.shape[1:3] != (resolution, resolution):
-            raise ValueError(f"{path}: frames are {video.shape[1]}x{video.shape[2]}, "
+            raise InputError(f"{path}: frames are {video.shape[1]}x{video.shape[2]}, "
                              f"expected {resolution}x{resolution}")
     else:
         info = probe(path)
@@ -139,5 +137,28 @@ def load_episode(path: str | Path, resolution: int | None = None) -> tuple[np.nd
         actions = np.load(actions_path(path))
     actions = np.asarray(actions).reshape(len(actions), -1)[:, 0].astype(np.int64)  # one id per frame
     if len(actions) != len(video):
-        raise ValueError(f"{path}: {len(video)} frames but {len(actions)} actions (need one per frame)")
+        raise InputError(f"{path}: {len(video)} frames but {len(actions)} actions (need one per frame)")
     return np.asarray(video, dtype=np.uint8), actions
+
+
+@dataclass
+class CrafterConfig:
+    out: str = "data/crafter"
+    train: int = 128  # episodes per split
+    val: int = 8
+    test: int = 16
+    frames: int = 144  # most frames per episode (fewer when the player dies); night (noise) starts near 150
+    size: int = 64
+    view: int = 8  # tiles across the frame: 8 makes a tile one 8x8 token (Crafter's default is 9)
+    fps: float = 10
+    seed: int = 0
+
+    @property
+    def splits(self) -> dict[str, int]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+
+def record_crafter_dataset(cfg: CrafterConfig) -> Path:
+    """`nbp crafter`: episodes of every split under `cfg.out` (complete ones are kept)."""
+    return make_crafter_dataset(cfg.out, cfg.splits, cfg.frames, cfg.size, cfg.fps, cfg.seed, view=cfg.view,
+                                progress=lambda jobs: tqdm(jobs, desc="record crafter", unit="episode"))

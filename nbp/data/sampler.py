@@ -13,12 +13,14 @@ import itertools
 import torch
 from torch.utils.data import Sampler
 
+from nbp.config import InputError
+
 
 class ResumableSampler(Sampler):
     def __init__(self, length: int, seed: int = 0, start: int = 0, shuffle: bool = True, draws: bool = False,
                  rank: int = 0, world_size: int = 1):
         if length < world_size:
-            raise ValueError(f"{length} samples cannot be shared by {world_size} ranks")
+            raise InputError(f"{length} samples cannot be shared by {world_size} ranks")
         self.length, self.seed, self.start, self.shuffle, self.draws = length, seed, start, shuffle, draws
         self.rank, self.world_size = rank, world_size
 

@@ -12,11 +12,12 @@ Layout: `root/<Class>/v_<Class>_g<group>_c<clip>.mp4`, plus `trainlist.txt` and 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from nbp.data.video import write_video
+from nbp.io.media import write_video
 
 CLASSES = ("BarRotating", "CircleMovingRight", "DiscPulsing", "SquareMovingDown")
 COLOURS = {"CircleMovingRight": (230, 50, 40), "SquareMovingDown": (40, 200, 70),
@@ -71,3 +72,17 @@ def make_dataset(root: str | Path, videos_per_class: int = 24, size: int = 64, f
     (root / "trainlist.txt").write_text("\n".join(train) + "\n")
     (root / "testlist.txt").write_text("\n".join(test) + "\n")
     return root
+
+
+@dataclass
+class SyntheticConfig:
+    out: str = "data/synthetic"
+    videos_per_class: int = 24
+    size: int = 64
+    fps: float = 8
+    seed: int = 0
+
+
+def write_synthetic(cfg: SyntheticConfig) -> Path:
+    """`nbp synthetic`: the dataset under `cfg.out` (files already there are kept)."""
+    return make_dataset(cfg.out, cfg.videos_per_class, cfg.size, fps=cfg.fps, seed=cfg.seed)

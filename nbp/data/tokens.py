@@ -1,4 +1,4 @@
-"""Token datasets: tokenizer codes of every clip, stored once in memory-mapped shards.
+"""Token datasets: tokenizer codes of every clip, stored once in memory-mapped shards; and tokenized episodes.
 
 Layout of a token dataset folder:
     meta.json                      vocabulary, latent grid (T', h, w), classes, clip settings, shard size
@@ -8,20 +8,26 @@ Layout of a token dataset folder:
 Disk cost: 2 bytes per token (+4 per label), i.e. 2,560 bytes for a 17x128x128 clip (5x16x16 tokens).
 A shard is written to a temporary name and renamed when complete, so an interrupted run keeps every finished
 shard and `write_token_dataset` resumes at the first missing one.
+
+Tokenized episodes (world models, `nbp tokenize-episodes`): `tokens.npy` uint16 (frames, h*w) of every frame of
+every episode, `actions.npy` int64 (frames,), `episodes.json` (where each episode starts); `EpisodeTokens`
+serves windows of a fixed number of frames from them.
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from nbp.checkpoint import atomic_write
+from nbp.config import InputError
+from nbp.io import write_array, write_json
 
 META = "meta.json"
+EPISODES = "episodes.json"  # the index of a folder of tokenized episodes (`nbp tokenize-episodes`)
 
 
 def shard_name(index: int) -> str:
@@ -39,26 +45,21 @@ def write_meta(folder: Path, meta: dict) -> None:
         old = json.loads(path.read_text())
         changed = {k for k in meta if old.get(k) != meta[k]}
         if changed:
-            raise ValueError(f"{folder} holds a token dataset made with other settings ({sorted(changed)}); "
+            raise InputError(f"{folder} holds a token dataset made with other settings ({sorted(changed)}); "
                              "use a new output folder or delete it")
         return
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
+    write_json(path, meta)
 
 
 def write_shard(folder: Path, index: int, tokens: np.ndarray, labels: np.ndarray, paths: list[str]) -> None:
     """Write one shard; the paths file is renamed last and marks the shard complete."""
     if tokens.size and tokens.max() > np.iinfo(np.uint16).max:
-        raise ValueError(f"token id {tokens.max()} does not fit in uint16")
+        raise InputError(f"token id {tokens.max()} does not fit in uint16")
     name = shard_name(index)
-    atomic_write(folder / f"{name}.tokens.npy", lambda tmp: _save_npy(tmp, tokens.astype(np.uint16)))
-    atomic_write(folder / f"{name}.labels.npy", lambda tmp: _save_npy(tmp, labels.astype(np.int32)))
-    atomic_write(folder / f"{name}.paths.json", lambda tmp: Path(tmp).write_text(json.dumps(paths)))
-
-
-def _save_npy(path: str, array: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        np.save(f, array)
+    write_array(folder / f"{name}.tokens.npy", tokens.astype(np.uint16))
+    write_array(folder / f"{name}.labels.npy", labels.astype(np.int32))
+    write_json(folder / f"{name}.paths.json", paths, indent=None)
 
 
 def shard_done(folder: Path, index: int) -> bool:
@@ -119,3 +120,46 @@ class TokenDataset(Dataset):
         row = index - self.offsets[shard]
         tokens = torch.from_numpy(self.tokens[shard][row].astype(np.int64))
         return {"tokens": tokens, "label": int(self.labels[shard][row])}
+
+
+def is_episode_tokens(folder: str | Path) -> bool:
+    return (Path(folder) / EPISODES).is_file()
+
+
+class EpisodeTokens(Dataset):
+    """Windows of `frames` consecutive latent frames (every `stride` frames) of tokenized episodes:
+    items {"tokens": int64 (frames*h*w,), "actions": int64 (frames,), "label": 0}."""
+
+    def __init__(self, folder: str | Path, frames: int, stride: int | None = None):
+        self.folder = Path(folder)
+        if not is_episode_tokens(self.folder):
+            raise FileNotFoundError(f"{self.folder} holds no tokenized episodes ({EPISODES}); make them with "
+                                    "`nbp tokenize-episodes`")
+        self.meta = json.loads((self.folder / EPISODES).read_text())
+        self.tokens = np.load(self.folder / "tokens.npy", mmap_mode="r")
+        self.actions = np.load(self.folder / "actions.npy")
+        self.frames, stride = frames, stride or max(1, frames // 2)
+        self.starts = [e["start"] + s for e in self.meta["episodes"]
+                       for s in range(0, e["frames"] - frames + 1, stride)]
+        if not self.starts:
+            raise InputError(f"no episode in {self.folder} has {frames} frames")
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return (self.frames, *self.meta["frame_shape"])
+
+    @property
+    def vocab_size(self) -> int:
+        return self.meta["vocab_size"]
+
+    @property
+    def classes(self) -> list[str]:
+        return []
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, index: int) -> dict:
+        s = self.starts[index]
+        tokens = torch.from_numpy(self.tokens[s:s + self.frames].astype(np.int64)).flatten()
+        return {"tokens": tokens, "actions": torch.from_numpy(self.actions[s:s + self.frames]), "label": 0}

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import av
 import numpy as np
+import torch
+
+from nbp.config import InputError
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 RESIZE_MODES = ("squash", "crop")
@@ -83,7 +86,7 @@ def read_frames(path: str | Path, indices: list[int], resolution: int, resize: s
                 threads: int = 0) -> np.ndarray:
     """The frames at `indices` (sorted, repeats allowed), as uint8 (T, resolution, resolution, 3) RGB."""
     if resize not in RESIZE_MODES:
-        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+        raise InputError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
     wanted = sorted(set(indices))
     try:
         with av.open(str(path)) as container:
@@ -132,39 +135,6 @@ def _to_rgb(frame: av.VideoFrame, resolution: int, resize: str) -> np.ndarray:
     return rgb[top:top + resolution, left:left + resolution]
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str | None = None,
-                lossless: bool = False, gop: int | None = None) -> Path:
-    """Write uint8 (T, H, W, 3) RGB frames. Codec from the suffix: mp4 -> libx264, avi -> mpeg4.
-
-    `lossless` uses x264 with qp 0 in RGB (libx264rgb), for files evaluation may read back exactly.
-    x264 runs with crf 18 and without macroblock-tree rate control, whose lookahead makes the output
-    (and decoded pixels) vary from run to run on identical input.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
-    codec = codec or ("libx264rgb" if lossless else {"avi": "mpeg4"}.get(path.suffix[1:].lower(), "libx264"))
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=_rate(fps))
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "rgb24" if codec == "libx264rgb" else "yuv420p"
-        if lossless:
-            stream.options = {"qp": "0"}
-        elif codec.startswith("libx264"):
-            stream.options = {"crf": "18", "x264-params": "mbtree=0"}
-        elif codec == "mpeg4":
-            stream.options = {"qscale": "3"}
-        if gop is not None:
-            stream.codec_context.gop_size = gop
-        for rgb in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
-        container.mux(stream.encode())
-    return path
-
-
-def _rate(fps: float):
-    from fractions import Fraction
-
-    return Fraction(fps).limit_denominator(1001)
+def frames_to_video(frames: np.ndarray, device="cpu") -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> float (1, 3, T, H, W) in [0, 1]."""
+    return torch.from_numpy(frames).to(device).permute(3, 0, 1, 2)[None].float() / 255

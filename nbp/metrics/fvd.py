@@ -23,8 +23,9 @@ from scipy import linalg
 from torch import nn
 from tqdm.auto import tqdm
 
-from nbp.checkpoint import CheckpointError, atomic_write, load_state_dict_strict, require_file
-from nbp.download import read_torch_checkpoint
+from nbp.checkpoint import CheckpointError, load_state_dict_strict, read_torch_checkpoint, require_file
+from nbp.config import InputError
+from nbp.io import atomic_write
 from nbp.metrics.i3d import MIN_FRAMES, NUM_CLASSES, InceptionI3d
 
 RESOLUTION = 224
@@ -87,14 +88,14 @@ def check_videos(videos, name: str = "videos", min_frames: int = MIN_FRAMES) -> 
     shape = tuple(videos.shape)
     if len(shape) != 5:
         hint = " (one video? add a batch axis)" if len(shape) == 4 else ""
-        raise ValueError(f"{name} must have shape (N, T, H, W, C), got {shape}{hint}")
+        raise InputError(f"{name} must have shape (N, T, H, W, C), got {shape}{hint}")
     _check_uint8(videos, name)
     if shape[-1] != 3:
-        raise ValueError(f"{name} must have 3 (RGB) channels on the last axis, (N, T, H, W, 3); got {shape}")
+        raise InputError(f"{name} must have 3 (RGB) channels on the last axis, (N, T, H, W, 3); got {shape}")
     if 0 in shape:
-        raise ValueError(f"{name} is empty: shape {shape}")
+        raise InputError(f"{name} is empty: shape {shape}")
     if shape[1] < min_frames:
-        raise ValueError(f"{name} have {shape[1]} frames; the I3D needs at least {min_frames} "
+        raise InputError(f"{name} have {shape[1]} frames; the I3D needs at least {min_frames} "
                          f"(FVD protocols use 16)")
 
 
@@ -104,9 +105,9 @@ def _check_uint8(videos, name: str) -> None:
         return
     is_float = videos.is_floating_point() if isinstance(videos, torch.Tensor) else np.issubdtype(dtype, np.floating)
     if is_float and bool(torch.as_tensor(videos).isnan().any()):
-        raise ValueError(f"{name} contain NaN values (and must be uint8 in [0, 255] anyway)")
+        raise InputError(f"{name} contain NaN values (and must be uint8 in [0, 255] anyway)")
     hint = " (for floats in [0, 1]: (x * 255).round().clip(0, 255) as uint8)" if is_float else ""
-    raise ValueError(f"{name} must be uint8 in [0, 255], got dtype {dtype}{hint}")
+    raise InputError(f"{name} must be uint8 in [0, 255], got dtype {dtype}{hint}")
 
 
 def preprocess(videos) -> torch.Tensor:
@@ -141,7 +142,7 @@ def i3d_features(i3d: nn.Module, videos, batch_size: int = 16, device=None, prog
     """
     check_videos(videos)
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     device = torch.device(device) if device is not None else _module_device(i3d)
     i3d.eval()  # BatchNorm must use its running statistics
     n = len(videos)
@@ -153,7 +154,7 @@ def i3d_features(i3d: nn.Module, videos, batch_size: int = 16, device=None, prog
             bar.update(len(batch))
     feats = np.concatenate(feats)
     if feats.shape != (n, NUM_CLASSES) or not np.isfinite(feats).all():
-        raise ValueError(f"the I3D returned {'non-finite' if feats.shape == (n, NUM_CLASSES) else 'badly shaped'} "
+        raise InputError(f"the I3D returned {'non-finite' if feats.shape == (n, NUM_CLASSES) else 'badly shaped'} "
                          f"features, shape {feats.shape} (expected ({n}, {NUM_CLASSES}))")
     return feats
 
@@ -163,10 +164,10 @@ def i3d_features(i3d: nn.Module, videos, batch_size: int = 16, device=None, prog
 def _as_features(feats, name: str) -> np.ndarray:
     feats = feats.detach().cpu().numpy() if isinstance(feats, torch.Tensor) else np.asarray(feats)
     if feats.ndim != 2 or feats.shape[0] < 2:
-        raise ValueError(f"{name} must be a (num_samples >= 2, dim) array, got shape {feats.shape}")
+        raise InputError(f"{name} must be a (num_samples >= 2, dim) array, got shape {feats.shape}")
     feats = feats.astype(np.float64)
     if not np.isfinite(feats).all():
-        raise ValueError(f"{name} contain NaN or infinite values")
+        raise InputError(f"{name} contain NaN or infinite values")
     return feats
 
 
@@ -181,7 +182,7 @@ def frechet_distance_from_stats(mu_a, sigma_a, mu_b, sigma_b, eps: float = 1e-6)
     mu_a, mu_b = np.asarray(mu_a, np.float64), np.asarray(mu_b, np.float64)
     sigma_a, sigma_b = np.asarray(sigma_a, np.float64), np.asarray(sigma_b, np.float64)
     if mu_a.shape != mu_b.shape or sigma_a.shape != sigma_b.shape or sigma_a.shape != mu_a.shape * 2:
-        raise ValueError(f"statistics do not match: means {mu_a.shape}, {mu_b.shape}; "
+        raise InputError(f"statistics do not match: means {mu_a.shape}, {mu_b.shape}; "
                          f"covariances {sigma_a.shape}, {sigma_b.shape}")
     covmean = linalg.sqrtm(sigma_a @ sigma_b)
     if not np.isfinite(covmean).all():
@@ -191,7 +192,7 @@ def frechet_distance_from_stats(mu_a, sigma_a, mu_b, sigma_b, eps: float = 1e-6)
     if np.iscomplexobj(covmean):
         imaginary = np.abs(np.diagonal(covmean).imag).max()
         if imaginary > MAX_IMAGINARY:
-            raise ValueError(f"sqrtm(sigma_a @ sigma_b) has an imaginary component of {imaginary:.3g} on its "
+            raise InputError(f"sqrtm(sigma_a @ sigma_b) has an imaginary component of {imaginary:.3g} on its "
                              f"diagonal: the covariances are too ill-conditioned (use more samples)")
         covmean = covmean.real  # round-off only
     diff = mu_a - mu_b
@@ -206,7 +207,7 @@ def frechet_distance(feats_a, feats_b) -> float:
     """
     feats_a, feats_b = _as_features(feats_a, "feats_a"), _as_features(feats_b, "feats_b")
     if feats_a.shape[1] != feats_b.shape[1]:
-        raise ValueError(f"feature sets differ in dimension: {feats_a.shape} vs {feats_b.shape}")
+        raise InputError(f"feature sets differ in dimension: {feats_a.shape} vs {feats_b.shape}")
     for name, feats in (("feats_a", feats_a), ("feats_b", feats_b)):
         if feats.shape[0] < feats.shape[1]:
             warnings.warn(f"{name} has {feats.shape[0]} samples for {feats.shape[1]} dimensions: its covariance "
@@ -240,9 +241,9 @@ def load_features(path: str | Path, expect: dict | None = None) -> tuple[np.ndar
         with np.load(path, allow_pickle=False) as data:
             feats, meta = data["features"], json.loads(str(data["meta"]))
     except (ValueError, OSError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as error:
-        raise ValueError(f"{path} is not a feature file written by save_features ({error})") from None
+        raise InputError(f"{path} is not a feature file written by save_features ({error})") from None
     differ = {k: (meta.get(k), v) for k, v in (expect or {}).items() if meta.get(k) != v}
     if differ:
-        raise ValueError(f"{path} was computed under another protocol: " +
+        raise InputError(f"{path} was computed under another protocol: " +
                          ", ".join(f"{k}={stored!r} (expected {wanted!r})" for k, (stored, wanted) in differ.items()))
     return feats, meta

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nbp.config import InputError
+
 NUM_CLASSES = 400
 # Time is halved (rounded up) by Conv3d_1a, MaxPool3d_4a and MaxPool3d_5a; the final average pool then
 # needs 2 frames: ceil(T / 8) >= 2, i.e. T >= 9. Space: 224 -> 7 after the same three halvings plus two
@@ -130,9 +132,9 @@ class InceptionI3d(nn.Module):
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 5 or x.shape[1] != self.in_channels:
-            raise ValueError(f"I3D expects (N, {self.in_channels}, T, H, W) videos, got shape {tuple(x.shape)}")
+            raise InputError(f"I3D expects (N, {self.in_channels}, T, H, W) videos, got shape {tuple(x.shape)}")
         if x.shape[2] < MIN_FRAMES or min(x.shape[3:]) < MIN_SIZE:
-            raise ValueError(f"I3D needs at least {MIN_FRAMES} frames of at least {MIN_SIZE}x{MIN_SIZE} pixels "
+            raise InputError(f"I3D needs at least {MIN_FRAMES} frames of at least {MIN_SIZE}x{MIN_SIZE} pixels "
                              f"(it is meant for 224x224), got T, H, W = {tuple(x.shape[2:])}")
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

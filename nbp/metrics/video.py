@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from nbp.config import InputError
+
 SSIM_SIGMA = 1.5
 SSIM_WIN = 11  # skimage's window for sigma 1.5: 2 * int(3.5 * sigma + 0.5) + 1
 SSIM_K1, SSIM_K2 = 0.01, 0.03
@@ -21,15 +23,15 @@ def _as_batch(a: torch.Tensor, b: torch.Tensor, data_range: float) -> tuple[torc
     if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
         raise TypeError(f"videos must be torch tensors, got {type(a).__name__} and {type(b).__name__}")
     if a.shape != b.shape:
-        raise ValueError(f"videos differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+        raise InputError(f"videos differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
     if a.ndim not in (4, 5):
-        raise ValueError(f"videos must be (B, C, T, H, W) or (C, T, H, W), got shape {tuple(a.shape)}")
+        raise InputError(f"videos must be (B, C, T, H, W) or (C, T, H, W), got shape {tuple(a.shape)}")
     if not (a.is_floating_point() and b.is_floating_point()):
-        raise ValueError(f"videos must be float in [0, data_range], got {a.dtype} and {b.dtype}")
+        raise InputError(f"videos must be float in [0, data_range], got {a.dtype} and {b.dtype}")
     if a.isnan().any() or b.isnan().any():
-        raise ValueError("videos contain NaN values")
+        raise InputError("videos contain NaN values")
     if not data_range > 0:
-        raise ValueError(f"data_range must be positive, got {data_range}")
+        raise InputError(f"data_range must be positive, got {data_range}")
     single = a.ndim == 4
     dtype = torch.promote_types(a.dtype, b.dtype)
     a, b = a.to(dtype), b.to(dtype)
@@ -68,7 +70,7 @@ def per_frame_ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) ->
     a, b, single = _as_batch(a, b, data_range)
     bsz, c, t, h, w = a.shape
     if min(h, w) < SSIM_WIN:
-        raise ValueError(f"SSIM needs frames of at least {SSIM_WIN}x{SSIM_WIN} pixels, got {h}x{w}")
+        raise InputError(f"SSIM needs frames of at least {SSIM_WIN}x{SSIM_WIN} pixels, got {h}x{w}")
     a = a.transpose(1, 2).reshape(bsz * t * c, 1, h, w)  # one single-channel image per (video, frame, channel)
     b = b.transpose(1, 2).reshape(bsz * t * c, 1, h, w)
     # The five local moments in one grouped convolution: (N, 5, H, W) -> (N, 5, H-10, W-10).
@@ -94,8 +96,8 @@ def best_of_n(values: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """
     values = torch.as_tensor(values)
     if values.ndim < 2 or values.shape[dim] == 0:
-        raise ValueError(f"best_of_n expects (B, N, ...) values with N >= 1 samples on axis {dim}, "
+        raise InputError(f"best_of_n expects (B, N, ...) values with N >= 1 samples on axis {dim}, "
                          f"got shape {tuple(values.shape)}")
     if values.is_floating_point() and values.isnan().any():
-        raise ValueError("best_of_n got NaN values")
+        raise InputError("best_of_n got NaN values")
     return values.amax(dim=dim)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from nbp.config import InputError
+
 
 @dataclass
 class DiscriminatorConfig:
@@ -47,7 +49,7 @@ class Discriminator(nn.Module):
     def __init__(self, cfg: DiscriminatorConfig, in_channels: int = 3):
         super().__init__()
         if cfg.kind not in ("3d", "2d", "both"):
-            raise ValueError(f"discriminator kind must be '3d', '2d' or 'both', got {cfg.kind!r}")
+            raise InputError(f"discriminator kind must be '3d', '2d' or 'both', got {cfg.kind!r}")
         self.clip = patch_discriminator(3, in_channels, cfg) if cfg.kind in ("3d", "both") else None
         self.frames = patch_discriminator(2, in_channels, cfg) if cfg.kind in ("2d", "both") else None
 

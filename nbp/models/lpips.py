@@ -65,16 +65,3 @@ class LPIPS(nn.Module):
         """Mean over frames of videos (B, 3, T, H, W) in [0, 1] -> (B,)."""
         frames = lambda v: v.transpose(1, 2).flatten(0, 1) * 2 - 1  # (B*T, 3, H, W) in [-1, 1]
         return self(frames(a), frames(b)).view(a.shape[0], -1).mean(dim=1)
-
-
-def build_lpips(vgg_state: dict, lpips_state: dict) -> LPIPS:
-    """LPIPS from torchvision's VGG16 state dict and LPIPS's linear-layer state dict."""
-    from nbp.checkpoint import load_state_dict_strict
-
-    model = LPIPS()
-    state = {k: v for k, v in vgg_state.items() if k.startswith("features.")}
-    state.update(lpips_state)
-    state.update({"shift": model.shift, "scale": model.scale})
-    load_state_dict_strict(model, state, source="VGG16 + LPIPS weights")
-    return model.requires_grad_(False).eval()
-

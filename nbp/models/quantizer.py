@@ -11,6 +11,8 @@ import torch
 from vector_quantize_pytorch import FSQ
 from vector_quantize_pytorch.finite_scalar_quantization import round_ste
 
+from nbp.config import InputError
+
 BOUNDS = ("standard", "official")
 
 
@@ -19,7 +21,7 @@ class BoundedFSQ(FSQ):
 
     def __init__(self, levels: list[int], bound: str = "standard", eps: float = 1e-3):
         if bound not in BOUNDS:
-            raise ValueError(f"fsq_bound must be one of {BOUNDS}, got {bound!r}")
+            raise InputError(f"fsq_bound must be one of {BOUNDS}, got {bound!r}")
         super().__init__(levels=list(levels), channel_first=True)
         self.bound_mode = bound
         self.eps = eps

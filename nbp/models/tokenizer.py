@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nbp.config import ConfigError, register_presets
+from nbp.config import ConfigError, InputError, register_presets
 from nbp.models.quantizer import BOUNDS, BoundedFSQ
 
 CHANNELS_LAST = torch.channels_last_3d
@@ -43,6 +43,7 @@ CHANNELS_LAST = torch.channels_last_3d
 })
 @dataclass
 class TokenizerConfig:
+    preset: str | None = None  # the preset these values started from (recipes: `model.preset`)
     channels: list[int] = field(default_factory=lambda: [128, 256, 256, 512])  # width of each stage
     num_res_blocks: int = 4  # residual units per stage
     mid_res_blocks: int = 4  # extra units at the bottleneck width (encoder end, decoder start)
@@ -286,18 +287,18 @@ class VideoTokenizer(nn.Module):
     def _check_video(self, video: torch.Tensor) -> None:
         if not torch.is_tensor(video) or video.ndim != 5:
             shape = tuple(video.shape) if torch.is_tensor(video) else type(video).__name__
-            raise ValueError(f"video must be a tensor (B, 3, T, H, W), got {shape}")
+            raise InputError(f"video must be a tensor (B, 3, T, H, W), got {shape}")
         _, c, t, h, w = video.shape
         cfg = self.config
         if c != cfg.in_channels:
-            raise ValueError(f"video has {c} channels in dim 1, expected {cfg.in_channels} (layout B, C, T, H, W)")
+            raise InputError(f"video has {c} channels in dim 1, expected {cfg.in_channels} (layout B, C, T, H, W)")
         if (t - 1) % cfg.temporal_factor:
-            raise ValueError(f"video has {t} frames; this tokenizer needs 1 + {cfg.temporal_factor}k "
+            raise InputError(f"video has {t} frames; this tokenizer needs 1 + {cfg.temporal_factor}k "
                              f"(e.g. {1 + cfg.temporal_factor * max(1, (t - 1) // cfg.temporal_factor)})")
         if h % cfg.spatial_factor or w % cfg.spatial_factor:
-            raise ValueError(f"frame size {h}x{w} must be divisible by {cfg.spatial_factor}")
+            raise InputError(f"frame size {h}x{w} must be divisible by {cfg.spatial_factor}")
         if not video.is_floating_point():
-            raise ValueError(f"video must be float in [0, 1], got {video.dtype}")
+            raise InputError(f"video must be float in [0, 1], got {video.dtype}")
         low, high = video.min().item(), video.max().item()
         if low < -0.5 or high > 1.5:
             warnings.warn(f"video values span [{low:.3g}, {high:.3g}]; the tokenizer expects [0, 1] "
@@ -305,16 +306,16 @@ class VideoTokenizer(nn.Module):
 
     def _check_indices(self, indices: torch.Tensor) -> torch.Tensor:
         if indices.is_floating_point():
-            raise ValueError(f"indices must be integers, got {indices.dtype}")
+            raise InputError(f"indices must be integers, got {indices.dtype}")
         if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
-            raise ValueError(f"indices must lie in [0, {self.codebook_size}), got "
+            raise InputError(f"indices must lie in [0, {self.codebook_size}), got "
                              f"[{indices.min().item()}, {indices.max().item()}]")
         if indices.ndim == 4:
             return indices
         if indices.ndim != 2:
-            raise ValueError(f"indices must be (B, T', h, w) or flattened (B, T'*h*w), got {tuple(indices.shape)}")
+            raise InputError(f"indices must be (B, T', h, w) or flattened (B, T'*h*w), got {tuple(indices.shape)}")
         side = self.config.resolution // self.config.spatial_factor
         if indices.shape[1] % (side * side):
-            raise ValueError(f"{indices.shape[1]} flattened indices do not fill {side}x{side} latent frames "
+            raise InputError(f"{indices.shape[1]} flattened indices do not fill {side}x{side} latent frames "
                              f"(resolution {self.config.resolution}); pass (B, T', h, w) for other sizes")
         return indices.view(indices.shape[0], -1, side, side)

@@ -2,7 +2,7 @@
 
 Lightning's DeepSpeedStrategy refuses anything but CUDA. On CPU, DeepSpeed itself runs (DS_ACCELERATOR=cpu, gloo,
 torch's AdamW), so `CPUDeepSpeedStrategy` only replaces the three places that insist on CUDA. It is how the
-tests exercise ZeRO 1/2/3 on this machine, and it lets a CPU cluster train with ZeRO too.
+tests exercise ZeRO 1/2/3 on 2 CPU processes, and it lets a CPU cluster train with ZeRO too.
 """
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ if not torch.cuda.is_available():
 from lightning.fabric.utilities.seed import reset_seed  # noqa: E402
 from lightning.pytorch.strategies import DeepSpeedStrategy  # noqa: E402
 from lightning.pytorch.strategies.ddp import DDPStrategy  # noqa: E402
+
+from nbp.config import InputError
 
 
 class CPUDeepSpeedStrategy(DeepSpeedStrategy):
@@ -35,7 +37,7 @@ class CPUDeepSpeedStrategy(DeepSpeedStrategy):
 def deepspeed_strategy(stage: int) -> DeepSpeedStrategy:
     """ZeRO `stage` (1, 2 or 3) with torch's optimizer; the CPU variant when there is no GPU."""
     if stage not in (1, 2, 3):
-        raise ValueError(f"DeepSpeed ZeRO stage must be 1, 2 or 3, got {stage}")
+        raise InputError(f"DeepSpeed ZeRO stage must be 1, 2 or 3, got {stage}")
     if torch.cuda.is_available():
         return DeepSpeedStrategy(stage=stage, zero_allow_untested_optimizer=True)
     return CPUDeepSpeedStrategy(stage=stage, zero_allow_untested_optimizer=True, process_group_backend="gloo")

@@ -1,74 +1,60 @@
-"""LM training: the semi-autoregressive objective on token datasets (or on videos through a frozen tokenizer).
+"""LM training: the semi-autoregressive objective on token datasets, and frame prediction for world models.
 
-Every token of block k predicts its counterpart in block k+1 (the hybrid first row token by token); condition
-dropout trains the unconditional embedding used by classifier-free guidance. AdamW (betas 0.9/0.95, weight decay
-on matrices only), cosine schedule with linear warmup, gradient clipping and accumulation, bf16, top-1/top-5 token
-accuracy. Strategies: single device, DDP, DeepSpeed ZeRO 1/2/3 (`strategy=deepspeed_stage_2`, ...), including on
-CPU processes (`CPUDeepSpeedStrategy`).
+Every token of block k predicts its counterpart in block k+1 (the hybrid first row token by token; the model's
+`SequenceLayout` says which inputs predict which targets); condition dropout trains the unconditional embedding used
+by classifier-free guidance. AdamW (betas 0.9/0.95, weight decay on matrices only), cosine schedule with linear
+warmup, gradient clipping and accumulation, bf16, top-1/top-5 token accuracy. Strategies: single device, DDP,
+DeepSpeed ZeRO 1/2/3 (`run.strategy=deepspeed_stage_2`, ...), including on CPU processes (`CPUDeepSpeedStrategy`).
 """
 from __future__ import annotations
 
-import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 
-from nbp.checkpoint import save_model
+from nbp.checkpoint import convert, save_model
+from nbp.checkpoint.zero import CONFIG_KEY, KIND_KEY
 from nbp.config import ConfigError, from_preset
 from nbp.data.classes import class_text
-from nbp.data.tokens import TokenDataset
-from nbp.models.transformer import Transformer, TransformerConfig, build_sequence
-from nbp.models.world import training_window, world_logits
-from nbp.training.runner import build_trainer, fit, latest_checkpoint, resumable_loader
-
-log = logging.getLogger(__name__)
+from nbp.data.text import text_ids_for
+from nbp.data.tokens import EpisodeTokens, TokenDataset, is_episode_tokens
+from nbp.models.transformer import Transformer, TransformerConfig
+from nbp.models.world import WorldConfig, WorldTransformer
+from nbp.training.runner import RunConfig, build_trainer, fit, latest_checkpoint, resumable_loader
 
 
 @dataclass
 class LMTrainConfig:
-    run_dir: str = "runs/lm"
-    model: str = "tiny"  # TransformerConfig preset
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    train: str = "???"  # token dataset folder (`nbp tokenize`)
+    run: RunConfig = field(default_factory=lambda: RunConfig(run_dir="runs/lm"))
+    model: TransformerConfig = field(default_factory=lambda: from_preset(TransformerConfig, "tiny"))
+    train: str = "???"  # token dataset folder (`nbp tokenize`), or tokenized episodes for world models
     val: str | None = None
-    steps: int = 1000  # batches
     batch_size: int = 8
     num_workers: int = 0
     lr: float = 3e-4
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     warmup_steps: int = 100
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    weight_decay: float = 0.05  # on matrices only (not norms, biases, embeddings of positions)
+    weight_decay: float = 0.05  # on matrices only (not norms, biases, learned positions)
     grad_clip: float = 1.0
     accumulate: int = 1
-    cond_dropout: float = 0.1  # probability of replacing the condition by the unconditional embedding
+    cond_dropout: float = 0.1  # probability of replacing the condition (or actions) by the unconditional one
     fused_loss: bool = True  # head fused with the cross-entropy (nbp.models.fused_ce): ~25% less peak memory
-    precision: str = "32-true"  # "bf16-mixed" on GPUs
-    accelerator: str = "auto"  # Lightning accelerator: "auto", "cpu", "gpu"
-    strategy: str = "auto"  # "ddp", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3"
-    devices: int = 1
-    num_nodes: int = 1
-    seed: int = 0
-    checkpoint_every: int = 500
-    keep_last: int = 3
-    val_every: int = 0  # batches between validation passes (0: none)
-    log_every: int = 10
 
-    def model_config(self, dataset: TokenDataset) -> TransformerConfig:
-        cfg = from_preset(TransformerConfig, self.model, **self.model_overrides)
-        if list(dataset.latent_shape) != list(cfg.latent_shape) or dataset.vocab_size != cfg.video_vocab:
-            raise ConfigError(f"token dataset {dataset.folder} has latent {list(dataset.latent_shape)} and vocabulary "
-                              f"{dataset.vocab_size}; model preset {self.model!r} expects latent {cfg.latent_shape} "
-                              f"and vocabulary {cfg.video_vocab}: set model_overrides.latent_shape / video_vocab")
-        if cfg.condition == "class" and len(dataset.classes) > cfg.num_classes:
-            raise ConfigError(f"the dataset has {len(dataset.classes)} classes; the model {cfg.num_classes}: "
-                              f"set model_overrides.num_classes={len(dataset.classes)}")
-        return cfg
+
+def check_dataset(model: TransformerConfig, dataset) -> None:
+    """The token dataset must fit the model's latent grid, vocabulary and classes."""
+    if list(dataset.latent_shape) != list(model.latent_shape) or dataset.vocab_size != model.video_vocab:
+        raise ConfigError(f"token dataset {dataset.folder} has latent {list(dataset.latent_shape)} and vocabulary "
+                          f"{dataset.vocab_size}; the model expects latent {model.latent_shape} and vocabulary "
+                          f"{model.video_vocab}: set model.latent_shape / model.video_vocab")
+    if model.condition == "class" and len(dataset.classes) > model.num_classes:
+        raise ConfigError(f"the dataset has {len(dataset.classes)} classes; the model {model.num_classes}: "
+                          f"set model.num_classes={len(dataset.classes)}")
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -78,45 +64,51 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+NO_DECAY = ("pos_emb",)  # learned positions: matrices, but not weights of a map
+
+
 def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices (2-D+ weights of linear layers and token embeddings), not on vectors."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    rest = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    """Weight decay on matrices (weights of linear layers and token embeddings), not on vectors or positions."""
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    decay = [p for name, p in named if p.ndim >= 2 and name.rsplit(".", 1)[-1] not in NO_DECAY]
+    rest = [p for name, p in named if p.ndim < 2 or name.rsplit(".", 1)[-1] in NO_DECAY]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
+def scores(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Cross-entropy and top-1 / top-5 accuracy of logits (B, L, V) for targets (B, L)."""
+    loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+    target_logit = logits.gather(-1, targets[..., None])
+    rank = (logits > target_logit).sum(dim=-1)  # codes scoring above the target
+    return {"loss": loss, "acc1": (rank == 0).float().mean(), "acc5": (rank < 5).float().mean()}
+
+
 class LMSystem(L.LightningModule):
-    def __init__(self, cfg: LMTrainConfig, model_config: TransformerConfig, train_set=None, val_set=None,
-                 classes: list[str] | None = None):
+    model_class = Transformer
+
+    def __init__(self, cfg: LMTrainConfig, train_set=None, val_set=None, classes: list[str] | None = None):
         super().__init__()
         self.cfg, self.train_set, self.val_set = cfg, train_set, val_set
-        self.model = Transformer(model_config)
+        self.model = self.model_class(cfg.model)
         self.classes = classes or []
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        from dataclasses import asdict
-
-        from nbp.convert import CONFIG_KEY
-
         checkpoint[CONFIG_KEY] = asdict(self.model.config)  # lets `nbp convert` rebuild the model
+        checkpoint[KIND_KEY] = self.model.kind
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Refuse to resume a run of another architecture, naming what differs."""
-        from dataclasses import asdict
-
-        from nbp.convert import CONFIG_KEY
-
         saved, current = checkpoint.get(CONFIG_KEY, {}), asdict(self.model.config)
-        changed = {k: (saved[k], current[k]) for k in current if k in saved and saved[k] != current[k]}
+        changed = {k: (saved[k], current[k]) for k in current if k in saved and k != "preset" and saved[k] != current[k]}
         if changed:
             details = ", ".join(f"{k}: checkpoint {a} vs run {b}" for k, (a, b) in changed.items())
-            raise ConfigError(f"the checkpoint in {self.cfg.run_dir} is of another model ({details}); "
-                              "use a new run_dir or the original model settings")
+            raise ConfigError(f"the checkpoint in {self.cfg.run.run_dir} is of another model ({details}); "
+                              "use a new run.run_dir or the original model settings")
 
     def train_dataloader(self):
         cfg = self.cfg
-        return resumable_loader(self.train_set, cfg.batch_size, cfg.num_workers, cfg.seed, int(self.batches_seen))
+        return resumable_loader(self.train_set, cfg.batch_size, cfg.num_workers, cfg.run.seed, int(self.batches_seen))
 
     def val_dataloader(self):
         if self.val_set is None:
@@ -127,7 +119,7 @@ class LMSystem(L.LightningModule):
         cfg = self.cfg
         optimizer = torch.optim.AdamW(decay_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
                                       fused=True)  # one kernel per step instead of a loop over the parameters
-        total = max(1, cfg.steps // cfg.accumulate)
+        total = max(1, cfg.run.steps // cfg.accumulate)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, cfg.warmup_steps, total, cfg.min_lr_ratio))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
@@ -137,39 +129,20 @@ class LMSystem(L.LightningModule):
         if cfg.condition == "class":
             return {"class_ids": labels}
         if cfg.condition == "text":
-            return {"text_ids": self.model.text_to_ids([class_text(self.classes[i]) for i in labels.tolist()])}
+            return {"text_ids": text_ids_for(cfg, [class_text(self.classes[i]) for i in labels.tolist()])}
         return {}
 
     def loss(self, batch, drop_rate: float) -> dict[str, torch.Tensor]:
-        model, cfg = self.model, self.model.config
-        if cfg.world:
-            return self.world_loss(batch, drop_rate)
+        model, layout = self.model, self.model.layout
         codes = batch["tokens"]
-        cond = model.condition_ids(len(codes), **self.condition(batch["label"]))
-        sequence = build_sequence(cfg, codes, cond)
+        cond = model.condition_ids(**self.condition(batch["label"]))
+        inputs, targets = layout.inputs(codes, cond), layout.targets(codes)
         drop = self.dropout_mask(len(codes), drop_rate).to(codes.device) if cond is not None and drop_rate > 0 else None
-        targets = (codes if cfg.begin else codes[:, cfg.block:]) + cfg.video_offset
         if self.cfg.fused_loss:
-            states = model(sequence[:, :-cfg.block], drop_condition=drop, hidden=True)[:, cfg.cond_len:]
+            states = layout.video_outputs(model(inputs, drop_condition=drop, hidden=True))
             losses, top1, top5 = model.head(states, targets)
             return {"loss": losses.mean(), "acc1": top1.float().mean(), "acc5": top5.float().mean()}
-        logits = model(sequence[:, :-cfg.block], drop_condition=drop)[:, cfg.cond_len:]
-        return scores(logits, targets)
-
-    def world_loss(self, batch, drop_rate: float) -> dict[str, torch.Tensor]:
-        """Frame prediction with actions (dropped like a condition) and, for long-short models, a random number
-        of compressed frames before the full ones (nbp.models.world.training_window)."""
-        model, cfg = self.model, self.model.config
-        codes = batch["tokens"].view(len(batch["tokens"]), -1, cfg.block)  # (B, F, h*w)
-        actions = batch.get("actions") if cfg.num_actions else None
-        draws = self.batch_generator(1)
-        first, compressed = training_window(codes.shape[1], cfg.short_frames, cfg.long_frames, draws)
-        drop = None
-        if actions is not None and drop_rate > 0:
-            drop = self.dropout_mask(len(codes), drop_rate).to(codes.device)
-        codes, actions = codes[:, first:], None if actions is None else actions[:, first:]
-        logits = world_logits(model, codes, actions, compressed, drop)
-        return scores(logits, codes[:, compressed + 1:].flatten(1) + cfg.video_offset)
+        return scores(layout.video_outputs(model(inputs, drop_condition=drop)), targets)
 
     def dropout_mask(self, batch: int, rate: float) -> torch.Tensor:
         """Which samples lose their condition: drawn from (seed, batch, rank), so a resumed run draws the same."""
@@ -177,7 +150,7 @@ class LMSystem(L.LightningModule):
 
     def batch_generator(self, stream: int) -> torch.Generator:
         """A generator seeded by (seed, batch, rank, stream): the same draws after a resume."""
-        seed = ((self.cfg.seed * 1_000_003 + int(self.batches_seen)) * 8191 + self.global_rank) * 7 + stream
+        seed = ((self.cfg.run.seed * 1_000_003 + int(self.batches_seen)) * 8191 + self.global_rank) * 7 + stream
         return torch.Generator().manual_seed(seed)
 
     def training_step(self, batch, batch_idx):
@@ -187,9 +160,10 @@ class LMSystem(L.LightningModule):
             cfg = self.cfg
             raise RuntimeError(
                 f"out of memory at batch {int(self.batches_seen)} (batch_size={cfg.batch_size}, "
-                f"{batch['tokens'].shape[1]} tokens, model {cfg.model!r}, precision {cfg.precision}, strategy "
-                f"{cfg.strategy}): lower batch_size and raise accumulate to keep the effective batch, use "
-                "precision=bf16-mixed, or shard with strategy=deepspeed_stage_2 / deepspeed_stage_3") from error
+                f"{batch['tokens'].shape[1]} tokens, model {cfg.model.preset or 'custom'}, precision "
+                f"{cfg.run.precision}, strategy {cfg.run.strategy}): lower batch_size and raise accumulate to keep "
+                "the effective batch, use run.precision=bf16-mixed, or shard with "
+                "run.strategy=deepspeed_stage_2 / deepspeed_stage_3") from error
         if not torch.isfinite(out["loss"]):
             raise FloatingPointError(f"loss is {out['loss'].item()} at batch {int(self.batches_seen)}; "
                                      "lower lr or use bf16 instead of fp16; the last good checkpoint is kept")
@@ -203,50 +177,56 @@ class LMSystem(L.LightningModule):
         self.log_dict({"val/loss": out["loss"], "val/acc1": out["acc1"], "val/acc5": out["acc5"]}, sync_dist=True)
 
 
-def scores(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Cross-entropy and top-1 / top-5 accuracy of logits (B, L, V) for targets (B, L)."""
-    loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
-    target_logit = logits.gather(-1, targets[..., None])
-    rank = (logits > target_logit).sum(dim=-1)  # codes scoring above the target
-    return {"loss": loss, "acc1": (rank == 0).float().mean(), "acc5": (rank < 5).float().mean()}
+def training_window(frames: int, short: int, long: int, generator: torch.Generator) -> tuple[int, int]:
+    """(first frame, compressed frames) of one training batch from a clip of `frames`: the last `short` input
+    frames in full and a random number (0 .. long) of compressed ones before them, so that training sees every
+    context a generation meets while its window fills up."""
+    if not short:
+        return 0, 0
+    most = min(long, frames - 1 - short)
+    compressed = int(torch.randint(most + 1, (1,), generator=generator))
+    return most - compressed, compressed
 
 
-def strategy_for(name: str, devices: int):
-    """Lightning strategy from a recipe name; DeepSpeed runs on CPU processes too (see CPUDeepSpeedStrategy)."""
-    if not name.startswith("deepspeed"):
-        return name
-    from nbp.training.deepspeed_cpu import deepspeed_strategy
+class WorldSystem(LMSystem):
+    """Frame prediction with actions (dropped like a condition) and, for long-short models, a random number of
+    compressed frames before the full ones (`training_window`)."""
+    model_class = WorldTransformer
 
-    return deepspeed_strategy(int(name.rsplit("_", 1)[-1]))
+    def loss(self, batch, drop_rate: float) -> dict[str, torch.Tensor]:
+        model, cfg = self.model, self.model.config
+        codes = batch["tokens"].view(len(batch["tokens"]), -1, cfg.block)  # (B, F, h*w)
+        actions = batch.get("actions") if cfg.num_actions else None
+        first, compressed = training_window(codes.shape[1], cfg.short_frames, cfg.long_frames, self.batch_generator(1))
+        drop = None
+        if actions is not None and drop_rate > 0:
+            drop = self.dropout_mask(len(codes), drop_rate).to(codes.device)
+        codes, actions = codes[:, first:], None if actions is None else actions[:, first:]
+        logits = model.frame_logits(codes, actions, compressed, drop)
+        return scores(logits, codes[:, compressed + 1:].flatten(1) + cfg.video_offset)
 
 
 def open_tokens(cfg: LMTrainConfig, folder: str):
     """A token dataset, or windows of tokenized episodes (world models) as long as the model's clip."""
-    from nbp.world import EpisodeTokens, is_episode_tokens
-
     if is_episode_tokens(folder):
-        return EpisodeTokens(folder, from_preset(TransformerConfig, cfg.model, **cfg.model_overrides).latent_shape[0])
+        return EpisodeTokens(folder, cfg.model.latent_shape[0])
     return TokenDataset(folder)
 
 
 def train_lm(cfg: LMTrainConfig, callbacks=()) -> Path:
-    """Train (or resume) the run in `cfg.run_dir`; returns the exported model file."""
-    L.seed_everything(cfg.seed, workers=True)
-    run_dir = Path(cfg.run_dir)
+    """Train (or resume) the run in `cfg.run.run_dir`; returns the exported model file."""
+    L.seed_everything(cfg.run.seed, workers=True)
+    run_dir = Path(cfg.run.run_dir)
     train_set, val_set = open_tokens(cfg, cfg.train), open_tokens(cfg, cfg.val) if cfg.val else None
-    system = LMSystem(cfg, cfg.model_config(train_set), train_set, val_set, train_set.classes)
-    trainer = build_trainer(run_dir, cfg.steps, cfg.checkpoint_every, cfg.keep_last, cfg.precision, cfg.devices,
-                            strategy_for(cfg.strategy, cfg.devices), accelerator=cfg.accelerator,
-                            callbacks=callbacks, log_every=cfg.log_every,
-                            grad_clip=cfg.grad_clip,
-                            accumulate=cfg.accumulate, val_every=cfg.val_every if val_set is not None else 0,
-                            num_nodes=cfg.num_nodes)
+    check_dataset(cfg.model, train_set)
+    system_class = WorldSystem if isinstance(cfg.model, WorldConfig) else LMSystem
+    system = system_class(cfg, train_set, val_set, train_set.classes)
+    trainer = build_trainer(cfg.run, callbacks, grad_clip=cfg.grad_clip, accumulate=cfg.accumulate,
+                            validate=val_set is not None)
     fit(trainer, system, run_dir)
     out = run_dir / "lm.safetensors"
     if trainer.is_global_zero:
-        if cfg.strategy.startswith("deepspeed"):  # parameters may be partitioned: gather from the last checkpoint
-            from nbp.convert import convert
-
+        if cfg.run.deepspeed:  # parameters may be partitioned: gather from the last checkpoint
             convert(latest_checkpoint(run_dir / "checkpoints"), out)
         else:
             save_model(system.model, out)

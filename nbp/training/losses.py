@@ -1,18 +1,8 @@
-"""GAN and reconstruction losses as small functions, and the perceptual loss's weight files."""
+"""GAN losses as small functions (the perceptual one is nbp.models.lpips, loaded by nbp.checkpoint.perceptual)."""
 from __future__ import annotations
-
-import logging
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-from nbp.models.lpips import LPIPS, build_lpips
-
-log = logging.getLogger(__name__)
-
-VGG16_FILES = ("vgg16-397923af.pth", "vgg16.pth")
-LPIPS_FILES = ("vgg.pth", "lpips_vgg.pth")
 
 
 def hinge_d_loss(real_logits: list[torch.Tensor], fake_logits: list[torch.Tensor]) -> torch.Tensor:
@@ -37,26 +27,3 @@ def adaptive_weight(nll: torch.Tensor, adv: torch.Tensor, last_layer: torch.Tens
     nll_grad = torch.autograd.grad(nll, last_layer, retain_graph=True)[0]
     adv_grad = torch.autograd.grad(adv, last_layer, retain_graph=True)[0]
     return (nll_grad.norm() / (adv_grad.norm() + 1e-4)).clamp(0, limit).detach()
-
-
-def find_file(explicit: str | None, names: tuple[str, ...], search: list[str]) -> Path | None:
-    if explicit:
-        path = Path(explicit)
-        if not path.is_file():
-            raise FileNotFoundError(f"perceptual weight file {path} does not exist")
-        return path
-    return next((Path(d) / n for d in search for n in names if (Path(d) / n).is_file()), None)
-
-
-def load_perceptual(vgg: str | None, lpips: str | None, search: list[str]) -> LPIPS | None:
-    """LPIPS from the user's weight files, or None (the perceptual term is then off, and the log says so)."""
-    vgg_path, lpips_path = find_file(vgg, VGG16_FILES, search), find_file(lpips, LPIPS_FILES, search)
-    if vgg_path is None or lpips_path is None:
-        log.warning("perceptual loss OFF: need torchvision's VGG16 weights (%s) and LPIPS's linear layers (%s) "
-                    "in %s or set perceptual.vgg / perceptual.lpips; training then uses reconstruction + GAN losses "
-                    "only, evaluation reports no LPIPS",
-                    " or ".join(VGG16_FILES), " or ".join(LPIPS_FILES), ", ".join(search))
-        return None
-    load = lambda p: torch.load(p, map_location="cpu", weights_only=True)
-    log.info("perceptual loss: LPIPS with %s and %s", vgg_path, lpips_path)
-    return build_lpips(load(vgg_path), load(lpips_path))

@@ -1,4 +1,5 @@
-"""What every training run shares: atomic keep-last-k checkpoints, resume from the latest, the Trainer.
+"""What every training run shares: its config (`RunConfig`), atomic keep-last-k checkpoints, resume from the
+latest, the Trainer.
 
 Runs are counted in batches (`system.batches_seen`, saved in the checkpoint), not Lightning's global_step
 (which counts optimizer steps: two per batch for a GAN). The data stream restarts exactly at the saved batch
@@ -6,11 +7,13 @@ through `ResumableSampler`.
 """
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import re
 import shutil
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -19,9 +22,47 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 
+from nbp.config import ConfigError
 from nbp.data.sampler import ResumableSampler
 
 log = logging.getLogger(__name__)
+
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
+
+
+@dataclass
+class RunConfig:
+    """Where a training run lives and how it runs: shared by the tokenizer and the LM recipes (`run.*`)."""
+    run_dir: str = "runs/run"
+    steps: int = 1000  # batches
+    precision: str = "32-true"  # "bf16-mixed" on GPUs (and CPUs with native bf16)
+    accelerator: str = "auto"  # Lightning accelerator: "auto", "cpu", "gpu"
+    strategy: str = "auto"  # "ddp", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3"
+    devices: int = 1
+    num_nodes: int = 1
+    seed: int = 0
+    checkpoint_every: int = 500  # batches between checkpoints (and one at the end)
+    keep_last: int = 3
+    val_every: int = 0  # batches between validation passes (0: none)
+    log_every: int = 10
+
+    def validate(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"run.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.steps < 1:
+            raise ConfigError(f"run.steps must be at least 1, got {self.steps}")
+
+    @property
+    def deepspeed(self) -> bool:
+        return self.strategy.startswith("deepspeed")
+
+    def lightning_strategy(self):
+        """Lightning strategy from its name; DeepSpeed runs on CPU processes too (see CPUDeepSpeedStrategy)."""
+        if not self.deepspeed:
+            return self.strategy
+        from nbp.training.deepspeed_cpu import deepspeed_strategy  # sets DeepSpeed's accelerator when imported
+
+        return deepspeed_strategy(int(self.strategy.rsplit("_", 1)[-1]))
 
 CHECKPOINT = re.compile(r"step_(\d{8})\.ckpt$")
 
@@ -118,17 +159,17 @@ def resumable_loader(dataset, batch_size: int, num_workers: int, seed: int, batc
                       collate_fn=collate_fn, drop_last=True, persistent_workers=False)
 
 
-def build_trainer(run_dir: Path, steps: int, checkpoint_every: int, keep_last: int, precision: str,
-                  devices: int | str = 1, strategy="auto", accelerator: str = "auto", callbacks=(),
-                  log_every: int = 10, grad_clip: float | None = None, accumulate: int = 1,
-                  val_every: int = 0, num_nodes: int = 1) -> L.Trainer:
+def build_trainer(run: RunConfig, callbacks=(), grad_clip: float | None = None, accumulate: int = 1,
+                  validate: bool = False) -> L.Trainer:
+    run_dir = Path(run.run_dir)
     logger = CSVLogger(str(run_dir), name="logs")  # logs/version_N/metrics.csv: a resumed run adds a version
+    val_every = run.val_every if validate else 0
     return L.Trainer(
-        default_root_dir=str(run_dir), max_epochs=-1, max_steps=-1, precision=precision, devices=devices,
-        num_nodes=num_nodes,
-        strategy=strategy, accelerator=accelerator, logger=logger, log_every_n_steps=log_every,
-        callbacks=[AtomicCheckpoint(run_dir / "checkpoints", checkpoint_every, keep_last), StopAfter(steps),
-                   GracefulStop(), *callbacks],
+        default_root_dir=str(run_dir), max_epochs=-1, max_steps=-1, precision=run.precision, devices=run.devices,
+        num_nodes=run.num_nodes, strategy=run.lightning_strategy(), accelerator=run.accelerator, logger=logger,
+        log_every_n_steps=run.log_every,
+        callbacks=[AtomicCheckpoint(run_dir / "checkpoints", run.checkpoint_every, run.keep_last),
+                   StopAfter(run.steps), GracefulStop(), *callbacks],
         enable_checkpointing=False, num_sanity_val_steps=0, use_distributed_sampler=False, enable_model_summary=False,
         gradient_clip_val=grad_clip or None, accumulate_grad_batches=accumulate,
         limit_val_batches=1.0 if val_every else 0, val_check_interval=val_every or None,
@@ -138,8 +179,6 @@ def build_trainer(run_dir: Path, steps: int, checkpoint_every: int, keep_last: i
 
 def read_metrics(run_dir: Path) -> list[dict[str, str]]:
     """The rows of every logged metrics.csv of a run (resumed runs add versions), in order."""
-    import csv
-
     rows = []
     versions = sorted((Path(run_dir) / "logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
     for version in versions:

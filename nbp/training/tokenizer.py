@@ -18,43 +18,36 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
 
-from nbp.checkpoint import atomic_write, save_model
-from nbp.config import ConfigError, from_preset
+from nbp.checkpoint import load_magvit2, save_model
+from nbp.checkpoint.perceptual import PerceptualConfig, load_perceptual
+from nbp.config import ConfigError, from_preset, to_yaml
 from nbp.data.datamodule import DataConfig
 from nbp.data.dataset import VideoDataset
-from nbp.export import contact_sheet, to_uint8
+from nbp.io import atomic_write
+from nbp.io.media import contact_sheet, to_uint8
+from nbp.metrics import psnr
 from nbp.models.discriminator import Discriminator, DiscriminatorConfig
 from nbp.models.tokenizer import TokenizerConfig, VideoTokenizer
-from nbp.training.losses import adaptive_weight, generator_adv_loss, hinge_d_loss, lecam_loss, load_perceptual
-from nbp.training.runner import build_trainer, fit, resumable_loader
+from nbp.training.losses import adaptive_weight, generator_adv_loss, hinge_d_loss, lecam_loss
+from nbp.training.runner import RunConfig, build_trainer, fit, resumable_loader
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class PerceptualConfig:
-    vgg: str | None = None  # torchvision VGG16 state dict; None: search `search`
-    lpips: str | None = None  # LPIPS linear layers (vgg.pth)
-    search: list[str] = field(default_factory=lambda: ["ckpt"])
-
-
-@dataclass
 class TokenizerTrainConfig:
-    run_dir: str = "runs/tokenizer"
-    model: str = "tiny"  # TokenizerConfig preset
-    model_overrides: dict[str, Any] = field(default_factory=dict)
+    run: RunConfig = field(default_factory=lambda: RunConfig(run_dir="runs/tokenizer"))
+    model: TokenizerConfig = field(default_factory=lambda: from_preset(TokenizerConfig, "tiny"))
     init_from: str | None = None  # fine-tune: an official magvit2_*.pt or an nbp tokenizer file
     data: DataConfig = field(default_factory=DataConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
-    steps: int = 1000  # batches
     lr: float = 1e-4
     disc_lr: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
@@ -70,27 +63,20 @@ class TokenizerTrainConfig:
     ema_decay: float = 0.999  # 0 disables the EMA copy; the export uses the EMA weights when on
     image_steps: int = 0  # curriculum: the first steps train on single frames
     max_bad_steps: int = 10  # consecutive non-finite losses before stopping
-    precision: str = "32-true"  # or "bf16-mixed"
-    devices: int = 1
-    accelerator: str = "auto"  # Lightning accelerator: "auto", "cpu", "gpu"
-    strategy: str = "auto"
-    seed: int = 0
-    checkpoint_every: int = 500
-    keep_last: int = 3
     sample_every: int = 200
-    log_every: int = 10
 
     def validate(self) -> None:
-        if self.adversarial_weight > 0 and self.disc_start >= self.steps:
-            raise ConfigError(f"disc_start={self.disc_start} is not before the last step ({self.steps}): the "
+        steps = self.run.steps
+        if self.adversarial_weight > 0 and self.disc_start >= steps:
+            raise ConfigError(f"disc_start={self.disc_start} is not before the last step ({steps}): the "
                               "discriminator would never train; lower disc_start or set adversarial_weight=0")
         if self.data.resolution % 8:
             raise ConfigError(f"data.resolution={self.data.resolution} must be divisible by 8")
-        if self.image_steps >= self.steps:
-            raise ConfigError(f"image_steps={self.image_steps} leaves no video steps of {self.steps}")
+        if self.image_steps >= steps:
+            raise ConfigError(f"image_steps={self.image_steps} leaves no video steps of {steps}")
 
     def tokenizer_config(self) -> TokenizerConfig:
-        return from_preset(TokenizerConfig, self.model, resolution=self.data.resolution, **self.model_overrides)
+        return replace(self.model, resolution=self.data.resolution)
 
 
 def lr_lambda(steps: int, warmup_fraction: float):
@@ -100,15 +86,15 @@ def lr_lambda(steps: int, warmup_fraction: float):
 
 
 class TokenizerSystem(L.LightningModule):
-    def __init__(self, cfg: TokenizerTrainConfig, dataset: VideoDataset | None = None):
+    def __init__(self, cfg: TokenizerTrainConfig, dataset: VideoDataset | None = None,
+                 val_set: VideoDataset | None = None):
         super().__init__()
-        self.cfg, self.dataset = cfg, dataset
+        self.cfg, self.dataset, self.val_set = cfg, dataset, val_set
         self.automatic_optimization = False
         self.tokenizer = self.initial_tokenizer(cfg)
         self.discriminator = Discriminator(cfg.discriminator) if cfg.adversarial_weight > 0 else None
         self.ema = copy.deepcopy(self.tokenizer).requires_grad_(False) if cfg.ema_decay > 0 else None
-        lpips = load_perceptual(cfg.perceptual.vgg, cfg.perceptual.lpips, cfg.perceptual.search) \
-            if cfg.perceptual_weight > 0 else None
+        lpips = load_perceptual(cfg.perceptual) if cfg.perceptual_weight > 0 else None
         self.__dict__["lpips"] = lpips  # frozen and not ours: kept out of the state dict and the optimizers
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
         self.register_buffer("bad_steps", torch.zeros((), dtype=torch.long))
@@ -118,18 +104,33 @@ class TokenizerSystem(L.LightningModule):
     def initial_tokenizer(cfg: TokenizerTrainConfig) -> VideoTokenizer:
         if cfg.init_from is None:
             return VideoTokenizer(cfg.tokenizer_config())
-        from nbp.download import load_magvit2
-
         return load_magvit2(cfg.init_from, resolution=cfg.data.resolution).train()
 
     # --- data and optimizers ----------------------------------------------------------------------------
     def train_dataloader(self):
         cfg = self.cfg
-        return resumable_loader(self.dataset, cfg.data.batch_size, cfg.data.num_workers, cfg.seed,
+        return resumable_loader(self.dataset, cfg.data.batch_size, cfg.data.num_workers, cfg.run.seed,
                                 int(self.batches_seen), draws=True)
 
+    def val_dataloader(self):
+        if self.val_set is None:
+            return []
+        return torch.utils.data.DataLoader(self.val_set, batch_size=self.cfg.data.batch_size,
+                                           num_workers=self.cfg.data.num_workers)
+
+    @torch.no_grad()
+    def validation_step(self, batch, batch_idx):
+        """Reconstruction of the validation split's centre clips by the weights that would be exported."""
+        video = batch["video"]
+        recon = self.exported_tokenizer()(video).float().clamp(0, 1)
+        self.log_dict({"val/psnr": psnr(recon, video).mean(), "val/mse": (recon - video).square().mean()},
+                      sync_dist=True, batch_size=len(video))
+
+    def on_validation_end(self) -> None:
+        self.tokenizer.train()
+
     def configure_optimizers(self):
-        cfg, schedule = self.cfg, lr_lambda(self.cfg.steps, self.cfg.warmup_fraction)
+        cfg, schedule = self.cfg, lr_lambda(self.cfg.run.steps, self.cfg.warmup_fraction)
         opt_g = torch.optim.Adam(self.tokenizer.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         optimizers, schedulers = [opt_g], [torch.optim.lr_scheduler.LambdaLR(opt_g, schedule)]
         if self.discriminator is not None:
@@ -263,29 +264,18 @@ def export(system: TokenizerSystem, run_dir: Path) -> Path:
 
 
 def train_tokenizer(cfg: TokenizerTrainConfig, callbacks=()) -> Path:
-    """Train (or resume) the run in `cfg.run_dir`; returns the exported tokenizer file."""
+    """Train (or resume) the run in `cfg.run.run_dir`; returns the exported tokenizer file."""
     cfg.validate()
-    L.seed_everything(cfg.seed, workers=True)
-    run_dir = Path(cfg.run_dir)
-    data = cfg.data
-    dataset = VideoDataset(data.root, Path(data.root) / data.train if data.train else None,
-                           sequence_length=data.sequence_length, resolution=data.resolution, fps=data.fps,
-                           resize=data.resize, short=data.short)
-    system = TokenizerSystem(cfg, dataset)
+    L.seed_everything(cfg.run.seed, workers=True)
+    run_dir = Path(cfg.run.run_dir)
+    dataset = cfg.data.dataset(cfg.data.train, training=True)
+    val_set = cfg.data.dataset(cfg.data.val, training=False) if cfg.data.val and cfg.run.val_every else None
+    system = TokenizerSystem(cfg, dataset, val_set)
     fixed = torch.stack([dataset.load_clip(i, draw=i)["video"] for i in range(min(4, len(dataset)))])
-    trainer = build_trainer(run_dir, cfg.steps, cfg.checkpoint_every, cfg.keep_last, cfg.precision, cfg.devices,
-                            cfg.strategy, accelerator=cfg.accelerator, callbacks=[ReconstructionSamples(fixed, run_dir / "samples", cfg.sample_every),
-                                                     *callbacks],
-                            log_every=cfg.log_every)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(_yaml(cfg))
+    samples = ReconstructionSamples(fixed, run_dir / "samples", cfg.sample_every)
+    trainer = build_trainer(cfg.run, [samples, *callbacks], validate=val_set is not None)
+    atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(to_yaml(cfg)))
     fit(trainer, system, run_dir)
     if dataset.skipped:
         log.warning("files skipped during training: %s", dataset.skip_counts())
     return export(system, run_dir)
-
-
-def _yaml(cfg) -> str:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_yaml(asdict(cfg))

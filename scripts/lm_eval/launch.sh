@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 dataset=$1; processes=$2; shift 2
-.venv/bin/torchrun --nproc-per-node "$processes" -m nbp.cli sample --recipe "scripts/lm_eval/${dataset}_sample.yaml" "$@"
-[ -f "runs/eval_${dataset}/real.npy" ] || .venv/bin/nbp export-clips --recipe "scripts/lm_eval/${dataset}_real.yaml"
-exec .venv/bin/nbp eval --recipe "scripts/lm_eval/${dataset}_fvd.yaml"
+.venv/bin/torchrun --nproc-per-node "$processes" -m nbp.cli sample "scripts/lm_eval/${dataset}_sample.yaml" "$@"
+[ -f "runs/eval_${dataset}/real.npy" ] || .venv/bin/nbp export-clips "scripts/lm_eval/${dataset}_real.yaml"
+exec .venv/bin/nbp eval "scripts/lm_eval/${dataset}_fvd.yaml"

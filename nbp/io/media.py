@@ -1,13 +1,14 @@
-"""Writing samples people look at: mp4 (optionally lossless), gif, PNG contact sheets, grid videos."""
+"""Writing what people look at: mp4 (optionally lossless), gif, PNG contact sheets, grid videos."""
 from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import numpy as np
 import torch
 from PIL import Image
 
-from nbp.data.video import write_video
+from nbp.config import InputError
 
 
 def to_uint8(video: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -50,3 +51,41 @@ def save_video(path: str | Path, video: np.ndarray, fps: float = 8, lossless: bo
         images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
         return path
     return write_video(path, video, fps, lossless=lossless)
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str | None = None,
+                lossless: bool = False, gop: int | None = None) -> Path:
+    """Write uint8 (T, H, W, 3) RGB frames. Codec from the suffix: mp4 -> libx264, avi -> mpeg4.
+
+    `lossless` uses x264 with qp 0 in RGB (libx264rgb), for files evaluation may read back exactly.
+    x264 runs with crf 18 and without macroblock-tree rate control, whose lookahead makes the output
+    (and decoded pixels) vary from run to run on identical input.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise InputError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    codec = codec or ("libx264rgb" if lossless else {"avi": "mpeg4"}.get(path.suffix[1:].lower(), "libx264"))
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=_rate(fps))
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "rgb24" if codec == "libx264rgb" else "yuv420p"
+        if lossless:
+            stream.options = {"qp": "0"}
+        elif codec.startswith("libx264"):
+            stream.options = {"crf": "18", "x264-params": "mbtree=0"}
+        elif codec == "mpeg4":
+            stream.options = {"qscale": "3"}
+        if gop is not None:
+            stream.codec_context.gop_size = gop
+        for rgb in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def _rate(fps: float):
+    from fractions import Fraction
+
+    return Fraction(fps).limit_denominator(1001)

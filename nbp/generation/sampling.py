@@ -1,7 +1,13 @@
-"""Samplers as small pure functions over logits (..., V)."""
+"""Samplers as small pure functions over logits (..., V), classifier-free guidance, and the sampling settings."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+from nbp.config import ConfigError, InputError
+
+SCHEDULES = ("constant", "linear")
 
 
 def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
@@ -22,7 +28,7 @@ def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
 def sample(logits: torch.Tensor, greedy: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
     """One id per position from filtered logits (..., V)."""
     if greedy:
-        return logits.float().argmax(dim=-1)  # exact; bf16 argmax on CPU is 5x slower (16 x 64,000: 1.9 ms)
+        return logits.float().argmax(dim=-1)  # exact; bf16 argmax on CPU is 5x slower (16 x 64,000: 1.9 ms, `bench/decode.py`)
     probs = logits.softmax(dim=-1)
     flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
     return flat.view(probs.shape[:-1])
@@ -39,7 +45,7 @@ def guidance_scale(scale: float, step: int, steps: int, schedule: str = "constan
         return scale
     if schedule == "linear":
         return 1 + (scale - 1) * step / (steps - 1)
-    raise ValueError(f"guidance schedule must be 'constant' or 'linear', got {schedule!r}")
+    raise InputError(f"guidance schedule must be one of {SCHEDULES}, got {schedule!r}")
 
 
 def nucleus_threshold(probs: torch.Tensor, top_p: float, iterations: int = 24) -> torch.Tensor:
@@ -54,15 +60,25 @@ def nucleus_threshold(probs: torch.Tensor, top_p: float, iterations: int = 24) -
     return low
 
 
+def uniforms(shape: tuple[int, ...], generator, device) -> torch.Tensor:
+    """Uniform numbers of `shape`, from one generator, or from one generator per row (a list): then a row's draws
+    depend on its own seed only, whatever else is in the batch."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise InputError(f"{len(generator)} generators for {shape[0]} rows")
+        return torch.stack([torch.rand(shape[1:], generator=g, device=device) for g in generator])
+    return torch.rand(shape, generator=generator, device=device)
+
+
 def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                   top_p: float | None = None, greedy: bool = False,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+                  generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
     """The distribution of `sample(filter_logits(...))`, computed without sorting the vocabulary.
 
     Top-k takes its k candidates unsorted, the nucleus is a probability threshold found by bisection, and the
     draw inverts the cumulative sum of the kept probabilities with one uniform number per position (no
     multinomial over the vocabulary): a 16-position step over 64,000 codes with top-k 16,000 and top-p 0.9 takes
-    ~7 ms on this CPU instead of ~60 ms for the sort-based path.
+    ~7 ms instead of ~60 ms for the sort-based path (AMD EPYC, 2 cores, `bench/decode.py`).
     """
     if greedy:
         return logits.float().argmax(dim=-1)
@@ -74,6 +90,30 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
     if top_p is not None and top_p < 1.0:
         probs = probs * (probs >= nucleus_threshold(probs, top_p))
     cumulative = probs.cumsum(dim=-1)
-    u = torch.rand(cumulative.shape[:-1] + (1,), generator=generator, device=cumulative.device)
+    u = uniforms(cumulative.shape[:-1] + (1,), generator, cumulative.device)
     choice = torch.searchsorted(cumulative, u * cumulative[..., -1:]).clamp_max(cumulative.shape[-1] - 1)
     return (candidates.gather(-1, choice) if candidates is not None else choice).squeeze(-1)
+
+
+@dataclass
+class SamplingConfig:
+    """How codes are drawn from logits: the settings every generating job shares."""
+    greedy: bool = False
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    cfg_scale: float | None = None  # classifier-free guidance (class, text or action conditions); None = off
+    cfg_schedule: str = "constant"  # or "linear"
+
+    def validate(self) -> None:
+        if self.cfg_schedule not in SCHEDULES:
+            raise ConfigError(f"cfg_schedule must be one of {SCHEDULES}, got {self.cfg_schedule!r}")
+
+
+def guided(cfg_scale: float | None, has_condition: bool) -> bool:
+    return cfg_scale is not None and cfg_scale != 1.0 and has_condition
+
+
+def double_rows(x: torch.Tensor | None, guide_rows: bool) -> torch.Tensor | None:
+    """Guidance runs every row twice: the conditional rows, then the same rows unconditional."""
+    return torch.cat([x, x]) if guide_rows and x is not None else x

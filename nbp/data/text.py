@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from functools import lru_cache
 
 import torch
 
@@ -31,8 +32,9 @@ class HFTokenizer:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
 
+@lru_cache(maxsize=4)
 def load_text_tokenizer(spec: str):
-    """"byte" for the built-in tokenizer, else a local Hugging Face tokenizer folder."""
+    """"byte" for the built-in tokenizer, else a local Hugging Face tokenizer folder; loaded once per process."""
     return ByteTokenizer() if spec == "byte" else HFTokenizer(spec)
 
 
@@ -46,3 +48,9 @@ def encode_texts(tokenizer, texts: list[str], length: int) -> torch.Tensor:
         ids = ids[:length]
         rows.append(ids + [tokenizer.pad_id] * (length - len(ids)))
     return torch.tensor(rows, dtype=torch.long)
+
+
+def text_ids_for(model_config, text: str | list[str]) -> torch.Tensor:
+    """Raw text-tokenizer ids (B, P) of prompts for a text-conditional model (its `text_tokenizer`, `cond_len`)."""
+    texts = [text] if isinstance(text, str) else list(text)
+    return encode_texts(load_text_tokenizer(model_config.text_tokenizer), texts, model_config.cond_len)

@@ -6,7 +6,6 @@ trip raises FVD. The protocol fixes what must match for a number to be comparabl
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,9 +13,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-from nbp.checkpoint import atomic_write
-from nbp.config import ConfigError
+from nbp.config import ConfigError, InputError
 from nbp.data.video import VIDEO_EXTENSIONS
+from nbp.io import write_json
 from nbp.metrics import frechet_distance, i3d_features, load_features, load_i3d, save_features
 
 log = logging.getLogger(__name__)
@@ -69,10 +68,10 @@ def load_videos(path: str | Path) -> np.ndarray:
             with av.open(str(file)) as container:
                 items.append(np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]))
     if not items:
-        raise ValueError(f"no videos (.npy or {', '.join(VIDEO_EXTENSIONS)}) in {path}")
+        raise InputError(f"no videos (.npy or {', '.join(VIDEO_EXTENSIONS)}) in {path}")
     shapes = {item.shape for item in items}
     if len(shapes) > 1:
-        raise ValueError(f"videos in {path} differ in shape {sorted(shapes)[:3]}: one set must share frames and size")
+        raise InputError(f"videos in {path} differ in shape {sorted(shapes)[:3]}: one set must share frames and size")
     return np.stack(items)
 
 
@@ -112,7 +111,5 @@ def evaluate(cfg: EvalConfig) -> dict:
     results = {"protocol": protocol.name, "protocol_description": protocol.description, "fvd": frechet_distance(real, fake),
                "real": {"source": cfg.real, "shape": real_shape}, "fake": {"source": cfg.fake, "shape": fake_shape},
                "settings": asdict(cfg)}
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "fvd.json", lambda tmp: Path(tmp).write_text(json.dumps(results, indent=1)))
+    write_json(Path(cfg.out) / "fvd.json", results)
     return results

@@ -1,7 +1,6 @@
 """`nbp eval-tokenizer`: reconstruct a dataset split and report rFVD, PSNR, SSIM, LPIPS and codebook usage."""
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field
@@ -12,13 +11,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from nbp.checkpoint import atomic_write
-from nbp.data.dataset import VideoDataset, collate_clips
-from nbp.download import load_magvit2
-from nbp.export import contact_sheet, save_video, to_uint8, video_grid
+from nbp.checkpoint import load_magvit2
+from nbp.checkpoint.perceptual import PerceptualConfig, load_perceptual
+from nbp.data.dataset import ClipConfig, collate_clips
+from nbp.io import write_json
+from nbp.io.media import contact_sheet, save_video, to_uint8, video_grid
 from nbp.metrics import frechet_distance, i3d_features, load_i3d, psnr, ssim
-from nbp.training.losses import load_perceptual
-from nbp.training.tokenizer import PerceptualConfig
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +26,8 @@ FVD_FRAMES = 16  # the FVD protocols compare 16-frame clips
 @dataclass
 class TokenizerEvalConfig:
     tokenizer: str = "???"
-    root: str = "???"
-    annotations: str | None = None  # relative to root; None = every video under root
+    clips: ClipConfig = field(default_factory=ClipConfig)
     out: str = "runs/eval_tokenizer"
-    sequence_length: int = 17
-    resolution: int = 128
-    fps: float | None = None
-    resize: str = "squash"
     max_clips: int | None = None
     batch_size: int = 4
     num_workers: int = 2
@@ -54,14 +47,12 @@ def codebook_usage(counts: np.ndarray) -> dict[str, float]:
 
 
 def evaluate_tokenizer(cfg: TokenizerEvalConfig) -> dict:
-    tokenizer = load_magvit2(cfg.tokenizer, resolution=cfg.resolution, device=cfg.device)
-    annotations = Path(cfg.root) / cfg.annotations if cfg.annotations else None
-    dataset = VideoDataset(cfg.root, annotations, sequence_length=cfg.sequence_length, resolution=cfg.resolution,
-                           fps=cfg.fps, sampling="centre", resize=cfg.resize, on_error="skip")
+    tokenizer = load_magvit2(cfg.tokenizer, resolution=cfg.clips.resolution, device=cfg.device)
+    dataset = cfg.clips.dataset("centre", on_error="skip")
     indices = range(min(len(dataset), cfg.max_clips or len(dataset)))
     loader = DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=cfg.batch_size,
                         num_workers=cfg.num_workers, collate_fn=collate_clips)
-    lpips = load_perceptual(cfg.perceptual.vgg, cfg.perceptual.lpips, cfg.perceptual.search)
+    lpips = load_perceptual(cfg.perceptual)
     i3d = load_i3d(cfg.i3d, device=cfg.device) if cfg.i3d else None
     if i3d is None:
         log.warning("rFVD not computed: pass i3d=path/to/i3d_pretrained_400.pt")
@@ -98,14 +89,13 @@ def evaluate_tokenizer(cfg: TokenizerEvalConfig) -> dict:
                "settings": asdict(cfg)}
     if i3d is not None:
         results["rfvd"] = frechet_distance(np.concatenate(features["real"]), np.concatenate(features["recon"]))
-        results["rfvd_protocol"] = f"custom: {results['clips']} clips, first {FVD_FRAMES} frames, {cfg.resolution}px"
+        results["rfvd_protocol"] = f"custom: {results['clips']} clips, first {FVD_FRAMES} frames, {cfg.clips.resolution}px"
     write_outputs(Path(cfg.out), results, shown)
     return results
 
 
 def write_outputs(out: Path, results: dict, shown: list) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(results, indent=1)))
+    write_json(out / "metrics.json", results)
     if shown:
         pairs = torch.stack([torch.stack(pair) for pair in shown]).flatten(0, 1)  # input, recon, input, ...
         contact_sheet(to_uint8(pairs), out / "reconstructions.png")

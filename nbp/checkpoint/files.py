@@ -6,8 +6,6 @@ model from the stored config, so any preset or custom architecture reloads with 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -15,36 +13,39 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from nbp.config import from_dict, to_dict
+from nbp.io import atomic_write
+from nbp.models.tokenizer import VideoTokenizer
+from nbp.models.transformer import Transformer
+from nbp.models.world import WorldTransformer
 
 FORMAT = "nbp"
+MODELS = {cls.kind: cls for cls in (VideoTokenizer, Transformer, WorldTransformer)}
+TRANSFORMERS = ("transformer", "world")  # what `load_transformer` reads
+WORLD_FIELDS = ("num_actions", "short_frames", "long_frames", "long_pool")
 
 
 class CheckpointError(ValueError):
     """A file that is missing, not a checkpoint of the expected kind, or does not fit the architecture."""
 
 
-def _registry() -> dict[str, type]:
-    from nbp.models.tokenizer import VideoTokenizer
-    from nbp.models.transformer import Transformer
+def model_class(kind: str, config: dict) -> type:
+    """The model class of a saved (kind, config). Files of nbp before world models had a class of their own
+    say "transformer" and carry the world fields in every transformer config (zero for plain models)."""
+    if kind == "transformer" and any(config.get(k) for k in WORLD_FIELDS[:3]):
+        return WorldTransformer
+    if kind == "transformer":
+        for key in WORLD_FIELDS:
+            config.pop(key, None)
+    if kind not in MODELS:
+        raise CheckpointError(f"unknown model kind {kind!r}; nbp knows {sorted(MODELS)}")
+    return MODELS[kind]
 
-    return {cls.kind: cls for cls in (VideoTokenizer, Transformer)}
 
-
-def atomic_write(path: str | Path, write) -> None:
-    """Call `write(tmp_path)`, then rename into place, so a crash never leaves a half-written `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; the result should be like any new file
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+def build_model(kind: str, config: dict, **config_overrides) -> torch.nn.Module:
+    """A model with fresh weights from a saved (kind, config dict)."""
+    config = dict(config)
+    cls = model_class(kind, config)
+    return cls(from_dict(cls.config_class, {**config, **config_overrides}))
 
 
 def save_model(model: torch.nn.Module, path: str | Path) -> Path:
@@ -68,17 +69,17 @@ def read_metadata(path: str | Path) -> dict:
         return f.metadata() or {}
 
 
-def load_model(path: str | Path, kind: str | None = None, device="cpu", **config_overrides) -> torch.nn.Module:
+def load_model(path: str | Path, kind: str | tuple[str, ...] | None = None, device="cpu",
+               **config_overrides) -> torch.nn.Module:
     """Rebuild a model saved by `save_model`; `kind` ("tokenizer", ...) checks what the file holds."""
     path = require_file(path)
     if not is_nbp_file(path):
         raise CheckpointError(f"{path} is not an nbp model file (safetensors with nbp metadata)")
     meta = read_metadata(path)
-    if kind is not None and meta.get("kind") != kind:
-        raise CheckpointError(f"{path} holds a {meta.get('kind')!r} model, not a {kind!r}")
-    cls = _registry()[meta["kind"]]
-    config = from_dict(cls.config_class, {**json.loads(meta["config"]), **config_overrides})
-    model = cls(config)
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if kinds is not None and meta.get("kind") not in kinds:
+        raise CheckpointError(f"{path} holds a {meta.get('kind')!r} model, not a {' or '.join(map(repr, kinds))}")
+    model = build_model(meta["kind"], json.loads(meta["config"]), **config_overrides)
     load_state_dict_strict(model, load_file(str(path)), source=path)
     return model.to(device).eval()
 

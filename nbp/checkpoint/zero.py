@@ -6,15 +6,14 @@ the model from the config stored in the checkpoint and writes it with `save_mode
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from nbp.checkpoint import CheckpointError, save_model
-from nbp.config import from_dict
-from nbp.models.transformer import Transformer, TransformerConfig
+from nbp.checkpoint.files import CheckpointError, build_model, save_model
 
-CONFIG_KEY = "nbp_model_config"
+CONFIG_KEY, KIND_KEY = "nbp_model_config", "nbp_model_kind"
 
 
 def zero_to_state(checkpoint_dir: str | Path) -> dict:
@@ -29,10 +28,10 @@ def zero_to_state(checkpoint_dir: str | Path) -> dict:
         return torch.load(f"{tmp}/fp32.ckpt", map_location="cpu", weights_only=False)
 
 
-def model_from_lightning_checkpoint(checkpoint: dict, source) -> Transformer:
+def model_from_lightning_checkpoint(checkpoint: dict, source) -> torch.nn.Module:
     if CONFIG_KEY not in checkpoint:
         raise CheckpointError(f"{source} holds no nbp model config ('{CONFIG_KEY}'): not an nbp LM training run")
-    model = Transformer(from_dict(TransformerConfig, checkpoint[CONFIG_KEY]))
+    model = build_model(checkpoint.get(KIND_KEY, "transformer"), checkpoint[CONFIG_KEY])
     state = {k.removeprefix("model."): v.float() for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(state)
     return model
@@ -43,3 +42,13 @@ def convert(checkpoint: str | Path, out: str | Path) -> Path:
     checkpoint = Path(checkpoint)
     state = zero_to_state(checkpoint) if checkpoint.is_dir() else torch.load(checkpoint, map_location="cpu", weights_only=False)
     return save_model(model_from_lightning_checkpoint(state, checkpoint), out)
+
+
+@dataclass
+class ConvertConfig:
+    checkpoint: str = "???"  # a ZeRO checkpoint folder or a Lightning .ckpt of an nbp LM run
+    out: str = "???"  # .safetensors
+
+
+def convert_run(cfg: ConvertConfig) -> Path:
+    return convert(cfg.checkpoint, cfg.out)

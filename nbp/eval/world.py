@@ -1,0 +1,153 @@
+"""`nbp world-eval`: TECO-style evaluation of a world model on test episodes.
+
+From each test episode, C context frames are given and N predicted; per-step PSNR/SSIM curves over the horizon
+against the truth, for the model given the true actions, the same model given the actions shuffled in time, and
+copying the last context frame; the tokenizer's own reconstruction bounds what any prediction can reach. Writes
+curves (PNG), a side-by-side video, and metrics.json; FVD when an I3D file is given.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from nbp.config import InputError
+from nbp.data.episodes import list_episodes, load_episode
+from nbp.data.extract import encode_frames
+from nbp.data.video import frames_to_video
+from nbp.generation.sampling import SamplingConfig
+from nbp.io import write_json
+from nbp.io.media import save_video, to_uint8, video_grid
+from nbp.io.plot import line_chart
+from nbp.metrics import frechet_distance, i3d_features, load_i3d
+from nbp.metrics.video import per_frame_ssim
+from nbp.pipelines.video import WorldPipeline
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorldEvalConfig:
+    lm: str = "???"  # world model (.safetensors from `nbp train-lm`)
+    tokenizer: str = "???"  # its per-frame tokenizer
+    episodes: str = "???"  # folder of test episodes (video + actions, or .npz)
+    out: str = "runs/world_eval"
+    resolution: int = 64
+    context: int = 16  # C frames given
+    horizon: int = 48  # N frames predicted
+    max_episodes: int | None = None
+    starts_per_episode: int = 1  # evenly spaced start frames in each episode
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # cfg_scale: action guidance (FAR: 1.5)
+    seed: int = 0
+    device: str = "cpu"
+    bf16: bool = False
+    i3d: str | None = None  # i3d_pretrained_400.pt for FVD of the predicted frames
+    videos: int = 4  # rows of the side-by-side video
+
+
+def frame_psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """PSNR (B, T) of every frame of (B, 3, T, H, W) videos in [0, 1]; identical frames count as 100 dB."""
+    mse = (a - b).square().mean(dim=(1, 3, 4))
+    return 10 * torch.log10(1 / mse.clamp_min(1e-10))
+
+
+def evaluation_clips(cfg: WorldEvalConfig) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    """(frames, actions, name) windows of context + horizon frames from the test episodes."""
+    need, clips, short = cfg.context + cfg.horizon, [], 0
+    for path in list_episodes(cfg.episodes)[: cfg.max_episodes]:
+        frames, actions = load_episode(path, cfg.resolution)
+        if len(frames) < need:
+            short += 1
+            continue
+        last = len(frames) - need
+        for start in np.linspace(0, last, cfg.starts_per_episode).round().astype(int):
+            clips.append((frames[start:start + need], actions[start:start + need], f"{path.name}@{start}"))
+    if short:
+        log.warning("%d episodes shorter than %d frames skipped", short, need)
+    if not clips:
+        raise InputError(f"no episode in {cfg.episodes} has {need} frames (context {cfg.context} + horizon {cfg.horizon})")
+    return clips
+
+
+def shuffled_in_time(actions: torch.Tensor, first: int, generator: torch.Generator) -> torch.Tensor:
+    """Each row's actions from `first` on, permuted in time (same actions, wrong moments)."""
+    out = actions.clone()
+    for row in out:
+        tail = row[first:]
+        row[first:] = tail[torch.randperm(len(tail), generator=generator)]
+    return out
+
+
+def evaluate_world(cfg: WorldEvalConfig) -> dict:
+    pipeline = WorldPipeline.from_files(cfg.tokenizer, cfg.lm, cfg.resolution, cfg.device, cfg.bf16)
+    clips = evaluation_clips(cfg)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    curves = {k: [] for k in ("true_actions", "shuffled_actions", "copy_last", "tokenizer")}
+    ssim_curves = {k: [] for k in curves}
+    shown, seconds, fvd_pairs = [], [], []
+    for frames, actions, _ in tqdm(clips, desc="predict", unit="clip"):
+        target, predicted = predict_clip(cfg, pipeline, frames, actions, generator, seconds)
+        for name, video in predicted.items():
+            curves[name].append(frame_psnr(video, target)[0])
+            ssim_curves[name].append(per_frame_ssim(video, target)[0])
+        if cfg.i3d:
+            fvd_pairs.append((to_uint8(target[0]), to_uint8(predicted["true_actions"][0])))
+        if len(shown) < cfg.videos:
+            shown.append((target[0], predicted["true_actions"][0], predicted["shuffled_actions"][0]))
+    results = summarize(cfg, curves, ssim_curves, len(clips), float(np.median(seconds)))
+    if cfg.i3d:
+        results["fvd_true_actions"] = world_fvd(cfg, fvd_pairs)
+    write_world_outputs(Path(cfg.out), results, shown)
+    return results
+
+
+def predict_clip(cfg: WorldEvalConfig, pipeline: WorldPipeline, frames: np.ndarray, actions: np.ndarray,
+                 generator: torch.Generator, seconds: list) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The true horizon (1, 3, N, H, W) and what each predictor makes of it; prediction times go to `seconds`."""
+    truth = frames_to_video(frames, cfg.device)  # (1, 3, C+N, H, W)
+    codes = torch.from_numpy(encode_frames(pipeline.tokenizer, frames, device=cfg.device))[None]  # (1, C+N, h*w)
+    actions = torch.from_numpy(actions)[None]
+    runs = {"true_actions": actions, "shuffled_actions": shuffled_in_time(actions, cfg.context, generator)}
+    predicted = {}
+    for name, acts in runs.items():
+        started = time.perf_counter()
+        ids = pipeline.continue_codes(codes[:, :cfg.context], cfg.horizon, acts, generator, **asdict(cfg.sampling))
+        seconds.append(time.perf_counter() - started)
+        predicted[name] = pipeline.decode(ids)
+    predicted["tokenizer"] = pipeline.decode(codes[:, cfg.context:].to(cfg.device))
+    target = truth[:, :, cfg.context:]
+    predicted["copy_last"] = truth[:, :, cfg.context - 1:cfg.context].expand_as(target)
+    return target, predicted
+
+
+def summarize(cfg: WorldEvalConfig, curves: dict, ssim_curves: dict, clips: int, seconds: float) -> dict:
+    psnr = {k: torch.stack(v).mean(0) for k, v in curves.items()}
+    ssim = {k: torch.stack(v).mean(0) for k, v in ssim_curves.items()}
+    return {"clips": clips, "context": cfg.context, "horizon": cfg.horizon,
+            "psnr": {k: float(v.mean()) for k, v in psnr.items()},
+            "ssim": {k: float(v.mean()) for k, v in ssim.items()},
+            "psnr_curve": {k: [round(float(x), 3) for x in v] for k, v in psnr.items()},
+            "ssim_curve": {k: [round(float(x), 4) for x in v] for k, v in ssim.items()},
+            "seconds_per_frame": seconds / cfg.horizon, "settings": asdict(cfg)}
+
+
+def world_fvd(cfg: WorldEvalConfig, pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """FVD between the true and the predicted horizons (uint8 (N, T, H, W, 3) each)."""
+    i3d = load_i3d(cfg.i3d, device=cfg.device)
+    real, fake = (np.stack([pair[k] for pair in pairs]) for k in (0, 1))
+    return frechet_distance(i3d_features(i3d, real), i3d_features(i3d, fake))
+
+
+def write_world_outputs(out: Path, results: dict, shown: list) -> None:
+    write_json(out / "metrics.json", results)
+    horizon = list(range(1, results["horizon"] + 1))
+    for metric in ("psnr", "ssim"):
+        series = {k.replace("_", " "): (horizon, v) for k, v in results[f"{metric}_curve"].items()}
+        line_chart(series, out / f"{metric}_over_horizon.png", f"{metric.upper()} of predicted frames", "frames ahead")
+    rows = [torch.cat(triple, dim=-1) for triple in shown]  # truth | true actions | shuffled actions
+    save_video(out / "truth_true_shuffled.mp4", video_grid(to_uint8(torch.stack(rows)), columns=1), fps=8)

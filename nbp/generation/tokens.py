@@ -1,0 +1,72 @@
+"""Generating video codes with a next-block-prediction transformer, as small functions (gpt-fast's shape):
+`prefill` runs the prompt into a KV cache, `decode_step` feeds the codes of one step, `sample_step` turns the
+last logits into codes, and `generate` loops over the layout's step widths, the same loop for every layout.
+
+Guidance runs each row twice (conditional, then unconditional rows: `double_rows`) and combines their logits.
+"""
+from __future__ import annotations
+
+import torch
+
+from nbp.data.text import text_ids_for
+from nbp.generation.sampling import double_rows, guidance_scale, guide, guided, sample_logits
+from nbp.models.transformer import KVCache, Transformer
+
+
+def prefill(model: Transformer, prompt: torch.Tensor, cache: KVCache, drop: torch.Tensor | None) -> torch.Tensor:
+    """Logits (B, S, V) of the last S prompt positions, the prompt (B, n) written into the empty cache."""
+    mask = model.layout.mask(prompt.shape[1], prompt.device)
+    return model(prompt, mask=mask, drop_condition=drop, cache=cache, last=model.config.block)
+
+
+def decode_step(model: Transformer, ids: torch.Tensor, cache: KVCache, drop: torch.Tensor | None) -> torch.Tensor:
+    """Logits (B, S, V) of the last S positions after feeding ids (B, n) after the cached ones."""
+    return model(ids, drop_condition=drop, cache=cache, last=model.config.block)
+
+
+def sample_step(model: Transformer, logits: torch.Tensor, batch: int, scale: float | None,
+                generator: torch.Generator | None, **sampling) -> torch.Tensor:
+    """Codes in model ids (B, width) from the logits (rows, width, V) of one step; with a guidance `scale`, the
+    rows are the batch conditional, then unconditional."""
+    cfg = model.config
+    if scale is not None:
+        logits = guide(logits[:batch], logits[batch:], scale)
+    if not cfg.sample_full_vocab:
+        logits = logits[..., cfg.video_offset:]
+    ids = sample_logits(logits, generator=generator, **sampling)
+    return ids if cfg.sample_full_vocab else ids + cfg.video_offset
+
+
+@torch.no_grad()
+def generate(model: Transformer, num_tokens: int, *, batch_size: int | None = None, text_ids=None, text=None,
+             class_ids=None, context=None, greedy: bool = False, temperature: float = 1.0, top_k: int | None = None,
+             top_p: float | None = None, cfg_scale: float | None = None, cfg_schedule: str = "constant",
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """`num_tokens` video codes (B, num_tokens) in [0, video_vocab), one block per step (the first row token by
+    token for hybrid models), after the optional `context` codes (B, n)."""
+    layout = model.layout
+    if text is not None:
+        text_ids = text_ids_for(model.config, text)
+    batch = next(len(x) for x in (context, class_ids, text_ids, [None] * (batch_size or 1)) if x is not None)
+    context = model.check_codes(torch.zeros(batch, 0) if context is None else context, "context")
+    layout.check_generation(context.shape[1], num_tokens)
+    cond = model.condition_ids(text_ids, class_ids)
+    guide_rows = guided(cfg_scale, cond is not None)
+    drop = torch.arange(2 * batch, device=context.device) >= batch if guide_rows else None
+
+    prompt = double_rows(layout.sequence(context, cond), guide_rows)
+    cache = KVCache(model.config, len(prompt), prompt.shape[1] + num_tokens + layout.block, context.device,
+                    model.tok_emb.weight.dtype)
+    logits = prefill(model, prompt, cache, drop)
+    widths = layout.step_widths(context.shape[1], num_tokens)
+    done, out = context.shape[1], []
+    sampling = dict(greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p)
+    for step, width in enumerate(widths):
+        scale = guidance_scale(cfg_scale, step, len(widths), cfg_schedule) if guide_rows else None
+        ids = sample_step(model, logits[:, -width:], batch, scale, generator, **sampling)
+        out.append(ids)
+        done += width
+        if step + 1 < len(widths):
+            logits = decode_step(model, double_rows(layout.step_inputs(ids, done), guide_rows), cache, drop)
+    codes = torch.cat(out, dim=1)[:, :num_tokens] - model.config.video_offset
+    return codes.clamp(0, model.config.video_vocab - 1)

@@ -1,0 +1,44 @@
+"""Writing files safely: every file nbp writes goes through `atomic_write` (a temporary name, then a rename), so a
+crash never leaves a half-written checkpoint, array, shard or JSON file. `media` writes what people look at
+(videos, contact sheets), `plot` draws curves."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def atomic_write(path: str | Path, write) -> Path:
+    """Call `write(tmp_path)`, then rename into place, so a crash never leaves a half-written `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; the result should be like any new file
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def write_array(path: str | Path, array: np.ndarray) -> Path:
+    """A .npy file, atomically."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to a temporary name
+            np.save(f, array)
+
+    return atomic_write(path, write)
+
+
+def write_json(path: str | Path, value, indent: int | None = 1) -> Path:
+    """A JSON file, atomically."""
+    text = json.dumps(value, indent=indent)
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))

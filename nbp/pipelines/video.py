@@ -1,0 +1,118 @@
+"""Pipelines: a tokenizer composed with a model, video in and video out (the pattern of diffusers' `DiTPipeline`).
+
+`NBPPipeline` encodes the given frames, generates the rest of the clip with a next-block-prediction LM and decodes
+it; `WorldPipeline` continues episodes frame by frame from context frames and actions. Jobs (`nbp sample`,
+prediction and world evaluation, the demo) use these instead of each chaining encode -> generate -> decode.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from nbp.checkpoint import load_magvit2, load_transformer
+from nbp.config import InputError
+from nbp.generation import predict_frames
+from nbp.generation.tokens import generate
+from nbp.models.tokenizer import VideoTokenizer
+from nbp.models.transformer import Transformer
+from nbp.models.world import WorldTransformer
+
+
+@dataclass
+class VideoOutput:
+    videos: torch.Tensor  # (B, 3, T, H, W) float in [0, 1]
+    codes: torch.Tensor  # (B, n) the clip's codes, given and generated
+
+
+def given_codes(tokenizer_config, context_frames: int, per_latent_frame: int) -> int:
+    """Codes of the latent frames that cover the first `context_frames` frames (causal: 1 + 4k frames each)."""
+    return (1 + (context_frames - 1) // tokenizer_config.temporal_factor) * per_latent_frame
+
+
+class NBPPipeline:
+    def __init__(self, tokenizer: VideoTokenizer, lm: Transformer, resolution: int):
+        self.tokenizer, self.lm, self.resolution = tokenizer, lm, resolution
+
+    @classmethod
+    def from_files(cls, tokenizer: str, lm: str, resolution: int, device="cpu", bf16: bool = False) -> NBPPipeline:
+        return cls(load_magvit2(tokenizer, resolution=resolution, device=device),
+                   load_transformer(lm, device=device, dtype=torch.bfloat16 if bf16 else None), resolution)
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm.tok_emb.weight.device
+
+    def latent_shape(self, frames: int) -> tuple[int, int, int]:
+        return self.tokenizer.config.latent_shape(frames, self.resolution, self.resolution)
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """Codes (B, n) in raster order of videos (B, 3, T, H, W) in [0, 1]."""
+        _, ids = self.tokenizer.encode(video.to(self.device), quantize=True)
+        return ids.flatten(1).long()
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor, frames: int) -> torch.Tensor:
+        """Videos (B, 3, frames, H, W) in [0, 1] of codes (B, n)."""
+        ids = codes.view(len(codes), *self.latent_shape(frames)).to(self.device)
+        return self.tokenizer.decode_from_code_indices(ids).float().clamp(0, 1)
+
+    def given_codes(self, context_frames: int) -> int:
+        _, h, w = self.latent_shape(1)
+        return given_codes(self.tokenizer.config, context_frames, h * w)
+
+    def continue_codes(self, context: torch.Tensor | None, frames: int, generator=None, **kwargs) -> torch.Tensor:
+        """The codes (B, n) of `frames`-frame clips starting with the `context` codes (B, given) (or none):
+        conditions (`class_ids`, `text`, `batch_size`) and sampling settings go to `nbp.generation.generate`."""
+        total = int(np.prod(self.latent_shape(frames)))
+        given = 0 if context is None else context.shape[1]
+        codes = generate(self.lm, total - given, context=context, generator=generator, **kwargs)
+        return codes if context is None else torch.cat([context, codes], dim=1)
+
+    def __call__(self, frames: int, context: torch.Tensor | None = None, generator=None, **kwargs) -> VideoOutput:
+        """Clips of `frames` frames, continuing the `context` videos (B, 3, t, H, W) when given."""
+        context_codes = None if context is None else self.encode(context)
+        codes = self.continue_codes(context_codes, frames, generator, **kwargs)
+        return VideoOutput(self.decode(codes, frames), codes)
+
+
+class WorldPipeline:
+    def __init__(self, tokenizer: VideoTokenizer, model: WorldTransformer):
+        if tokenizer.config.temporal_factor != 1:
+            raise InputError(f"world models need one latent frame per frame; this tokenizer merges "
+                             f"{tokenizer.config.temporal_factor} frames (use a preset like tiny-frames)")
+        if not isinstance(model, WorldTransformer):
+            raise InputError(f"{type(model).__name__} is not a world model (train one with a world-* preset)")
+        self.tokenizer, self.model = tokenizer, model
+
+    @classmethod
+    def from_files(cls, tokenizer: str, model: str, resolution: int, device="cpu", bf16: bool = False) -> WorldPipeline:
+        return cls(load_magvit2(tokenizer, resolution=resolution, device=device),
+                   load_transformer(model, device=device, dtype=torch.bfloat16 if bf16 else None))
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """Codes (B, T, h*w) of videos (B, 3, T, H, W)."""
+        _, ids = self.tokenizer.encode(video)
+        return ids.flatten(2).long()
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """(B, T, h*w) codes -> (B, 3, T, H, W) in [0, 1]."""
+        side = int(codes.shape[-1] ** 0.5)
+        return self.tokenizer.decode_from_code_indices(codes.reshape(len(codes), -1, side, side)).float().clamp(0, 1)
+
+    def continue_codes(self, context: torch.Tensor, horizon: int, actions: torch.Tensor | None = None,
+                       generator=None, **sampling) -> torch.Tensor:
+        """Codes (B, horizon, h*w) of the frames after context codes (B, C, h*w), under `actions` (B, C + horizon)."""
+        device = self.model.tok_emb.weight.device
+        return predict_frames(self.model, context.to(device), horizon,
+                              actions=None if actions is None else actions.to(device), generator=generator, **sampling)
+
+    def __call__(self, context: torch.Tensor, horizon: int, actions: torch.Tensor | None = None, generator=None,
+                 **sampling) -> VideoOutput:
+        """The `horizon` frames after context videos (B, 3, C, H, W), under `actions` (B, C + horizon)."""
+        codes = self.continue_codes(self.encode(context), horizon, actions, generator, **sampling)
+        return VideoOutput(self.decode(codes), codes.flatten(1))
