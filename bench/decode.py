@@ -24,12 +24,13 @@ import statistics
 import time
 
 import torch
-from report import emit_json, matmul_peak  # bench/report.py (scripts run from bench/)
 
 from nbp.config import from_dict
 from nbp.generation import generate
 from nbp.models.transformer import Transformer, TransformerConfig
-from nbp.runtime import tune_cpu_allocator
+from nbp.runtime import tune_cpu_allocator, use_bf16
+
+from report import emit_json, matmul_peak  # bench/report.py (scripts run from bench/)
 
 SIZE = dict(n_layer=12, n_head=12, n_embd=768)
 
@@ -121,7 +122,8 @@ def main() -> None:
     args = parser.parse_args()
     tune_cpu_allocator()
     bandwidth = memory_bandwidth()
-    dtypes = [torch.bfloat16] if args.quick else [torch.float32, torch.bfloat16]
+    bf16 = torch.bfloat16 if use_bf16(True, "cpu", "the bf16 rows") else torch.float32
+    dtypes = [bf16] if args.quick else list(dict.fromkeys([torch.float32, bf16]))
     peaks = {str(dtype).removeprefix("torch."): matmul_peak(dtype) for dtype in dtypes}
     batches = [1] if args.quick else [1, 8]
     weights, rows = {}, []
@@ -130,7 +132,7 @@ def main() -> None:
             for block in (16, 1):
                 rows.append(run_case("predict", block, batch, dtype, args.repeats, weights, SAMPLING[args.sampling]))
     for block in (16, 1):
-        rows.append(run_case("hybrid", block, 1, torch.bfloat16, args.repeats, weights, SAMPLING[args.sampling]))
+        rows.append(run_case("hybrid", block, 1, bf16, args.repeats, weights, SAMPLING[args.sampling]))
     for row in rows:
         add_bounds(row, bandwidth, peaks[row["dtype"]])
         del row["rows_per_step"]

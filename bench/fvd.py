@@ -14,11 +14,12 @@ import time
 
 import numpy as np
 import torch
-from report import emit_json  # bench/report.py (scripts run from bench/)
 
 from nbp.metrics import i3d_features
 from nbp.metrics.i3d import InceptionI3d
 from nbp.runtime import tune_cpu_allocator
+
+from report import emit_json  # bench/report.py (scripts run from bench/)
 
 
 def run(i3d, videos: np.ndarray, batch_size: int, bf16: bool) -> tuple[float, np.ndarray]:

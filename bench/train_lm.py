@@ -22,9 +22,10 @@ import statistics
 import time
 
 import torch
-from report import emit_json, matmul_peak  # bench/report.py (scripts run from bench/)
 
-from nbp.runtime import tune_cpu_allocator
+from nbp.runtime import tune_cpu_allocator, use_bf16
+
+from report import emit_json, matmul_peak  # bench/report.py (scripts run from bench/)
 
 VOCAB, WIDTH, LAYERS, HEADS, HIDDEN, SEQ, BLOCK = 64017, 512, 8, 8, 1365, 1280, 16
 
@@ -124,7 +125,10 @@ def main() -> None:
     args = parser.parse_args()
     peak = matmul_peak()
     rows = []
-    for bf16 in {"both": (False, True), "fp32": (False,), "bf16": (True,)}[args.dtype]:  # three workers at a time
+    dtypes = {"both": (False, True), "fp32": (False,), "bf16": (True,)}[args.dtype]
+    if True in dtypes and not use_bf16(True, "cpu", "the bf16 rows"):
+        dtypes = (False,)
+    for bf16 in dtypes:  # three workers at a time
         names = [name for name, b in VARIANTS if b == bf16]
         context = multiprocessing.get_context("spawn")
         pipes = [context.Pipe() for _ in names]

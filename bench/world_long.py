@@ -17,7 +17,6 @@ import statistics
 import time
 
 import torch
-from report import emit_json  # bench/report.py (scripts run from bench/)
 
 from nbp.config import from_preset
 from nbp.download import load_transformer
@@ -25,6 +24,8 @@ from nbp.generation import predict_frames
 from nbp.models.transformer import KVCache
 from nbp.models.world import WorldConfig, WorldTransformer
 from nbp.runtime import tune_cpu_allocator
+
+from report import emit_json  # bench/report.py (scripts run from bench/)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nbp.checkpoint.torch_files import TRUST_FLAG, trusting
 from nbp.config import UserError, build_config, presets, resolved_yaml
 from nbp.runtime import tune_cpu_allocator
 
@@ -182,9 +183,10 @@ def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {'config':<{width}}  list a model's presets, or print any resolved config as YAML",
              *(f"  {c.name:<{width}}  {c.help}" for c in COMMANDS.values())]
-    return ("usage: nbp COMMAND [RECIPE.yaml ...] [key=value ...] [--key value ...]\n"
+    return (f"usage: nbp COMMAND [RECIPE.yaml ...] [key=value ...] [--key value ...] [{TRUST_FLAG}]\n"
             "Next-block-prediction video generation.\n\ncommands:\n" + "\n".join(lines) +
-            "\n\n`nbp config COMMAND [RECIPE.yaml]` prints a command's settings as YAML.")
+            "\n\n`nbp config COMMAND [RECIPE.yaml]` prints a command's settings as YAML.\n"
+            f"{TRUST_FLAG}: unpickle the torch files this command reads in full (only for files you trust).")
 
 
 class CurrentStderr(logging.StreamHandler):
@@ -224,14 +226,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     configure_logging()
     tune_cpu_allocator()
+    trust = TRUST_FLAG in arguments  # every torch file this command reads is unpickled in full
+    arguments = [a for a in arguments if a != TRUST_FLAG]
     try:
-        if name == "config":
-            show_config(arguments)
-        else:
-            run_command(COMMANDS[name], arguments)
+        with trusting(trust):
+            if name == "config":
+                show_config(arguments)
+            else:
+                run_command(COMMANDS[name], arguments)
     except (UserError, FileNotFoundError) as error:
         print(f"nbp {name}: {error}", file=sys.stderr)
-        return 2
+        return getattr(error, "exit_code", 2)
     return 0
 
 

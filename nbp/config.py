@@ -24,7 +24,9 @@ _PRESETS: dict[type, dict[str, dict[str, Any]]] = {}
 
 class UserError(Exception):
     """A mistake in what the user gave nbp (a config, a file, an input), with a message saying how to fix it: the
-    command line prints the message alone and exits with code 2. Anything else is a bug and keeps its traceback."""
+    command line prints the message alone and exits with `exit_code`. Anything else is a bug and keeps its
+    traceback."""
+    exit_code = 2
 
 
 class ConfigError(UserError, ValueError):

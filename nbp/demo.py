@@ -51,6 +51,8 @@ class DemoConfig:
     # 1,000 codes instead of 64,000: the tiny LM's output layer and loss then cost little on a CPU
     fsq_levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])
     windows: int = 8  # training clips per video for the LM
+    block: int = 16  # tokens the LM predicts per step: 8 = a row of the 8x8 latent frame, 64 = a frame
+    hybrid: bool = False  # the first block token by token (with frame blocks: the first frame)
     samples_per_class: int = 6
     cfg_scale: float = 2.0
     top_k: int = 20
@@ -76,7 +78,8 @@ def lm_config(cfg: DemoConfig, folder: Path) -> LMTrainConfig:
     return from_dict(LMTrainConfig, dict(
         run=dict(run_dir=str(folder / "lm"), steps=max(20, round(cfg.lm_steps * cfg.scale)),
                  accelerator=accelerator(cfg.device), checkpoint_every=200, val_every=100, seed=cfg.seed),
-        model=dict(preset="tiny", latent_shape=list(latent), video_vocab=tokenizer.codebook_size, block=16,
+        model=dict(preset="tiny", latent_shape=list(latent), video_vocab=tokenizer.codebook_size, block=cfg.block,
+                   hybrid=cfg.hybrid,
                    condition="class", num_classes=len(CLASSES), cond_len=1, n_layer=4, n_embd=128),
         train=str(folder / "tokens" / "train"), val=str(folder / "tokens" / "test"),
         batch_size=8, lr=1e-3, warmup_steps=50, cond_dropout=0.1))

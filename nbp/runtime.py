@@ -1,10 +1,17 @@
-"""Process-level settings that make CPU runs faster."""
+"""Process-level settings that make CPU runs faster, and whether this machine computes in bf16 natively."""
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
 import sys
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 
@@ -29,3 +36,34 @@ def tune_cpu_allocator() -> bool:
     if not hasattr(libc, "mallopt"):
         return False
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, -1))  # -1: never
+
+
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # CPU instructions that compute in bf16 (else oneDNN emulates it)
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return frozenset(line.partition(":")[2].split())
+
+
+def native_bf16(device="cpu") -> bool:
+    """Whether bf16 runs natively here: on CUDA when the GPU supports it, on CPU with AMX or AVX-512 BF16. Elsewhere
+    bf16 is emulated and slower than float32 (a 184M decode step on an AVX2 CPU: 622 ms in bf16)."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return any(flag in cpu_flags() for flag in BF16_FLAGS)
+
+
+def use_bf16(requested: bool, device="cpu", what: str = "this job") -> bool:
+    """`requested`, unless bf16 would only be emulated here: then float32, with a one-line notice."""
+    if requested and not native_bf16(device):
+        log.warning("bf16 requested for %s, but this CPU has neither AMX nor AVX-512 BF16 (bf16 is emulated and "
+                    "slower than float32 there): running in float32", what)
+        return False
+    return requested

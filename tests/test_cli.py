@@ -38,3 +38,18 @@ def test_only_user_errors_become_one_line_messages(capsys, monkeypatch):
     monkeypatch.setattr(nbp.cli, "load", lambda spec: (_ for _ in ()).throw(KeyError("a bug")))
     with pytest.raises(KeyError):  # anything else keeps its traceback
         main(["synthetic"])
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("sampling.top_p=1.5", "top_p must lie in"), ("sampling.temperature=-1", "temperature must be > 0"),
+    ("sampling.top_k=0", "top_k must be at least 1"), ("sampling.cfg_scale=-1", "cfg_scale must be >= 0"),
+    ("sampling.cfg_schedule=cosine", "cfg_schedule must be one of"),
+])
+def test_bad_sampling_settings_are_refused_by_name(setting, message, capsys):
+    assert main(["sample", "lm=a", "tokenizer=b", setting]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_run_of_no_steps_is_refused(capsys):
+    assert main(["config", "train-lm", "train=x", "run.steps=-5"]) == 2
+    assert "run.steps must be at least 1" in capsys.readouterr().err

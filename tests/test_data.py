@@ -254,3 +254,25 @@ def test_datamodule_serves_video_and_token_batches(tmp_path):
     batch = next(iter(dm.train_dataloader()))
     assert batch["video"].shape == (3, 3, 9, 32, 32) and batch["label"].shape == (3,)
     assert len(dm.val_set) == 4 and dm.val_set.sampling == "centre"
+
+
+def test_the_official_spelling_center_is_accepted(tmp_path):
+    root = make_dataset(tmp_path / "synth", videos_per_class=1, size=32, seed=3)
+    centre, center = (VideoDataset(root, sequence_length=9, resolution=32, sampling=s) for s in ("centre", "center"))
+    assert center.sampling == "centre" and torch.equal(center[1]["video"], centre[1]["video"])
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda t, l: (t.astype(np.int32), l), "not uint16"), (lambda t, l: (t[:, :5], l), "not \\(n, 6\\)"),
+    (lambda t, l: (t + 100, l), "token 1[0-9][0-9] outside the vocabulary of 100"),
+    (lambda t, l: (t, l[:-1]), "3 labels for 4 clips"),
+])
+def test_damaged_token_shards_are_refused_when_opened(tmp_path, damage, message):
+    meta = {"vocab_size": 100, "latent_shape": [1, 2, 3], "classes": ["a", "b"]}
+    tokens, labels = np.arange(24, dtype=np.uint16).reshape(4, 6), np.array([0, 1, 0, 1], np.int32)
+    write_token_dataset(tmp_path / "tok", meta, 4, 4, lambda clips: (tokens, labels, [""] * 4))
+    bad_tokens, bad_labels = damage(tokens, labels)
+    np.save(tmp_path / "tok" / "shard_00000.tokens.npy", bad_tokens)  # damaged on disk after it was written
+    np.save(tmp_path / "tok" / "shard_00000.labels.npy", bad_labels)
+    with pytest.raises(ValueError, match=message):
+        TokenDataset(tmp_path / "tok")

@@ -2,7 +2,6 @@ import json
 
 import numpy as np
 import torch
-from conftest import det_state_dict
 
 from nbp.checkpoint import save_model
 from nbp.cli import main
@@ -13,6 +12,8 @@ from nbp.eval.tokenizer import codebook_usage
 from nbp.metrics import psnr, ssim
 from nbp.metrics.i3d import InceptionI3d
 from nbp.models.tokenizer import TokenizerConfig, VideoTokenizer
+
+from conftest import det_state_dict
 
 
 def test_codebook_usage_counts_and_entropy():

@@ -3,7 +3,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import det_state_dict
 
 from nbp.cli import main
 from nbp.config import ConfigError
@@ -11,6 +10,8 @@ from nbp.data import write_video
 from nbp.eval.fvd import PROTOCOLS, check_protocol, load_videos
 from nbp.metrics import frechet_distance, i3d_features, load_i3d
 from nbp.metrics.i3d import InceptionI3d
+
+from conftest import det_state_dict
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ import sys
 
 import pytest
 import torch
-from test_tokenizer_training import KillAt
 
 from nbp.checkpoint import save_model
 from nbp.config import ConfigError, build_config, from_preset
@@ -15,6 +14,8 @@ from nbp.download import load_transformer
 from nbp.models.tokenizer import TokenizerConfig, VideoTokenizer
 from nbp.training.lm import LMTrainConfig, lr_factor, train_lm
 from nbp.training.runner import read_metrics
+
+from test_tokenizer_training import KillAt
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,9 @@ def test_zero_on_two_cpu_processes_matches_single_process(tokens, tmp_path, stag
     torch.testing.assert_close(final_weights(zero / "lm.safetensors")["head.weight"], got["head.weight"])
 
 
-def test_sigterm_saves_then_the_run_resumes(tokens, tmp_path):
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
+def test_a_stop_request_saves_then_the_run_resumes(tokens, tmp_path, stop):
+    """SIGTERM (a scheduler) and a first Ctrl-C finish the batch, save, and exit 3: stopped, resumable, unfinished."""
     import signal
     import time
 
@@ -127,10 +130,12 @@ def test_sigterm_saves_then_the_run_resumes(tokens, tmp_path):
     while not list((tmp_path / "run" / "logs").glob("version_0")) and time.time() < deadline:
         time.sleep(0.5)
     time.sleep(4)  # some batches
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(getattr(signal, stop))
     _, err = process.communicate(timeout=120)
     saved = sorted((tmp_path / "run" / "checkpoints").glob("step_*.ckpt"))
     assert len(saved) == 1 and "stop requested: saving batch" in err, err[-2000:]
+    assert process.returncode == 3 and "run the same command again to resume" in err
+    assert not (tmp_path / "run" / "lm.safetensors").exists()
     stopped_at = int(saved[0].name[5:13])
     assert 0 < stopped_at < 400
     run_cli("train-lm", f"train={tokens}", f"run.run_dir={tmp_path / 'run'}", f"run.steps={stopped_at + 2}",
@@ -150,3 +155,59 @@ def test_out_of_memory_names_the_settings_to_lower(tokens, tmp_path):
     batch = {"tokens": torch.zeros(4, 48, dtype=torch.long), "label": torch.zeros(4, dtype=torch.long)}
     with pytest.raises(RuntimeError, match="out of memory at batch 0 \\(batch_size=4, 48 tokens.*lower batch_size and raise accumulate"):
         system.training_step(batch, 0)
+
+
+def test_two_runs_on_one_folder_are_refused(tokens, tmp_path):
+    from nbp.config import UserError
+    from nbp.training.run_folder import locked
+
+    with locked(tmp_path / "busy"), pytest.raises(UserError, match="is in use by another run"):
+        train_lm(config(tokens, tmp_path / "busy", "run.steps=2"))
+    assert not (tmp_path / "busy" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zeros", "empty"])
+def test_a_broken_newest_checkpoint_is_set_aside_and_the_one_before_resumed(tokens, tmp_path, damage, caplog):
+    straight = train_lm(config(tokens, tmp_path / "a", "run.steps=12"))
+    with pytest.raises(RuntimeError, match="killed"):  # checkpoints at 4 and 8
+        train_lm(config(tokens, tmp_path / "b", "run.steps=12"), callbacks=[KillAt(10)])
+    newest = tmp_path / "b" / "checkpoints" / "step_00000008.ckpt"
+    data = newest.read_bytes()
+    newest.write_bytes({"truncated": data[: len(data) // 2], "zeros": bytes(len(data)), "empty": b""}[damage])
+    (tmp_path / "b" / "checkpoints" / ".step_00000009.ckpt.tmp").write_bytes(b"half a save")
+    resumed = train_lm(config(tokens, tmp_path / "b", "run.steps=12"))  # from batch 4
+    assert "step_00000008.ckpt is incomplete or corrupt: set aside as step_00000008.ckpt.broken" in caplog.text
+    assert (tmp_path / "b" / "checkpoints" / "step_00000008.ckpt.broken").exists()
+    assert not list((tmp_path / "b" / "checkpoints").glob(".step_*.tmp"))
+    for (name, a), b in zip(final_weights(straight).items(), final_weights(resumed).values()):
+        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=name)
+
+
+def test_a_full_disk_while_checkpointing_keeps_the_earlier_ones(tokens, tmp_path, monkeypatch):
+    import errno
+
+    import lightning as L
+
+    from nbp.config import UserError
+
+    train_lm(config(tokens, tmp_path / "d", "run.steps=4"))
+    save = L.Trainer.save_checkpoint
+
+    def full_disk(self, path, *args, **kwargs):
+        save(self, path, *args, **kwargs)
+        with open(path, "ab") as f:
+            f.truncate(100)  # half written when the disk filled
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(L.Trainer, "save_checkpoint", full_disk)
+    with pytest.raises(UserError, match="could not write checkpoint step_00000008.ckpt .*No space left.*intact"):
+        train_lm(config(tokens, tmp_path / "d", "run.steps=8"))
+    names = sorted(p.name for p in (tmp_path / "d" / "checkpoints").iterdir())
+    assert names == ["step_00000004.ckpt"]
+
+
+def test_a_resume_with_changed_settings_names_them(tokens, tmp_path, caplog):
+    train_lm(config(tokens, tmp_path / "s", "run.steps=4"))
+    train_lm(config(tokens, tmp_path / "s", "run.steps=8", "lr=1e-3"))
+    assert "settings changed since it began" in caplog.text and "lr: 0.003 -> 0.001" in caplog.text
+    assert "run.steps: 4 -> 8" in caplog.text

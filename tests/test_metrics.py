@@ -3,7 +3,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import det_state_dict, golden_dir
 from scipy import ndimage
 from torch import nn
 
@@ -25,6 +24,8 @@ from nbp.metrics import (
     save_features,
     ssim,
 )
+
+from conftest import det_state_dict, golden_dir
 
 # --- I3D: official checkpoint and golden features ------------------------------------------------
 

@@ -134,3 +134,31 @@ def test_every_shipped_recipe_resolves(recipe, command, capsys, monkeypatch):
     resolved = capsys.readouterr().out
     unset = {line.split(":")[0].strip() for line in resolved.splitlines() if line.endswith("???")}
     assert unset <= LEFT_TO_THE_LAUNCHER.get(command, set()), f"{recipe} leaves {unset} of {command} unset"
+
+
+def test_bf16_only_where_it_is_native(monkeypatch, caplog):
+    """On a CPU without AMX or AVX-512 BF16, bf16 falls back to float32 with a notice, for training and sampling."""
+    from nbp import runtime
+    from nbp.training.runner import RunConfig
+
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert not runtime.native_bf16("cpu") and not runtime.use_bf16(True, "cpu", "sampling")
+    assert "running in float32" in caplog.text
+    assert RunConfig(precision="auto", accelerator="cpu").lightning_precision() == "32-true"
+    assert RunConfig(precision="bf16-mixed", accelerator="cpu").lightning_precision() == "32-true"
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    assert RunConfig(precision="auto", accelerator="cpu").lightning_precision() == "bf16-mixed"
+    assert RunConfig(precision="bf16-mixed", accelerator="cpu").lightning_precision() == "bf16-mixed"
+
+
+def test_progress_off_a_terminal_is_a_line_every_few_percent(capsys, monkeypatch):
+    from nbp.io import progress as module
+
+    monkeypatch.setattr(module, "on_terminal", lambda: False)
+    assert list(module.progress(range(40), "tokenize", "clip")) == list(range(40))
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 20 and lines[0].startswith("tokenize: 5% (2/40 clip), ") and lines[-1].endswith("0:00 left")
+    resumed = module.ProgressLines(100, "training", "batch", initial=50)
+    resumed.update(1)
+    resumed.update(4)
+    assert capsys.readouterr().err.startswith("training: 55% (55/100 batch)")

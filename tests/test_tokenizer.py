@@ -4,13 +4,14 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import golden_dir
 
 from nbp.checkpoint import CheckpointError, load_model, load_state_dict_strict, save_model
 from nbp.config import ConfigError, build_config, from_preset
 from nbp.download import load_magvit2
 from nbp.models.quantizer import BoundedFSQ
 from nbp.models.tokenizer import CausalConv3d, TokenizerConfig, VideoTokenizer
+
+from conftest import golden_dir
 
 
 def tiny_tokenizer(seed=0, **overrides):
@@ -31,13 +32,30 @@ def test_official_architecture_matches_spec(official):
     assert sum(p.numel() for p in official.parameters()) == 370_372_105
 
 
+EDGE_TOLERANCE = 1e-3  # bounded-latent units (one FSQ bin = 1): far above float rounding between CPU kernels
+
+
+def near_bin_edge(tokenizer, latents: torch.Tensor) -> torch.Tensor:
+    """(B, T', h, w) True where some channel's bounded latent lies within EDGE_TOLERANCE of a rounding edge, where
+    another machine's convolution kernels may round it the other way."""
+    bounded = tokenizer.quantizer.unrounded(latents.movedim(1, -1))  # (B, T', h, w, 6)
+    return ((bounded - bounded.round()).abs() > 0.5 - EDGE_TOLERANCE).any(-1)
+
+
 @torch.no_grad()
 def test_official_checkpoint_reproduces_golden(official, golden):
+    """Indices equal the official ones everywhere but at latents within EDGE_TOLERANCE of a bin edge (none of the
+    golden's own latents is that close on the machine that made them; a wrong bound or rounding moves ~2%)."""
     g = golden("magvit2_nbp_r32_t9.npz")
-    codes, indices = official.encode(torch.from_numpy(g["video"]), quantize=True)
+    video = torch.from_numpy(g["video"])
+    codes, indices = official.encode(video, quantize=True)
     assert indices.dtype == torch.int32 and indices.shape == (1, 3, 4, 4)
-    np.testing.assert_array_equal(indices.numpy(), g["indices"])
-    np.testing.assert_allclose(codes.numpy(), g["codes"], atol=1e-4)
+    edge = near_bin_edge(official, official.encode(video, quantize=False))
+    assert int(edge.sum()) <= 4  # the tolerance leaves at least 44 of the 48 positions exact
+    same = indices.numpy() == g["indices"]
+    assert same[~edge.numpy()].all(), f"{int((~same).sum())} indices differ away from bin edges"
+    np.testing.assert_allclose(codes.numpy()[:, :, ~edge[0]], g["codes"][:, :, ~edge[0].numpy()], atol=1e-4)
+    indices = torch.from_numpy(g["indices"])  # the decoder from the official indices: exact arithmetic again
     recon = official.decode_from_code_indices(indices)
     np.testing.assert_allclose(recon.numpy(), g["recon"], atol=1e-4)
     flat = official.decode_from_code_indices(indices.flatten(1).long())

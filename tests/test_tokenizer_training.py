@@ -3,7 +3,6 @@ import logging
 import lightning as L
 import pytest
 import torch
-from conftest import det_state_dict
 
 from nbp.checkpoint import load_model
 from nbp.checkpoint.perceptual import PerceptualConfig, load_perceptual
@@ -12,6 +11,8 @@ from nbp.data.synthetic import make_dataset
 from nbp.models.lpips import LPIPS
 from nbp.training.runner import read_metrics
 from nbp.training.tokenizer import TokenizerSystem, TokenizerTrainConfig, train_tokenizer
+
+from conftest import det_state_dict
 
 
 @pytest.fixture(scope="module")

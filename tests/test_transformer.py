@@ -4,7 +4,6 @@ from argparse import Namespace
 import numpy as np
 import pytest
 import torch
-from conftest import det_state_dict, golden_dir
 
 from nbp.checkpoint import CheckpointError, load_model, save_model
 from nbp.config import ConfigError, from_dict, from_preset
@@ -21,6 +20,8 @@ from nbp.models.attention import (
     with_visible_prefix,
 )
 from nbp.models.transformer import KVCache, Transformer, TransformerConfig
+
+from conftest import det_state_dict, golden_dir
 
 S = 16
 CLASSES = dict(condition="class", num_classes=4, cond_len=1)  # the task of the tiny test models

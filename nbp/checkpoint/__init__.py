@@ -8,8 +8,9 @@ from nbp.checkpoint.files import (
                                   require_file,
                                   save_model,
 )
-from nbp.checkpoint.official import load_magvit2, load_transformer, read_torch_checkpoint
+from nbp.checkpoint.official import load_magvit2, load_transformer
+from nbp.checkpoint.torch_files import read_torch_checkpoint, trusting
 from nbp.checkpoint.zero import convert
 
 __all__ = ["CheckpointError", "is_nbp_file", "load_model", "load_state_dict_strict", "require_file", "save_model",
-           "load_magvit2", "load_transformer", "read_torch_checkpoint", "convert"]
+           "load_magvit2", "load_transformer", "read_torch_checkpoint", "trusting", "convert"]

@@ -12,7 +12,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from nbp.config import from_dict, to_dict
+from nbp.config import UserError, from_dict, to_dict
 from nbp.io import atomic_write
 from nbp.models.tokenizer import VideoTokenizer
 from nbp.models.transformer import Transformer
@@ -24,7 +24,7 @@ TRANSFORMERS = ("transformer", "world")  # what `load_transformer` reads
 WORLD_FIELDS = ("num_actions", "short_frames", "long_frames", "long_pool")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A file that is missing, not a checkpoint of the expected kind, or does not fit the architecture."""
 
 

@@ -5,19 +5,12 @@ functions recognise the format of a local file and rebuild the model in eval mod
 """
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import torch
 
-from nbp.checkpoint.files import (
-    TRANSFORMERS,
-    CheckpointError,
-    is_nbp_file,
-    load_model,
-    load_state_dict_strict,
-    require_file,
-)
+from nbp.checkpoint.files import TRANSFORMERS, CheckpointError, is_nbp_file, load_model, load_state_dict_strict, require_file
+from nbp.checkpoint.torch_files import read_torch_checkpoint
 from nbp.config import from_preset
 from nbp.models.tokenizer import TokenizerConfig, VideoTokenizer
 from nbp.models.transformer import Transformer, TransformerConfig
@@ -25,36 +18,20 @@ from nbp.models.transformer import Transformer, TransformerConfig
 OFFICIAL_TOKENIZER_PRESET = "nbp-magvit2"
 
 
-def load_magvit2(path: str | Path, resolution: int = 128, device="cpu") -> VideoTokenizer:
+def load_magvit2(path: str | Path, resolution: int = 128, device="cpu", trust: bool | None = None) -> VideoTokenizer:
     """A video tokenizer from an official `magvit2_*.pt` or a file written by `nbp.checkpoint.save_model`.
 
     `resolution` is the frame size the tokenizer will see; it unflattens 1-D index sequences in
-    `decode_from_code_indices`. The official architecture does not depend on it.
+    `decode_from_code_indices`. The official architecture does not depend on it. Torch files are read without
+    running code from them; `trust=True` unpickles a file you trust in full (nbp.checkpoint.torch_files).
     """
     path = require_file(path)
     if is_nbp_file(path):
         return load_model(path, kind="tokenizer", device=device, resolution=resolution)
-    state = official_tokenizer_state_dict(read_torch_checkpoint(path), path)
+    state = official_tokenizer_state_dict(read_torch_checkpoint(path, trust), path)
     model = VideoTokenizer(from_preset(TokenizerConfig, OFFICIAL_TOKENIZER_PRESET, resolution=resolution))
     load_state_dict_strict(model, state, source=path)
     return model.to(device).eval()
-
-
-def read_torch_checkpoint(path: Path) -> dict:
-    """torch.load on CPU; falls back to full unpickling for files holding e.g. an argparse Namespace."""
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic != b"PK\x03\x04" and magic[:1] != b"\x80":  # a torch zip archive or a legacy pickle
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint (starts with {magic!r})")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, ValueError, KeyError) as error:
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({error})") from None
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
-    return obj
 
 
 def official_tokenizer_state_dict(obj: dict, path: Path) -> dict[str, torch.Tensor]:
@@ -66,14 +43,15 @@ def official_tokenizer_state_dict(obj: dict, path: Path) -> dict[str, torch.Tens
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def load_transformer(path: str | Path, device="cpu", dtype: torch.dtype | None = None) -> Transformer:
+def load_transformer(path: str | Path, device="cpu", dtype: torch.dtype | None = None,
+                     trust: bool | None = None) -> Transformer:
     """A next-block-prediction LM (or world model) from nbp's own file or an official NBP Lightning `.ckpt`
     (hybrid text models and unconditional block models), in eval mode; `dtype` casts the weights (e.g. bf16)."""
     path = require_file(path)
     if is_nbp_file(path):
         model = load_model(path, kind=TRANSFORMERS, device=device)
     else:
-        checkpoint = read_torch_checkpoint(path)
+        checkpoint = read_torch_checkpoint(path, trust)
         state = official_transformer_state_dict(checkpoint, path)
         model = Transformer(official_transformer_config(checkpoint, state))
         load_state_dict_strict(model, state, source=path)

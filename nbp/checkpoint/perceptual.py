@@ -5,9 +5,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from nbp.checkpoint.files import load_state_dict_strict
+from nbp.checkpoint.torch_files import read_torch_checkpoint
 from nbp.models.lpips import LPIPS
 
 log = logging.getLogger(__name__)
@@ -51,6 +50,5 @@ def load_perceptual(cfg: PerceptualConfig) -> LPIPS | None:
                     "only, evaluation reports no LPIPS",
                     " or ".join(VGG16_FILES), " or ".join(LPIPS_FILES), ", ".join(cfg.search))
         return None
-    load = lambda p: torch.load(p, map_location="cpu", weights_only=True)
     log.info("perceptual loss: LPIPS with %s and %s", vgg_path, lpips_path)
-    return build_lpips(load(vgg_path), load(lpips_path))
+    return build_lpips(read_torch_checkpoint(vgg_path), read_torch_checkpoint(lpips_path))

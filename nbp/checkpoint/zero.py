@@ -12,20 +12,21 @@ from pathlib import Path
 import torch
 
 from nbp.checkpoint.files import CheckpointError, build_model, save_model
+from nbp.checkpoint.torch_files import read_torch_checkpoint, safe_unpickling
 
 CONFIG_KEY, KIND_KEY = "nbp_model_config", "nbp_model_kind"
 
 
-def zero_to_state(checkpoint_dir: str | Path) -> dict:
+def zero_to_state(checkpoint_dir: str | Path, trust: bool | None = None) -> dict:
     """The Lightning checkpoint dict (fp32 `state_dict` + client state) of a DeepSpeed checkpoint folder."""
     from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
 
     checkpoint_dir = Path(checkpoint_dir)
     if not (checkpoint_dir / "latest").is_file():
         raise CheckpointError(f"{checkpoint_dir} is not a DeepSpeed checkpoint folder (no 'latest' file)")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, safe_unpickling(checkpoint_dir, trust):
         convert_zero_checkpoint_to_fp32_state_dict(str(checkpoint_dir), f"{tmp}/fp32.ckpt")
-        return torch.load(f"{tmp}/fp32.ckpt", map_location="cpu", weights_only=False)
+        return read_torch_checkpoint(f"{tmp}/fp32.ckpt", trust)
 
 
 def model_from_lightning_checkpoint(checkpoint: dict, source) -> torch.nn.Module:
@@ -37,10 +38,11 @@ def model_from_lightning_checkpoint(checkpoint: dict, source) -> torch.nn.Module
     return model
 
 
-def convert(checkpoint: str | Path, out: str | Path) -> Path:
-    """A ZeRO folder or a plain Lightning `.ckpt` of an LM run -> `out` (.safetensors)."""
+def convert(checkpoint: str | Path, out: str | Path, trust: bool | None = None) -> Path:
+    """A ZeRO folder or a plain Lightning `.ckpt` of an LM run -> `out` (.safetensors), read without running code
+    from them unless `trust`."""
     checkpoint = Path(checkpoint)
-    state = zero_to_state(checkpoint) if checkpoint.is_dir() else torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = zero_to_state(checkpoint, trust) if checkpoint.is_dir() else read_torch_checkpoint(checkpoint, trust)
     return save_model(model_from_lightning_checkpoint(state, checkpoint), out)
 
 

@@ -35,10 +35,11 @@ from nbp.data.video import (
 log = logging.getLogger(__name__)
 
 SAMPLINGS = ("random", "centre")
+SPELLINGS = {"center": "centre"}  # the official NBP code's spelling
 SHORT_POLICIES = ("skip", "pad")
 
 
-class AnnotationError(ValueError):
+class AnnotationError(InputError):
     """A malformed annotation line, named by file and line number."""
 
 
@@ -79,7 +80,7 @@ class VideoDataset(Dataset):
 
     Items: {"video", "label" (class index), "class_name", "path"}.
     - `fps`: resample to this frame rate (None keeps every source frame).
-    - `sampling`: "random" window (training) or "centre" (evaluation, deterministic).
+    - `sampling`: "random" window (training) or "centre" (evaluation, deterministic; "center" too).
     - `resize`: "squash" to a square (the official NBP preprocessing) or "crop" (short side, centre crop).
     - `short`: videos shorter than a clip are "skip"ped or "pad"ded by repeating their last frame.
     """
@@ -88,6 +89,7 @@ class VideoDataset(Dataset):
                  resolution: int = 128, fps: float | None = None, sampling: str = "random", resize: str = "squash",
                  short: str = "skip", classes: list[str] | None = None, on_error: str = "replace",
                  probe_workers: int = 8, decode_threads: int = 1):
+        sampling = SPELLINGS.get(sampling, sampling)
         for name, value, allowed in [("sampling", sampling, SAMPLINGS), ("resize", resize, RESIZE_MODES),
                                      ("short", short, SHORT_POLICIES), ("on_error", on_error, ("replace", "skip"))]:
             if value not in allowed:

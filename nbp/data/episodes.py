@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from nbp.config import InputError
 from nbp.data.video import VIDEO_EXTENSIONS, probe, read_frames
 from nbp.io import write_array, write_json
 from nbp.io.media import write_video
+from nbp.io.progress import progress
 
 CRAFTER_ACTIONS = 17
 MOVES = (1, 2, 3, 4)  # move_left, move_right, move_up, move_down
@@ -161,4 +161,4 @@ class CrafterConfig:
 def record_crafter_dataset(cfg: CrafterConfig) -> Path:
     """`nbp crafter`: episodes of every split under `cfg.out` (complete ones are kept)."""
     return make_crafter_dataset(cfg.out, cfg.splits, cfg.frames, cfg.size, cfg.fps, cfg.seed, view=cfg.view,
-                                progress=lambda jobs: tqdm(jobs, desc="record crafter", unit="episode"))
+                                progress=lambda jobs: progress(jobs, "record crafter", "episode"))

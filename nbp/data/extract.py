@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
 from nbp.checkpoint import load_magvit2
 from nbp.config import InputError
@@ -20,6 +19,8 @@ from nbp.data.tokens import EPISODES, write_token_dataset
 from nbp.data.video import frames_to_video
 from nbp.io import write_array, write_json
 from nbp.io.media import to_uint8
+from nbp.io.progress import progress
+from nbp.runtime import use_bf16
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def tokenize(cfg: TokenizeConfig) -> dict:
     meta = {"vocab_size": tokenizer.codebook_size, "latent_shape": list(latent), "classes": dataset.classes,
             "clip": cfg.clip_settings(), "tokenizer": Path(cfg.tokenizer).name,
             "tokenizer_config": asdict(tokenizer.config)}
-    dropped = []
+    dropped, bf16 = [], use_bf16(cfg.bf16, cfg.device, "tokenizing")
 
     def encode_shard(clips: range):
         keys = [window_key(j, cfg.windows) for j in clips]
@@ -78,7 +79,7 @@ def tokenize(cfg: TokenizeConfig) -> dict:
                 dropped.append(cfg.batch_size)
                 continue
             dropped.append(batch["dropped"])
-            with torch.no_grad(), torch.autocast(torch.device(cfg.device).type, torch.bfloat16, enabled=cfg.bf16):
+            with torch.no_grad(), torch.autocast(torch.device(cfg.device).type, torch.bfloat16, enabled=bf16):
                 _, indices = tokenizer.encode(batch["video"].to(cfg.device))
             tokens.append(indices.flatten(1).cpu().numpy())
             labels.append(batch["label"].numpy())
@@ -88,7 +89,7 @@ def tokenize(cfg: TokenizeConfig) -> dict:
                 np.concatenate(labels) if labels else np.zeros(0, np.int32), paths)
 
     def progress(shards):
-        return tqdm(shards, desc=f"tokenize {len(dataset) * cfg.windows} clips", unit="shard")
+        return progress(shards, f"tokenize {len(dataset) * cfg.windows} clips", "shard")
 
     counts = write_token_dataset(cfg.out, meta, len(dataset) * cfg.windows, cfg.shard_size, encode_shard, progress)
     counts["skipped_at_probe"] = dataset.skip_counts()
@@ -131,7 +132,7 @@ def tokenize_episodes(cfg: TokenizeEpisodesConfig) -> dict:
     require_per_frame(tokenizer)
     tokens, actions, episodes, skipped = [], [], [], {}
     start = 0
-    for path in tqdm(list_episodes(cfg.episodes), desc="tokenize episodes", unit="episode"):
+    for path in progress(list_episodes(cfg.episodes), "tokenize episodes", "episode"):
         try:
             frames, acts = load_episode(path, cfg.resolution)
         except ValueError as error:
@@ -176,5 +177,5 @@ def export_clips(cfg: ExportClipsConfig) -> Path:
     random.Random(cfg.seed).shuffle(order)
     picks = [order[i % len(order)] for i in range(cfg.count or len(dataset))]
     clips = [to_uint8(dataset[(i, cfg.seed * 7919 + n)]["video"])
-             for n, i in enumerate(tqdm(picks, desc="real clips"))]
+             for n, i in enumerate(progress(picks, "real clips", "clip"))]
     return write_array(cfg.out, np.stack(clips))

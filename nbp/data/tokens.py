@@ -96,7 +96,25 @@ class TokenDataset(Dataset):
         names = sorted(p.name[: -len(".paths.json")] for p in self.folder.glob("shard_*.paths.json"))
         self.tokens = [np.load(self.folder / f"{n}.tokens.npy", mmap_mode="r") for n in names]
         self.labels = [np.load(self.folder / f"{n}.labels.npy") for n in names]
+        for name, tokens, labels in zip(names, self.tokens, self.labels):
+            self.check_shard(name, tokens, labels)
         self.offsets = np.cumsum([0] + [len(t) for t in self.tokens])
+
+    def check_shard(self, name: str, tokens: np.ndarray, labels: np.ndarray) -> None:
+        """A shard must be what `write_shard` writes for this meta.json, so that no batch fails later."""
+        width, vocab, classes = int(np.prod(self.latent_shape)), self.vocab_size, max(1, len(self.classes))
+        problems = [f"tokens are {tokens.dtype}, not uint16" if tokens.dtype != np.uint16 else "",
+                    f"tokens are {tokens.shape}, not (n, {width})" if tokens.ndim != 2 or tokens.shape[1] != width
+                    else "",
+                    f"{len(labels)} labels for {len(tokens)} clips" if labels.shape != (len(tokens),) else ""]
+        if not any(problems) and len(tokens):
+            if int(tokens.max()) >= vocab:
+                problems.append(f"token {int(tokens.max())} outside the vocabulary of {vocab}")
+            if labels.size and (labels.min() < 0 or labels.max() >= classes):
+                problems.append(f"labels outside [0, {classes})")
+        if any(problems):
+            raise InputError(f"{self.folder}/{name}: " + "; ".join(p for p in problems if p) +
+                             " (rewrite it with `nbp tokenize`, which resumes at missing shards)")
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:

@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from nbp.checkpoint import load_magvit2
 from nbp.checkpoint.perceptual import PerceptualConfig, load_perceptual
 from nbp.data.dataset import ClipConfig, collate_clips
 from nbp.io import write_json
 from nbp.io.media import contact_sheet, save_video, to_uint8, video_grid
+from nbp.io.progress import progress
 from nbp.metrics import frechet_distance, i3d_features, load_i3d, psnr, ssim
+from nbp.runtime import use_bf16
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +63,14 @@ def evaluate_tokenizer(cfg: TokenizerEvalConfig) -> dict:
     features = {"real": [], "recon": []}
     counts = np.zeros(tokenizer.codebook_size, np.int64)
     shown, dropped = [], 0
-    for batch in tqdm(loader, desc="reconstruct", unit="batch"):
+    bf16 = use_bf16(cfg.bf16, cfg.device, "tokenizer evaluation")
+    for batch in progress(loader, "reconstruct", "batch"):
         if batch is None:
             dropped += cfg.batch_size
             continue
         dropped += batch["dropped"]
         video = batch["video"].to(cfg.device)
-        with torch.no_grad(), torch.autocast(torch.device(cfg.device).type, torch.bfloat16, enabled=cfg.bf16):
+        with torch.no_grad(), torch.autocast(torch.device(cfg.device).type, torch.bfloat16, enabled=bf16):
             _, ids = tokenizer.encode(video)
             recon = tokenizer.decode_from_code_indices(ids).float().clamp(0, 1)
         counts += np.bincount(ids.flatten().cpu().numpy(), minlength=len(counts))

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from nbp.config import InputError
 from nbp.data.episodes import list_episodes, load_episode
@@ -24,6 +23,7 @@ from nbp.generation.sampling import SamplingConfig
 from nbp.io import write_json
 from nbp.io.media import save_video, to_uint8, video_grid
 from nbp.io.plot import line_chart
+from nbp.io.progress import progress
 from nbp.metrics import frechet_distance, i3d_features, load_i3d
 from nbp.metrics.video import per_frame_ssim
 from nbp.pipelines.video import WorldPipeline
@@ -90,7 +90,7 @@ def evaluate_world(cfg: WorldEvalConfig) -> dict:
     curves = {k: [] for k in ("true_actions", "shuffled_actions", "copy_last", "tokenizer")}
     ssim_curves = {k: [] for k in curves}
     shown, seconds, fvd_pairs = [], [], []
-    for frames, actions, _ in tqdm(clips, desc="predict", unit="clip"):
+    for frames, actions, _ in progress(clips, "predict", "clip"):
         target, predicted = predict_clip(cfg, pipeline, frames, actions, generator, seconds)
         for name, video in predicted.items():
             curves[name].append(frame_psnr(video, target)[0])

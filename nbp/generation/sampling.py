@@ -106,8 +106,17 @@ class SamplingConfig:
     cfg_schedule: str = "constant"  # or "linear"
 
     def validate(self) -> None:
-        if self.cfg_schedule not in SCHEDULES:
-            raise ConfigError(f"cfg_schedule must be one of {SCHEDULES}, got {self.cfg_schedule!r}")
+        problems = [f"cfg_schedule must be one of {SCHEDULES}, got {self.cfg_schedule!r}"
+                    if self.cfg_schedule not in SCHEDULES else "",
+                    f"temperature must be > 0, got {self.temperature}" if not self.temperature > 0 else "",
+                    f"top_k must be at least 1 (or null for all codes), got {self.top_k}"
+                    if self.top_k is not None and self.top_k < 1 else "",
+                    f"top_p must lie in (0, 1] (or null), got {self.top_p}"
+                    if self.top_p is not None and not 0 < self.top_p <= 1 else "",
+                    f"cfg_scale must be >= 0 (1 = no guidance; null = off), got {self.cfg_scale}"
+                    if self.cfg_scale is not None and self.cfg_scale < 0 else ""]
+        if any(problems):
+            raise ConfigError("sampling: " + "; ".join(p for p in problems if p))
 
 
 def guided(cfg_scale: float | None, has_condition: bool) -> bool:

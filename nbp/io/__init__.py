@@ -19,9 +19,9 @@ def atomic_write(path: str | Path, write) -> Path:
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; the result should be like any new file
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp (and writers such as safetensors) make it private: make it like any new file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from scipy import linalg
 from torch import nn
-from tqdm.auto import tqdm
 
 from nbp.checkpoint import CheckpointError, load_state_dict_strict, read_torch_checkpoint, require_file
 from nbp.config import InputError
 from nbp.io import atomic_write
+from nbp.io.progress import progress_bar
 from nbp.metrics.i3d import MIN_FRAMES, NUM_CLASSES, InceptionI3d
 
 RESOLUTION = 224
@@ -60,7 +60,7 @@ def is_torchscript_archive(path: str | Path) -> bool:
         return any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist())
 
 
-def load_i3d(path: str | Path, device="cpu") -> nn.Module:
+def load_i3d(path: str | Path, device="cpu", trust: bool | None = None) -> nn.Module:
     """The FVD I3D, in eval mode: (N, 3, T, 224, 224) in [-1, 1] -> (N, 400) logits.
 
     `path` is VideoGPT's `i3d_pretrained_400.pt` (a plain state dict saved with torch.save) or
@@ -69,7 +69,7 @@ def load_i3d(path: str | Path, device="cpu") -> nn.Module:
     path = require_file(path)
     if is_torchscript_archive(path):
         return TorchScriptI3D(torch.jit.load(str(path), map_location=device)).eval()
-    state = read_torch_checkpoint(path)  # CheckpointError for anything that is not a torch checkpoint dict
+    state = read_torch_checkpoint(path, trust)  # CheckpointError for anything that is not a torch checkpoint dict
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{path} is not an I3D state dict (a flat dict of tensors like "
@@ -147,7 +147,7 @@ def i3d_features(i3d: nn.Module, videos, batch_size: int = 16, device=None, prog
     i3d.eval()  # BatchNorm must use its running statistics
     n = len(videos)
     feats = []
-    with tqdm(total=n, desc="I3D features", unit="video", disable=not progress) as bar:
+    with progress_bar(n, "I3D features", "video", disable=not progress) as bar:
         for start in range(0, n, batch_size):
             batch = preprocess(_batch_tensor(videos, start, start + batch_size, device))
             feats.append(i3d(batch).double().cpu().numpy())

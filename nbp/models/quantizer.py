@@ -29,8 +29,13 @@ class BoundedFSQ(FSQ):
     def bound(self, z: torch.Tensor, eps: float = 1e-3, hard_clamp: bool = False) -> torch.Tensor:
         if self.bound_mode == "standard":
             return super().bound(z, eps=self.eps, hard_clamp=hard_clamp)
-        half_l = (self._levels - 1) * (1 - self.eps) / 2
+        return round_ste(self.unrounded(z)) / (self._levels // 2)
+
+    def unrounded(self, z: torch.Tensor) -> torch.Tensor:
+        """The bounded latent (..., d) before rounding: a code is its nearest integer, so a value near k + 1/2 sits
+        on a bin edge."""
+        sign = 1 if self.bound_mode == "standard" else -1
+        half_l = (self._levels - 1) * (1 + sign * self.eps) / 2
         offset = torch.where(self._levels % 2 == 0, 0.5, 0.0)
-        shift = torch.tan(offset / half_l)
-        bounded = torch.tanh(z + shift) * half_l - offset
-        return round_ste(bounded) / (self._levels // 2)
+        shift = torch.atanh(offset / half_l) if self.bound_mode == "standard" else torch.tan(offset / half_l)
+        return torch.tanh(z + shift) * half_l - offset

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from nbp.data.video import clip_indices, probe, read_frames
 from nbp.generation.sampling import SamplingConfig
 from nbp.io import write_array, write_json
 from nbp.io.media import contact_sheet, save_video, to_uint8, video_grid
+from nbp.io.progress import progress
 from nbp.pipelines.video import NBPPipeline
 
 
@@ -80,7 +80,7 @@ def sample_videos(cfg: SampleConfig) -> dict:
     contexts = cycled(sources, cfg.num_samples)
     rank, world = rank_and_world() if cfg.sharded else (0, 1)
     todo, videos = batches(cfg, rank, world), []
-    for ids in tqdm(todo, desc=f"sample (rank {rank}/{world})", unit="batch"):
+    for ids in progress(todo, f"sample (rank {rank}/{world})", "batch"):
         context = read_context([contexts[i] for i in ids], cfg.context_frames, cfg.resolution) if contexts else None
         out = pipeline(cfg.frames, context, generator=sample_generators(cfg, ids), batch_size=len(ids),
                        class_ids=[classes[i] for i in ids] if classes else None,

@@ -18,12 +18,18 @@ from nbp.generation.tokens import generate
 from nbp.models.tokenizer import VideoTokenizer
 from nbp.models.transformer import Transformer
 from nbp.models.world import WorldTransformer
+from nbp.runtime import use_bf16
 
 
 @dataclass
 class VideoOutput:
     videos: torch.Tensor  # (B, 3, T, H, W) float in [0, 1]
     codes: torch.Tensor  # (B, n) the clip's codes, given and generated
+
+
+def bf16_dtype(bf16: bool, device) -> torch.dtype | None:
+    """bf16 weights when asked for and native here (nbp.runtime.use_bf16), else the file's float32."""
+    return torch.bfloat16 if use_bf16(bf16, device, "sampling") else None
 
 
 def given_codes(tokenizer_config, context_frames: int, per_latent_frame: int) -> int:
@@ -38,7 +44,7 @@ class NBPPipeline:
     @classmethod
     def from_files(cls, tokenizer: str, lm: str, resolution: int, device="cpu", bf16: bool = False) -> NBPPipeline:
         return cls(load_magvit2(tokenizer, resolution=resolution, device=device),
-                   load_transformer(lm, device=device, dtype=torch.bfloat16 if bf16 else None), resolution)
+                   load_transformer(lm, device=device, dtype=bf16_dtype(bf16, device)), resolution)
 
     @property
     def device(self) -> torch.device:
@@ -90,7 +96,7 @@ class WorldPipeline:
     @classmethod
     def from_files(cls, tokenizer: str, model: str, resolution: int, device="cpu", bf16: bool = False) -> WorldPipeline:
         return cls(load_magvit2(tokenizer, resolution=resolution, device=device),
-                   load_transformer(model, device=device, dtype=torch.bfloat16 if bf16 else None))
+                   load_transformer(model, device=device, dtype=bf16_dtype(bf16, device)))
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:

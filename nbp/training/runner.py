@@ -22,12 +22,16 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 
-from nbp.config import ConfigError
+from nbp.checkpoint.torch_files import safe_unpickling, trusted
+from nbp.config import ConfigError, UserError
 from nbp.data.sampler import ResumableSampler
+from nbp.io.progress import ProgressLines, on_terminal
+from nbp.runtime import native_bf16, use_bf16
+from nbp.training.run_folder import remove_stale_temporaries, set_aside_broken
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
 
 
 @dataclass
@@ -35,7 +39,7 @@ class RunConfig:
     """Where a training run lives and how it runs: shared by the tokenizer and the LM recipes (`run.*`)."""
     run_dir: str = "runs/run"
     steps: int = 1000  # batches
-    precision: str = "32-true"  # "bf16-mixed" on GPUs (and CPUs with native bf16)
+    precision: str = "32-true"  # "bf16-mixed" on GPUs; "auto": bf16-mixed where bf16 is native, else 32-true
     accelerator: str = "auto"  # Lightning accelerator: "auto", "cpu", "gpu"
     strategy: str = "auto"  # "ddp", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3"
     devices: int = 1
@@ -55,6 +59,17 @@ class RunConfig:
     @property
     def deepspeed(self) -> bool:
         return self.strategy.startswith("deepspeed")
+
+    def lightning_precision(self) -> str:
+        """The precision to train in: bf16 only where it is native (on CPU: AMX or AVX-512 BF16, else float32
+        with a notice); "auto" picks bf16-mixed there."""
+        device = "cuda" if self.accelerator in ("gpu", "cuda") or (self.accelerator == "auto"
+                                                                  and torch.cuda.is_available()) else "cpu"
+        if self.precision == "auto":
+            return "bf16-mixed" if native_bf16(device) else "32-true"
+        if self.precision.startswith("bf16") and not use_bf16(True, device, "training"):
+            return "32-true"
+        return self.precision
 
     def lightning_strategy(self):
         """Lightning strategy from its name; DeepSpeed runs on CPU processes too (see CPUDeepSpeedStrategy)."""
@@ -108,7 +123,13 @@ class AtomicCheckpoint(L.Callback):
         temporary = self.folder / f".step_{step:08d}.ckpt.tmp"
         if trainer.is_global_zero:
             self.folder.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(temporary)  # a file, or a folder under DeepSpeed
+        try:
+            trainer.save_checkpoint(temporary)  # a file, or a folder under DeepSpeed
+        except OSError as error:  # a full disk: earlier checkpoints stay as they were
+            if temporary.exists():
+                shutil.rmtree(temporary) if temporary.is_dir() else temporary.unlink()
+            raise UserError(f"could not write checkpoint {final.name} in {self.folder} ({error}); the earlier "
+                            "checkpoints are intact: free space there and run the same command again") from None
         trainer.strategy.barrier()
         if trainer.is_global_zero:
             os.replace(temporary, final)
@@ -124,13 +145,29 @@ class GracefulStop(L.Callback):
     def on_train_start(self, trainer, system) -> None:
         def request_stop(signum, frame):
             log.warning("Ctrl-C: stopping after this batch (press again to interrupt now)")
-            trainer.received_sigterm = True
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            os.kill(os.getpid(), signal.SIGTERM)  # Lightning's own SIGTERM handling: finish the batch, stop
 
         signal.signal(signal.SIGINT, request_stop)
 
     def on_train_end(self, trainer, system) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+class PlainProgress(L.Callback):
+    """Off a terminal (a log file, CI), a line every few percent of the run's batches with the rate and the time
+    left, besides Lightning's bar (which draws only on a terminal)."""
+
+    def __init__(self, steps: int):
+        self.steps, self.lines = steps, None
+
+    def on_train_start(self, trainer, system) -> None:
+        if trainer.is_global_zero and not on_terminal():
+            self.lines = ProgressLines(self.steps, "training", "batch", initial=int(system.batches_seen))
+
+    def on_train_batch_end(self, trainer, system, outputs, batch, batch_idx) -> None:
+        if self.lines is not None:
+            self.lines.update(int(system.batches_seen) - self.lines.done)
 
 
 class StopAfter(L.Callback):
@@ -162,14 +199,15 @@ def resumable_loader(dataset, batch_size: int, num_workers: int, seed: int, batc
 def build_trainer(run: RunConfig, callbacks=(), grad_clip: float | None = None, accumulate: int = 1,
                   validate: bool = False) -> L.Trainer:
     run_dir = Path(run.run_dir)
-    logger = CSVLogger(str(run_dir), name="logs")  # logs/version_N/metrics.csv: a resumed run adds a version
+    # logs/version_N/metrics.csv (a resumed run adds a version), flushed at every logged step: a kill loses no point
+    logger = CSVLogger(str(run_dir), name="logs", flush_logs_every_n_steps=run.log_every)
     val_every = run.val_every if validate else 0
     return L.Trainer(
-        default_root_dir=str(run_dir), max_epochs=-1, max_steps=-1, precision=run.precision, devices=run.devices,
+        default_root_dir=str(run_dir), max_epochs=-1, max_steps=-1, precision=run.lightning_precision(), devices=run.devices,
         num_nodes=run.num_nodes, strategy=run.lightning_strategy(), accelerator=run.accelerator, logger=logger,
         log_every_n_steps=run.log_every,
         callbacks=[AtomicCheckpoint(run_dir / "checkpoints", run.checkpoint_every, run.keep_last),
-                   StopAfter(run.steps), GracefulStop(), *callbacks],
+                   StopAfter(run.steps), GracefulStop(), PlainProgress(run.steps), *callbacks],
         enable_checkpointing=False, num_sanity_val_steps=0, use_distributed_sampler=False, enable_model_summary=False,
         gradient_clip_val=grad_clip or None, accumulate_grad_batches=accumulate,
         limit_val_batches=1.0 if val_every else 0, val_check_interval=val_every or None,
@@ -188,10 +226,24 @@ def read_metrics(run_dir: Path) -> list[dict[str, str]]:
     return rows
 
 
+class RunStopped(UserError):
+    """Training stopped on request (SIGTERM, Ctrl-C) after saving: the run is resumable, and not finished."""
+    exit_code = 3
+
+
 def fit(trainer: L.Trainer, system: L.LightningModule, run_dir: Path, resume: bool = True) -> Path | None:
-    """trainer.fit, resumed from the newest checkpoint in `run_dir/checkpoints` when there is one."""
-    latest = latest_checkpoint(run_dir / "checkpoints") if resume else None
+    """trainer.fit, resumed from the newest checkpoint in `run_dir/checkpoints` when there is one (read without
+    running code from it: nbp.checkpoint.torch_files). A stop on request raises `RunStopped`."""
+    folder = run_dir / "checkpoints"
+    remove_stale_temporaries(folder)
+    found = set_aside_broken(checkpoints(folder)) if resume else []
+    latest = found[-1] if found else None
     if latest is not None:
         log.info("resuming from %s", latest)
-    trainer.fit(system, ckpt_path=str(latest) if latest else None)
+    try:
+        with safe_unpickling(latest):
+            trainer.fit(system, ckpt_path=str(latest) if latest else None, weights_only=not trusted())
+    except SIGTERMException:
+        raise RunStopped(f"training stopped at batch {int(system.batches_seen)}, saved in {run_dir}/checkpoints; "
+                         "run the same command again to resume") from None
     return latest

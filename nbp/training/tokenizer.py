@@ -26,7 +26,7 @@ import torch
 
 from nbp.checkpoint import load_magvit2, save_model
 from nbp.checkpoint.perceptual import PerceptualConfig, load_perceptual
-from nbp.config import ConfigError, from_preset, to_yaml
+from nbp.config import ConfigError, from_preset, to_dict
 from nbp.data.datamodule import DataConfig
 from nbp.data.dataset import VideoDataset
 from nbp.io import atomic_write
@@ -35,6 +35,7 @@ from nbp.metrics import psnr
 from nbp.models.discriminator import Discriminator, DiscriminatorConfig
 from nbp.models.tokenizer import TokenizerConfig, VideoTokenizer
 from nbp.training.losses import adaptive_weight, generator_adv_loss, hinge_d_loss, lecam_loss
+from nbp.training.run_folder import locked, record_settings
 from nbp.training.runner import RunConfig, build_trainer, fit, resumable_loader
 
 log = logging.getLogger(__name__)
@@ -274,8 +275,9 @@ def train_tokenizer(cfg: TokenizerTrainConfig, callbacks=()) -> Path:
     fixed = torch.stack([dataset.load_clip(i, draw=i)["video"] for i in range(min(4, len(dataset)))])
     samples = ReconstructionSamples(fixed, run_dir / "samples", cfg.sample_every)
     trainer = build_trainer(cfg.run, [samples, *callbacks], validate=val_set is not None)
-    atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(to_yaml(cfg)))
-    fit(trainer, system, run_dir)
+    with locked(run_dir):
+        record_settings(run_dir, to_dict(cfg))
+        fit(trainer, system, run_dir)
     if dataset.skipped:
         log.warning("files skipped during training: %s", dataset.skip_counts())
     return export(system, run_dir)

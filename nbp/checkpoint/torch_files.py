@@ -1,0 +1,119 @@
+"""Reading torch pickles without running code from them.
+
+A `.pt`/`.ckpt`/`.pth` file is a pickle: unpickling an arbitrary one can import and call anything, so a file
+downloaded from anywhere could run code through `load_transformer` or `nbp convert`. nbp reads every torch file
+with `weights_only=True`: tensors, containers and plain values, plus the few types the files it supports hold
+(`ALLOWED`: the `argparse.Namespace` of the official NBP checkpoints, the loss scaler, ZeRO stage and fragment
+records of DeepSpeed checkpoints). Anything else is refused with the type it would have had to import. For a file
+the user trusts, `trust=True` on the loaders (`--trust-checkpoints` on the command line) unpickles it in full.
+
+DeepSpeed reads its own checkpoint files with `weights_only=False`; `safe_unpickling()` forces every torch.load
+inside it (resuming a run, converting a ZeRO folder) to the same safe mode.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import pickle
+import re
+from contextlib import contextmanager
+from contextvars import ContextVar
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from nbp.checkpoint.files import CheckpointError
+
+log = logging.getLogger(__name__)
+
+TRUST_FLAG = "--trust-checkpoints"
+_trusted: ContextVar[bool] = ContextVar("nbp_trust_checkpoints", default=False)
+
+
+@lru_cache(maxsize=1)
+def allowed_globals() -> tuple:
+    """The non-container types that files nbp supports hold: official NBP's hyper-parameters, DeepSpeed's records."""
+    allowed = [argparse.Namespace]
+    try:
+        from deepspeed.runtime.fp16.loss_scaler import LossScaler
+        from deepspeed.runtime.zero.config import ZeroStageEnum
+        from deepspeed.utils.tensor_fragment import fragment_address
+        allowed += [LossScaler, ZeroStageEnum, fragment_address]
+    except ImportError:  # no DeepSpeed: no DeepSpeed checkpoints to read
+        pass
+    return tuple(allowed)
+
+
+@contextmanager
+def trusting(trust: bool = True):
+    """Within this block, torch files are unpickled in full (for files the user trusts)."""
+    token = _trusted.set(trust)
+    try:
+        yield
+    finally:
+        _trusted.reset(token)
+
+
+def trusted(trust: bool | None = None) -> bool:
+    return _trusted.get() if trust is None else trust
+
+
+def refusal(path, error: Exception) -> CheckpointError:
+    found = re.search(r"GLOBAL ([\w.]+)", str(error))
+    what = found.group(1) if found else "an object that is not plain data"
+    return CheckpointError(f"{path} holds {what}, which unpickling would have to import and call; nbp loads only "
+                           "tensors, containers and the types of official NBP/FAR/I3D/LPIPS/Lightning/DeepSpeed "
+                           f"files. If you trust this file, pass trust=True to the loader ({TRUST_FLAG} on the "
+                           "command line)")
+
+
+def load_torch(path: str | Path, trust: bool | None = None):
+    """torch.load on CPU: weights only with nbp's allowlist, or in full for a trusted file."""
+    if trusted(trust):
+        log.warning("unpickling %s in full (trusted): it may run code", path)
+        return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        with torch.serialization.safe_globals(list(allowed_globals())):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise refusal(path, error) from None
+
+
+def read_torch_checkpoint(path: str | Path, trust: bool | None = None) -> dict:
+    """A torch checkpoint dict, read safely (see the module's docstring); a clear error for anything else."""
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04" and magic[:1] != b"\x80":  # a torch zip archive or a legacy pickle
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (starts with {magic!r})")
+    try:
+        obj = load_torch(path, trust)
+    except (RuntimeError, EOFError, ValueError, KeyError) as error:
+        if isinstance(error, CheckpointError):
+            raise
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({str(error).splitlines()[0]})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
+    return obj
+
+
+@contextmanager
+def safe_unpickling(source="a checkpoint file", trust: bool | None = None):
+    """Every torch.load inside the block (DeepSpeed's and Lightning's included) reads weights only, with nbp's
+    allowlist; nothing changes for a trusted run. `source` names what is read, for the refusal."""
+    if trusted(trust):
+        yield
+        return
+    previous = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        with torch.serialization.safe_globals(list(allowed_globals())):
+            yield
+    except pickle.UnpicklingError as error:
+        raise refusal(source, error) from None
+    finally:
+        if previous is None:
+            os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+        else:
+            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = previous
