@@ -263,9 +263,9 @@ def test_the_official_spelling_center_is_accepted(tmp_path):
 
 
 @pytest.mark.parametrize("damage, message", [
-    (lambda t, l: (t.astype(np.int32), l), "not uint16"), (lambda t, l: (t[:, :5], l), "not \\(n, 6\\)"),
-    (lambda t, l: (t + 100, l), "token 1[0-9][0-9] outside the vocabulary of 100"),
-    (lambda t, l: (t, l[:-1]), "3 labels for 4 clips"),
+    (lambda t, y: (t.astype(np.int32), y), "not uint16"), (lambda t, y: (t[:, :5], y), "not \\(n, 6\\)"),
+    (lambda t, y: (t + 100, y), "token 1[0-9][0-9] outside the vocabulary of 100"),
+    (lambda t, y: (t, y[:-1]), "3 labels for 4 clips"),
 ])
 def test_damaged_token_shards_are_refused_when_opened(tmp_path, damage, message):
     meta = {"vocab_size": 100, "latent_shape": [1, 2, 3], "classes": ["a", "b"]}
@@ -276,3 +276,16 @@ def test_damaged_token_shards_are_refused_when_opened(tmp_path, damage, message)
     np.save(tmp_path / "tok" / "shard_00000.labels.npy", bad_labels)
     with pytest.raises(ValueError, match=message):
         TokenDataset(tmp_path / "tok")
+
+
+def test_odd_files_are_counted_not_lost(tmp_path):
+    """A byte-order mark keeps its first entry, a symlink loop and a dangling link are skipped with a reason."""
+    for i in range(2):
+        write_video(tmp_path / "Jumping" / f"v_{i}.mp4", numbered_frames(12, seed=i), fps=8)
+    (tmp_path / "Jumping" / "loop.mp4").symlink_to(tmp_path / "Jumping" / "loop.mp4")
+    (tmp_path / "Jumping" / "gone.mp4").symlink_to(tmp_path / "nowhere.mp4")
+    (tmp_path / "list.txt").write_text("Jumping/v_0.mp4\nJumping/loop.mp4\nJumping/v_1.mp4\n", encoding="utf-8-sig")
+    listed = VideoDataset(tmp_path, tmp_path / "list.txt", sequence_length=9, resolution=32)
+    assert len(listed) == 2 and set(listed.skipped.values()) == {"link-loop"}
+    scanned = VideoDataset(tmp_path, sequence_length=9, resolution=32)
+    assert len(scanned) == 2 and scanned.skip_counts() == {"dangling-link": 2}  # the loop is dangling to a scan

@@ -10,6 +10,7 @@ No open file handle is kept, so the dataset can be copied into DataLoader worker
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -50,17 +51,22 @@ class Entry:
 
 
 def read_annotations(root: Path, annotations: str | Path) -> tuple[list[Entry], dict[str, str]]:
-    """Entries of an annotation list, and the lines left out (path -> reason: missing, outside-root)."""
+    """Entries of an annotation list, and the lines left out (path -> reason: missing, outside-root, link-loop)."""
     entries, skipped = [], {}
     root_resolved = root.resolve()
-    for number, line in enumerate(Path(annotations).read_text().splitlines(), start=1):
+    text = Path(annotations).read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first path
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.strip().split("\t") if "\t" in line else line.split()
         if len(fields) > 2 or (len(fields) == 2 and not fields[1].strip().lstrip("-").isdigit()):
             raise AnnotationError(f"{annotations}:{number}: expected 'relative/path<TAB>label' "
                                   f"(label an integer, optional), got {line!r}")
-        path = (root / fields[0].strip()).resolve()
+        try:
+            path = (root / fields[0].strip()).resolve(strict=False)
+        except RuntimeError:  # a symlink loop
+            skipped[str(root / fields[0].strip())] = "link-loop"
+            continue
         if not path.is_relative_to(root_resolved):
             skipped[str(path)] = "outside-root"
         elif not path.is_file():
@@ -70,9 +76,23 @@ def read_annotations(root: Path, annotations: str | Path) -> tuple[list[Entry], 
     return entries, skipped
 
 
-def scan_folder(root: Path, extensions=VIDEO_EXTENSIONS) -> list[Entry]:
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in extensions and p.is_file())
-    return [Entry(p, p.parent.name) for p in files]
+def scan_folder(root: Path, extensions=VIDEO_EXTENSIONS) -> tuple[list[Entry], dict[str, str]]:
+    """Video files under `root` (class = parent folder), and those left out: dangling links, unreadable folders."""
+    files, skipped = [], {}
+
+    def unreadable(error: OSError) -> None:
+        skipped[str(error.filename)] = "unreadable-folder"
+
+    for folder, _, names in os.walk(root, onerror=unreadable):  # linked folders are not followed (no loops)
+        for name in names:
+            path = Path(folder) / name
+            if path.suffix.lower() not in extensions:
+                continue
+            if path.is_file():
+                files.append(path)
+            else:
+                skipped[str(path)] = "dangling-link"
+    return [Entry(p, p.parent.name) for p in sorted(files)], skipped
 
 
 class VideoDataset(Dataset):
@@ -104,7 +124,7 @@ class VideoDataset(Dataset):
         if annotations is not None:
             entries, self.skipped = read_annotations(self.root, annotations)
         else:
-            entries, self.skipped = scan_folder(self.root), {}
+            entries, self.skipped = scan_folder(self.root)
         self.classes = list(classes) if classes is not None else sorted_classes(e.class_name for e in entries)
         self.class_to_index = {name: i for i, name in enumerate(self.classes)}
         self.entries, self.infos = self._probe_all(entries, probe_workers)

@@ -88,10 +88,11 @@ def tokenize(cfg: TokenizeConfig) -> dict:
         return (np.concatenate(tokens) if tokens else np.zeros((0, width), np.uint16),
                 np.concatenate(labels) if labels else np.zeros(0, np.int32), paths)
 
-    def progress(shards):
+    def shards_progress(shards):
         return progress(shards, f"tokenize {len(dataset) * cfg.windows} clips", "shard")
 
-    counts = write_token_dataset(cfg.out, meta, len(dataset) * cfg.windows, cfg.shard_size, encode_shard, progress)
+    counts = write_token_dataset(cfg.out, meta, len(dataset) * cfg.windows, cfg.shard_size, encode_shard,
+                                 shards_progress)
     counts["skipped_at_probe"] = dataset.skip_counts()
     counts["dropped_while_decoding"] = int(sum(dropped))
     return counts
