@@ -1,0 +1,92 @@
+"""Fault injection: SIGKILL a tiny LM training run at random moments (some while a checkpoint is being written),
+resume it each time with the same command, and compare the final weights with an uninterrupted run's.
+
+    .venv/bin/python bench/faults.py --kills 10            # ~4 minutes on 2 cores
+
+Prints a table (one row per kill: when, what was on disk, whether a temporary checkpoint was mid-write) and JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from nbp.checkpoint import load_transformer, save_model
+from nbp.config import from_preset
+from nbp.data.dataset import ClipConfig
+from nbp.data.extract import TokenizeConfig, tokenize
+from nbp.data.synthetic import make_dataset
+from nbp.models.tokenizer import TokenizerConfig, VideoTokenizer
+
+from report import emit_json  # bench/report.py (scripts run from bench/)
+
+STEPS, EVERY = 60, 3
+
+
+def make_tokens(folder: Path) -> Path:
+    root = make_dataset(folder / "synth", videos_per_class=4, size=32, seed=7)
+    torch.manual_seed(0)
+    save_model(VideoTokenizer(from_preset(TokenizerConfig, "tiny", resolution=32)), folder / "tok.safetensors")
+    tokenize(TokenizeConfig(tokenizer=str(folder / "tok.safetensors"), out=str(folder / "tokens"), num_workers=0,
+                            clips=ClipConfig(root=str(root), annotations="trainlist.txt", frames=9, resolution=32)))
+    return folder / "tokens"
+
+
+def command(tokens: Path, run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "nbp.cli", "train-lm", f"train={tokens}", f"run.run_dir={run_dir}",
+            f"run.steps={STEPS}", f"run.checkpoint_every={EVERY}", "run.keep_last=2", "batch_size=4",
+            "model.latent_shape=[3,4,4]", "model.condition=class", "model.num_classes=4", "model.cond_len=1"]
+
+
+def kill_at_random(args: list[str], run_dir: Path, rng: random.Random) -> dict:
+    """Start the run, SIGKILL it after a random delay (or as soon as a checkpoint is being written)."""
+    versions = len(list(run_dir.glob("logs/version_*")))
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    during_write = rng.random() < 0.4
+    while len(list(run_dir.glob("logs/version_*"))) == versions and process.poll() is None:  # this run has begun
+        time.sleep(0.05)
+    deadline = time.time() + rng.uniform(0, 8)
+    while time.time() < deadline and process.poll() is None:
+        if during_write and list((run_dir / "checkpoints").glob(".step_*.tmp")):
+            break
+        time.sleep(0.005 if during_write else 0.1)
+    writing = bool(list((run_dir / "checkpoints").glob(".step_*.tmp")))
+    process.kill()
+    process.wait()
+    saved = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*.ckpt")) if (run_dir / "checkpoints").is_dir() else []
+    return {"finished_before_kill": process.returncode == 0, "killed_mid_write": writing, "newest": saved[-1:]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        tokens = make_tokens(folder)
+        subprocess.run(command(tokens, folder / "straight"), check=True, capture_output=True)
+        rows = []
+        for kill in range(args.kills):
+            row = kill_at_random(command(tokens, folder / "killed"), folder / "killed", rng)
+            rows.append({"kill": kill + 1, **row})
+        done = subprocess.run(command(tokens, folder / "killed"), capture_output=True, text=True)
+        a, b = (load_transformer(folder / name / "lm.safetensors").state_dict() for name in ("straight", "killed"))
+        equal = done.returncode == 0 and all(torch.equal(a[k], b[k]) for k in a)
+    print("| kill | newest checkpoint on disk | killed mid-write |\n|---|---|---|")
+    for r in rows:
+        print(f"| {r['kill']} | {(r['newest'] or ['none'])[0]} | {'yes' if r['killed_mid_write'] else 'no'} |")
+    print(f"final weights after {args.kills} SIGKILLs and resumes equal the uninterrupted run's: {equal}")
+    emit_json({"kills": rows, "final_weights_equal": equal}, args.json)
+
+
+if __name__ == "__main__":
+    main()
