@@ -79,6 +79,7 @@ class RunConfig:
 
         return deepspeed_strategy(int(self.strategy.rsplit("_", 1)[-1]))
 
+
 CHECKPOINT = re.compile(r"step_(\d{8})\.ckpt$")
 
 
