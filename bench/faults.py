@@ -1,7 +1,9 @@
-"""Fault injection: SIGKILL a tiny LM training run at random moments (some while a checkpoint is being written),
-resume it each time with the same command, and compare the final weights with an uninterrupted run's.
+"""Fault injection: SIGKILL a tiny LM (or tokenizer) training run at random moments (some while a checkpoint is
+being written), resume it each time with the same command, and compare the final weights with an uninterrupted
+run's.
 
-    .venv/bin/python bench/faults.py --kills 10            # ~4 minutes on 2 cores
+    .venv/bin/python bench/faults.py --kills 10                  # the LM, ~4 minutes on 2 cores
+    .venv/bin/python bench/faults.py --kills 10 --job tokenizer --steps 300
 
 Prints a table (one row per kill: when, what was on disk, whether a temporary checkpoint was mid-write) and JSON.
 """
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from nbp.checkpoint import load_transformer, save_model
+from nbp.checkpoint import load_model, save_model
 from nbp.config import from_preset
 from nbp.data.dataset import ClipConfig
 from nbp.data.extract import TokenizeConfig, tokenize
@@ -26,7 +28,7 @@ from nbp.models.tokenizer import TokenizerConfig, VideoTokenizer
 
 from report import emit_json  # bench/report.py (scripts run from bench/)
 
-STEPS, EVERY = 60, 3
+EVERY = 3  # batches between checkpoints
 
 
 def make_tokens(folder: Path) -> Path:
@@ -38,10 +40,20 @@ def make_tokens(folder: Path) -> Path:
     return folder / "tokens"
 
 
-def command(tokens: Path, run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "nbp.cli", "train-lm", f"train={tokens}", f"run.run_dir={run_dir}",
-            f"run.steps={STEPS}", f"run.checkpoint_every={EVERY}", "run.keep_last=2", "batch_size=4",
-            "model.latent_shape=[3,4,4]", "model.condition=class", "model.num_classes=4", "model.cond_len=1"]
+JOBS = {  # the command's settings after its data, and the file it exports
+    "lm": (["train-lm", "batch_size=4", "model.latent_shape=[3,4,4]", "model.condition=class", "model.num_classes=4",
+            "model.cond_len=1"], "lm.safetensors"),
+    "tokenizer": (["train-tokenizer", "model.preset=tiny", "data.resolution=32", "data.frames=5", "data.batch_size=2",
+                   "data.num_workers=0", "disc_start=20", "discriminator.channels=8",
+                   "discriminator.norm_groups=4", "perceptual_weight=0", "sample_every=0"], "tokenizer.safetensors"),
+}
+
+
+def command(job: str, data: Path, run_dir: Path, steps: int) -> list[str]:
+    settings, _ = JOBS[job]
+    source = f"train={data / 'tokens'}" if job == "lm" else f"data.root={data / 'synth'}"
+    run = [f"run.run_dir={run_dir}", f"run.steps={steps}", f"run.checkpoint_every={EVERY}", "run.keep_last=2"]
+    return [sys.executable, "-m", "nbp.cli", *settings[:1], source, *run, *settings[1:]]
 
 
 def kill_at_random(args: list[str], run_dir: Path, rng: random.Random) -> dict:
@@ -67,25 +79,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--job", choices=sorted(JOBS), default="lm")
+    parser.add_argument("--steps", type=int, default=60, help="batches of the run (300 keeps a tokenizer busy)")
     parser.add_argument("--json")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        tokens = make_tokens(folder)
-        subprocess.run(command(tokens, folder / "straight"), check=True, capture_output=True)
+        make_tokens(folder)
+        subprocess.run(command(args.job, folder, folder / "straight", args.steps), check=True, capture_output=True)
         rows = []
         for kill in range(args.kills):
-            row = kill_at_random(command(tokens, folder / "killed"), folder / "killed", rng)
+            row = kill_at_random(command(args.job, folder, folder / "killed", args.steps), folder / "killed", rng)
             rows.append({"kill": kill + 1, **row})
-        done = subprocess.run(command(tokens, folder / "killed"), capture_output=True, text=True)
-        a, b = (load_transformer(folder / name / "lm.safetensors").state_dict() for name in ("straight", "killed"))
+        done = subprocess.run(command(args.job, folder, folder / "killed", args.steps), capture_output=True, text=True)
+        export = JOBS[args.job][1]
+        a, b = (load_model(folder / name / export).state_dict() for name in ("straight", "killed"))
         equal = done.returncode == 0 and all(torch.equal(a[k], b[k]) for k in a)
     print("| kill | newest checkpoint on disk | killed mid-write |\n|---|---|---|")
     for r in rows:
         print(f"| {r['kill']} | {(r['newest'] or ['none'])[0]} | {'yes' if r['killed_mid_write'] else 'no'} |")
-    print(f"final weights after {args.kills} SIGKILLs and resumes equal the uninterrupted run's: {equal}")
-    emit_json({"kills": rows, "final_weights_equal": equal}, args.json)
+    print(f"{args.job}: final weights after {args.kills} SIGKILLs and resumes equal the uninterrupted run's: {equal}")
+    emit_json({"job": args.job, "kills": rows, "final_weights_equal": equal}, args.json)
 
 
 if __name__ == "__main__":
