@@ -4,6 +4,7 @@ run's.
 
     .venv/bin/python bench/faults.py --kills 10                  # the LM, ~4 minutes on 2 cores
     .venv/bin/python bench/faults.py --kills 10 --job tokenizer --steps 300
+    --write-pause 0.3 (the default) keeps each checkpoint half written for 0.3 s, so that kills meet writes.
 
 Prints a table (one row per kill: when, what was on disk, whether a temporary checkpoint was mid-write) and JSON.
 """
@@ -49,11 +50,14 @@ JOBS = {  # the command's settings after its data, and the file it exports
 }
 
 
-def command(job: str, data: Path, run_dir: Path, steps: int) -> list[str]:
+def command(job: str, data: Path, run_dir: Path, steps: int, write_pause: float = 0) -> list[str]:
+    """The training command; with `write_pause`, run through bench/slow_writes.py (checkpoints half written for
+    that long, so that some kills land mid-write)."""
     settings, _ = JOBS[job]
     source = f"train={data / 'tokens'}" if job == "lm" else f"data.root={data / 'synth'}"
     run = [f"run.run_dir={run_dir}", f"run.steps={steps}", f"run.checkpoint_every={EVERY}", "run.keep_last=2"]
-    return [sys.executable, "-m", "nbp.cli", *settings[:1], source, *run, *settings[1:]]
+    nbp = [str(Path(__file__).with_name("slow_writes.py")), str(write_pause)] if write_pause else ["-m", "nbp.cli"]
+    return [sys.executable, *nbp, *settings[:1], source, *run, *settings[1:]]
 
 
 def kill_at_random(args: list[str], run_dir: Path, rng: random.Random) -> dict:
@@ -81,6 +85,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--job", choices=sorted(JOBS), default="lm")
     parser.add_argument("--steps", type=int, default=60, help="batches of the run (300 keeps a tokenizer busy)")
+    parser.add_argument("--write-pause", type=float, default=0.3,
+                        help="seconds each checkpoint stays half written in the killed runs (0: as nbp writes them)")
     parser.add_argument("--json")
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -90,7 +96,8 @@ def main() -> None:
         subprocess.run(command(args.job, folder, folder / "straight", args.steps), check=True, capture_output=True)
         rows = []
         for kill in range(args.kills):
-            row = kill_at_random(command(args.job, folder, folder / "killed", args.steps), folder / "killed", rng)
+            row = kill_at_random(command(args.job, folder, folder / "killed", args.steps, args.write_pause),
+                                 folder / "killed", rng)
             rows.append({"kill": kill + 1, **row})
         done = subprocess.run(command(args.job, folder, folder / "killed", args.steps), capture_output=True, text=True)
         export = JOBS[args.job][1]
@@ -99,8 +106,11 @@ def main() -> None:
     print("| kill | newest checkpoint on disk | killed mid-write |\n|---|---|---|")
     for r in rows:
         print(f"| {r['kill']} | {(r['newest'] or ['none'])[0]} | {'yes' if r['killed_mid_write'] else 'no'} |")
-    print(f"{args.job}: final weights after {args.kills} SIGKILLs and resumes equal the uninterrupted run's: {equal}")
-    emit_json({"job": args.job, "kills": rows, "final_weights_equal": equal}, args.json)
+    mid_write = sum(r["killed_mid_write"] for r in rows)
+    print(f"{args.job}: {mid_write} of {args.kills} SIGKILLs landed while a checkpoint was half written; final weights "
+          f"after the kills and resumes equal the uninterrupted run's: {equal}")
+    emit_json({"job": args.job, "kills": rows, "killed_mid_write": mid_write, "write_pause": args.write_pause,
+               "final_weights_equal": equal}, args.json)
 
 
 if __name__ == "__main__":

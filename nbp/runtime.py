@@ -42,14 +42,25 @@ BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # CPU instructions that compute in bf1
 
 
 @lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+def cpuinfo_field(name: str) -> str:
+    """A field of the first CPU in Linux's /proc/cpuinfo ("" elsewhere)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return frozenset()
-    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    return frozenset(line.partition(":")[2].split())
+        return ""
+    line = next((line for line in text.splitlines() if line.split(":")[0].strip() == name), "")
+    return line.partition(":")[2].strip()
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    return frozenset(cpuinfo_field("flags").split())
+
+
+def describe_cpu() -> str:
+    """The CPU as figures should name it: model, threads torch uses, and the vector and bf16 extensions."""
+    flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}) or ["none of avx2/avx512"]
+    return f"{cpuinfo_field('model name') or 'unknown CPU'}, {torch.get_num_threads()} threads, {' '.join(flags)}"
 
 
 def native_bf16(device="cpu") -> bool:
@@ -57,7 +68,15 @@ def native_bf16(device="cpu") -> bool:
     bf16 is emulated and slower than float32 (a 184M decode step on an AVX2 CPU: 622 ms in bf16)."""
     if torch.device(device).type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return any(flag in cpu_flags() for flag in BF16_FLAGS)
+    return any(flag in cpu_flags() for flag in BF16_FLAGS) and not vector_isa_capped()
+
+
+def vector_isa_capped() -> bool:
+    """Whether the process keeps torch and oneDNN below AVX-512 (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA), as
+    to run the way an AVX2-only CPU does: bf16 is then emulated even where the CPU has it."""
+    aten = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", "").lower()
+    return aten in ("default", "avx2") or onednn.startswith(("sse", "avx2")) or onednn == "avx"
 
 
 def use_bf16(requested: bool, device="cpu", what: str = "this job") -> bool:

@@ -1,3 +1,4 @@
+import errno
 import json
 import shutil
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from nbp.config import UserError
 from nbp.data import (
     UCF101_CLASSES,
     TokenDataset,
@@ -204,6 +206,29 @@ def test_token_dataset_round_trip_and_resume(tmp_path):
     assert (tmp_path / "tok" / "shard_00000.tokens.npy").stat().st_size == 128 + 4 * 6 * 2  # npy header + uint16
     with pytest.raises(ValueError, match="other settings \\(\\['vocab_size'\\]\\)"):
         write_token_dataset(tmp_path / "tok", {**meta, "vocab_size": 1000}, 10, 4, fake_shard)
+
+
+def test_a_full_disk_while_tokenizing_keeps_the_finished_shards(tmp_path, monkeypatch):
+    meta = {"vocab_size": 64000, "latent_shape": [1, 2, 3], "classes": ["a", "b", "c"]}
+    real_save, saves = np.save, []
+
+    def disk_fills_at_the_third_array(file, array, *args, **kwargs):
+        saves.append(1)
+        if len(saves) == 3:  # the second shard's tokens: a few bytes land, then the disk is full
+            file.write(b"\x93NUMPY")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(file, array, *args, **kwargs)
+
+    monkeypatch.setattr(np, "save", disk_fills_at_the_third_array)
+    with pytest.raises(UserError, match="could not write shard_00001 in .*No space left on device.*the 1 shards "
+                                        "before it are complete and kept: free space"):
+        write_token_dataset(tmp_path / "tok", meta, 10, 4, fake_shard)
+    folder = tmp_path / "tok"
+    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "shard_00000.labels.npy",
+                                                        "shard_00000.paths.json", "shard_00000.tokens.npy"]
+    monkeypatch.setattr(np, "save", real_save)
+    assert write_token_dataset(folder, meta, 10, 4, fake_shard) == {"written": 2, "kept": 1, "clips": 10}
+    np.testing.assert_array_equal(TokenDataset(folder)[4]["tokens"].numpy(), [60004] * 6)
 
 
 def test_tokenize_command_stores_the_tokenizer_codes(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nbp.checkpoint import CheckpointError, convert, load_magvit2, load_transformer, read_torch_checkpoint
+from nbp.checkpoint import CheckpointError, convert, load_dcae, load_far, load_magvit2, load_transformer, read_torch_checkpoint
 from nbp.checkpoint.perceptual import PerceptualConfig, load_perceptual
 from nbp.cli import main
 from nbp.data.tokens import write_token_dataset
@@ -44,7 +44,7 @@ def hostile(tmp_path):
 
 def test_every_loader_refuses_a_hostile_pickle(hostile, tmp_path):
     path, marker = hostile
-    loaders = [read_torch_checkpoint, load_magvit2, load_transformer, load_i3d,
+    loaders = [read_torch_checkpoint, load_magvit2, load_transformer, load_i3d, load_far, load_dcae,
                lambda p: convert(p, tmp_path / "out.safetensors"),
                lambda p: load_perceptual(PerceptualConfig(vgg=str(p), lpips=str(p)))]
     for load in loaders:

@@ -14,12 +14,14 @@ from safetensors.torch import load_file, save_file
 
 from nbp.config import UserError, from_dict, to_dict
 from nbp.io import atomic_write
+from nbp.models.dcae import DCAE
+from nbp.models.far import FAR
 from nbp.models.tokenizer import VideoTokenizer
 from nbp.models.transformer import Transformer
 from nbp.models.world import WorldTransformer
 
 FORMAT = "nbp"
-MODELS = {cls.kind: cls for cls in (VideoTokenizer, Transformer, WorldTransformer)}
+MODELS = {cls.kind: cls for cls in (VideoTokenizer, Transformer, WorldTransformer, FAR, DCAE)}
 TRANSFORMERS = ("transformer", "world")  # what `load_transformer` reads
 WORLD_FIELDS = ("num_actions", "short_frames", "long_frames", "long_pool")
 

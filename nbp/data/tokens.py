@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from nbp.config import InputError
+from nbp.config import InputError, UserError
 from nbp.io import write_array, write_json
 
 META = "meta.json"
@@ -79,7 +79,11 @@ def write_token_dataset(folder: str | Path, meta: dict, num_clips: int, shard_si
             counts["kept"] += 1
             continue
         tokens, labels, paths = encode_shard(clips)
-        write_shard(folder, index, tokens, labels, paths)
+        try:
+            write_shard(folder, index, tokens, labels, paths)
+        except OSError as error:  # a full disk: the finished shards stay, the half-written one is removed
+            raise UserError(f"could not write {shard_name(index)} in {folder} ({error}); the {index} shards before "
+                            "it are complete and kept: free space there and run the same command again") from None
         counts["written"] += 1
     counts["clips"] = len(TokenDataset(folder))
     return counts

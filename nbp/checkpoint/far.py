@@ -1,0 +1,95 @@
+"""Loading FAR's models: the official `FAR_*.pth` and `DCAE_*.pth` plain state dicts, or nbp's own files.
+
+The official transformer files carry weights only: the architecture follows from their shapes (depth, width,
+heads, patch, condition and its classes, long-short context), and the fields no file carries (`short_window`,
+`slope_scale`, `sample_size`) are arguments. The DC-AE files are matched against FAR's three configurations.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from nbp.checkpoint.files import CheckpointError, is_nbp_file, load_model, load_state_dict_strict, require_file
+from nbp.checkpoint.torch_files import read_torch_checkpoint
+from nbp.config import from_preset, presets
+from nbp.models.dcae import DCAE, DCAEConfig
+from nbp.models.far import FAR, FARConfig
+
+BLOCK_KEY = "transformer_blocks.{}.norm1.linear.weight"
+
+
+def load_far(path: str | Path, device="cpu", dtype: torch.dtype | None = None, trust: bool | None = None,
+             **config_fields) -> FAR:
+    """A FAR transformer in eval mode from an official `FAR_*.pth` or nbp's file. `config_fields` set what the
+    official file does not carry, e.g. `short_window=30` (BAIR) or `slope_scale=0.5`; `dtype` casts the weights."""
+    path = require_file(path)
+    if is_nbp_file(path):
+        model = load_model(path, kind="far", device=device, **config_fields)
+    else:
+        state = official_state_dict(read_torch_checkpoint(path, trust), path, "x_embedder.weight", "FAR transformer")
+        model = FAR(far_config_from_state(state, **config_fields))
+        load_state_dict_strict(model, state, source=path)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def official_state_dict(obj: dict, path: Path, marker: str, what: str) -> dict[str, torch.Tensor]:
+    if marker not in obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} is not an official {what} file: expected a plain state dict with "
+                              f"'{marker}', found keys {sorted(map(str, obj))[:5]}")
+    return obj
+
+
+def far_config_from_state(state: dict[str, torch.Tensor], in_channels: int = 32, **fields) -> FARConfig:
+    """The FAR architecture that has these weights (a preset's name when one matches)."""
+    width, patch_input = state["x_embedder.weight"].shape
+    head_dim = state["transformer_blocks.0.attn.norm_q.weight"].shape[0]
+    layers = sum(1 for i in range(len(state)) if BLOCK_KEY.format(i) in state)
+    values = dict(num_layers=layers, num_heads=width // head_dim, head_dim=head_dim, in_channels=in_channels,
+                  patch_size=math.isqrt(patch_input // in_channels), long="context_embedder.weight" in state)
+    for condition in ("label", "action"):
+        table = state.get(f"{condition}_embedder.embedding_table.weight")
+        if table is not None:
+            values.update(condition=condition, num_classes=table.shape[0] - 1)
+    if values["long"]:
+        values["context_patch_size"] = math.isqrt(state["context_embedder.weight"].shape[1] // in_channels)
+    config = FARConfig(**values, **fields)
+    config.preset = matching_preset(config)
+    return config
+
+
+def matching_preset(config: FARConfig) -> str | None:
+    """The official size this architecture is (`far-b`, ..., `far-m-long`), or None."""
+    for name in presets(FARConfig):
+        preset = from_preset(FARConfig, name)
+        if (preset.num_layers, preset.num_heads, preset.long) == (config.num_layers, config.num_heads, config.long):
+            return name
+    return None
+
+
+def load_dcae(path: str | Path, device="cpu", dtype: torch.dtype | None = None, trust: bool | None = None,
+              resolution: int | None = None) -> DCAE:
+    """A DC-AE in eval mode from an official `DCAE_*.pth` (one of FAR's 8x/16x/32x configs, or the test size) or
+    nbp's file; `resolution` is the frame size it will see (default: its configuration's)."""
+    path = require_file(path)
+    fields = {} if resolution is None else {"resolution": resolution}
+    if is_nbp_file(path):
+        model = load_model(path, kind="dcae", device=device, **fields)
+    else:
+        state = official_state_dict(read_torch_checkpoint(path, trust), path, "encoder.conv_in.conv.weight", "DC-AE")
+        model = DCAE(from_preset(DCAEConfig, dcae_preset_of(state, path), **fields))
+        load_state_dict_strict(model, state, source=path)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def dcae_preset_of(state: dict[str, torch.Tensor], path: Path) -> str:
+    """The DC-AE preset whose keys and shapes are exactly these (compared on the meta device: nothing allocated)."""
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    for name in presets(DCAEConfig):
+        with torch.device("meta"):
+            expected = DCAE(from_preset(DCAEConfig, name)).state_dict()
+        if shapes == {k: tuple(v.shape) for k, v in expected.items()}:
+            return name
+    raise CheckpointError(f"{path} is a DC-AE of none of FAR's configurations ({', '.join(presets(DCAEConfig))}): "
+                          f"{len(state)} tensors, first {next(iter(state))} {tuple(next(iter(state.values())).shape)}")

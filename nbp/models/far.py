@@ -1,0 +1,321 @@
+"""FAR (Gu et al. 2025, showlab/FAR): a DiT over continuous per-frame latents that predicts the next frame by flow.
+
+Input: latents (B, T, C, H, W) of T frames and a timestep per frame (B, T); a clean context frame has timestep -1.
+Each frame is cut into (H/p)(W/p) tokens; attention is frame-causal (a token sees its own frame and earlier ones);
+3D rotary positions (frame, row, column); adaLN from the timestep embedding (+ a class label or a per-frame
+action). The output is the velocity (noise - data) of every frame.
+
+Long-short context (FAR_Long, `long`): of T > W frames, the last W (`short_window`) are the window, tokenized as
+above; the T - W older frames are compressed into one token per c x c patch (`context_patch_size`) with their own
+input, attention and output projections, and their timesteps doubled (a clean long-term frame carries -2).
+
+Key names are the official ones (`official-formats.md` §5.3-5.4), so the released `FAR_*.pth` load as they are.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention import FeedForward
+from diffusers.models.embeddings import TimestepEmbedding, apply_rotary_emb, get_1d_rotary_pos_embed, get_timestep_embedding
+from einops import rearrange
+from torch import nn
+
+from nbp.config import ConfigError, register_presets
+
+
+def _sizes(layers: int, heads: int, **extra) -> dict:
+    return dict(num_layers=layers, num_heads=heads, **extra)
+
+
+LONG = dict(long=True, condition="action", num_classes=4)  # the released long models are action-conditioned
+
+@register_presets({
+    "far-b": _sizes(12, 12), "far-m": _sizes(12, 16), "far-l": _sizes(24, 16), "far-xl": _sizes(28, 18),
+    "far-b-long": _sizes(12, 12, **LONG), "far-m-long": _sizes(12, 16, **LONG),
+    # test and CPU sizes (the goldens' shapes: 2 layers x 2 heads = 128 wide)
+    "far-tiny": _sizes(2, 2), "far-tiny-long": _sizes(2, 2, **LONG, short_window=4),
+})
+@dataclass
+class FARConfig:
+    preset: str | None = None
+    num_layers: int = 12
+    num_heads: int = 12
+    head_dim: int = 64
+    in_channels: int = 32  # latent channels (DC-AE: 32)
+    patch_size: int = 1
+    rope_axes: list[int] = field(default_factory=lambda: [16, 24, 24])  # rotary channels for (frame, row, column)
+    condition: str = "none"  # "none", "label" (one class per video) or "action" (one per frame)
+    num_classes: int = 0  # labels or actions; id num_classes is the null id (guidance)
+    slope_scale: float = 0.0  # attention bias slope * (key frame - query frame): a decay over frame distance
+    long: bool = False  # FAR_Long's long-short context
+    short_window: int = 16  # W: frames kept in full (BAIR: 30)
+    context_patch_size: int = 4  # c: long-term frames are cut into c x c patches
+    sample_size: int = 8  # latent height and width the model is used at
+
+    @property
+    def width(self) -> int:
+        return self.num_heads * self.head_dim
+
+    def validate(self) -> None:
+        if self.condition not in ("none", "label", "action"):
+            raise ConfigError(f"condition must be 'none', 'label' or 'action', got {self.condition!r}")
+        if (self.condition != "none") != (self.num_classes > 0):
+            raise ConfigError(f"condition={self.condition!r} needs num_classes > 0 exactly when conditioned "
+                              f"(got {self.num_classes})")
+        if sum(self.rope_axes) != self.head_dim:
+            raise ConfigError(f"rope_axes {self.rope_axes} must add up to head_dim={self.head_dim}")
+        if self.long and self.condition == "label":
+            raise ConfigError("FAR_Long supports actions or no condition, not labels (as the official model)")
+        if self.long and self.context_patch_size % self.patch_size:
+            raise ConfigError(f"context_patch_size {self.context_patch_size} must be a multiple of patch_size")
+
+    def tokens_per_frame(self, long_term: bool = False) -> int:
+        side = self.sample_size // (self.context_patch_size if long_term else self.patch_size)
+        return side * side
+
+
+# --- small pieces -----------------------------------------------------------------------------------------------
+class ConditionEmbedding(nn.Module):
+    """Class or action ids -> vectors; row `num_classes` is the null id. No random dropout here: that is training's."""
+
+    def __init__(self, num_classes: int, width: int):
+        super().__init__()
+        self.embedding_table = nn.Embedding(num_classes + 1, width)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embedding_table(ids)
+
+
+class AdaNorm(nn.Module):
+    """LayerNorm without affine parameters, modulated by `chunks` vectors from SiLU(temb) (shift, scale[, gate])."""
+
+    def __init__(self, width: int, chunks: int):
+        super().__init__()
+        self.linear = nn.Linear(width, chunks * width)
+        self.chunks = chunks
+
+    def modulation(self, temb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.linear(F.silu(temb)).chunk(self.chunks, dim=-1)
+
+    @staticmethod
+    def norm(h: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(h, h.shape[-1:], eps=1e-6) * (1 + scale) + shift
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm over the head channels, computed in float32 (as the official qk-norm)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normed = x.float() * torch.rsqrt(x.float().square().mean(-1, keepdim=True) + 1e-6)
+        return (normed * self.weight.float()).to(x.dtype)
+
+
+def rope_tables(ids: torch.Tensor, axes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 3) float positions (frame, row, column) -> cos, sin (N, sum(axes)): diffusers' FluxPosEmbed, theta 1e4."""
+    tables = [get_1d_rotary_pos_embed(dim, ids[:, axis], theta=10000, use_real=True, repeat_interleave_real=True,
+                                      freqs_dtype=torch.float64) for axis, dim in enumerate(axes)]
+    cos = torch.cat([c for c, _ in tables], dim=-1).to(ids.device)
+    sin = torch.cat([s for _, s in tables], dim=-1).to(ids.device)
+    return cos, sin
+
+
+# --- tokens of one kind (window or long-term) --------------------------------------------------------------------
+@dataclass
+class Tokens:
+    """A run of tokens fed to the blocks: hidden states, per-token temb, rotary tables and each token's frame."""
+    h: torch.Tensor  # (B, N, D)
+    temb: torch.Tensor  # (B, N, D)
+    rope: tuple[torch.Tensor, torch.Tensor]  # cos, sin (N, head_dim)
+    frames: torch.Tensor  # (N,) absolute frame index, for the frame-causal mask
+    long_term: bool  # which projections to use
+    grid: tuple[int, int]  # tokens per frame: rows, columns
+
+    def __len__(self) -> int:
+        return self.h.shape[1]
+
+
+@dataclass
+class KVLevel:
+    """Keys (after qk-norm and RoPE) and values of some frames in every layer, with each key's frame."""
+    keys: list[torch.Tensor]  # per layer (B, heads, L, head_dim)
+    values: list[torch.Tensor]
+    frames: torch.Tensor  # (L,)
+
+    @staticmethod
+    def concat(levels: list[KVLevel], layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if not levels:
+            return None
+        return (torch.cat([level.keys[layer] for level in levels], dim=2),
+                torch.cat([level.values[layer] for level in levels], dim=2))
+
+    def extend(self, other: KVLevel) -> KVLevel:
+        return KVLevel([torch.cat(p, dim=2) for p in zip(self.keys, other.keys)],
+                       [torch.cat(p, dim=2) for p in zip(self.values, other.values)],
+                       torch.cat([self.frames, other.frames]))
+
+
+def frame_mask(query_frames: torch.Tensor, key_frames: torch.Tensor, slope: float, dtype) -> torch.Tensor:
+    """(Nq, Nk) additive mask: 0 where the key's frame is not later than the query's (else -inf), plus
+    slope * (key frame - query frame)."""
+    distance = (key_frames[None, :] - query_frames[:, None]).to(dtype)
+    allowed = distance <= 0
+    bias = slope * distance if slope else torch.zeros_like(distance)
+    return bias.masked_fill(~allowed, float("-inf"))
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: FARConfig, long_projections: bool, long_output: bool):
+        super().__init__()
+        width, dim = cfg.width, cfg.head_dim
+        self.heads = cfg.num_heads
+        self.to_q, self.to_k, self.to_v = (nn.Linear(width, width) for _ in range(3))
+        self.norm_q, self.norm_k = RMSNorm(dim), RMSNorm(dim)
+        self.to_out = nn.ModuleList([nn.Linear(width, width)])
+        if long_projections:
+            self.add_q_proj, self.add_k_proj, self.add_v_proj = (nn.Linear(width, width) for _ in range(3))
+            self.norm_added_q, self.norm_added_k = RMSNorm(dim), RMSNorm(dim)
+            self.to_add_out = nn.Linear(width, width) if long_output else nn.Identity()  # none in the last block
+
+    def qkv(self, x: torch.Tensor, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        long = tokens.long_term
+        project = (self.add_q_proj, self.add_k_proj, self.add_v_proj) if long else (self.to_q, self.to_k, self.to_v)
+        norm_q, norm_k = (self.norm_added_q, self.norm_added_k) if long else (self.norm_q, self.norm_k)
+        q, k, v = (rearrange(p(x), "b n (h d) -> b h n d", h=self.heads) for p in project)
+        q, k = norm_q(q), norm_k(k)
+        return apply_rotary_emb(q, tokens.rope), apply_rotary_emb(k, tokens.rope), v
+
+    def forward(self, xs: list[torch.Tensor], runs: list[Tokens], past: tuple[torch.Tensor, torch.Tensor] | None,
+                mask: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Joint attention of the runs' tokens (after `past`, the cached keys and values); returns each run's
+        output and this call's keys and values (for a cache)."""
+        q, k, v = (torch.cat(parts, dim=2) for parts in zip(*(self.qkv(x, t) for x, t in zip(xs, runs))))
+        keys, values = (k, v) if past is None else (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask.to(q.dtype))
+        out = rearrange(out, "b h n d -> b n (h d)")
+        outputs = list(out.split([len(t) for t in runs], dim=1))
+        outputs = [(self.to_add_out if t.long_term else self.to_out[0])(o) for o, t in zip(outputs, runs)]
+        return outputs, k, v
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: FARConfig, last: bool):
+        super().__init__()
+        self.norm1, self.norm2 = AdaNorm(cfg.width, 3), AdaNorm(cfg.width, 3)
+        self.attn = Attention(cfg, long_projections=cfg.long, long_output=not last)
+        self.mlp = FeedForward(cfg.width, activation_fn="gelu-approximate")
+
+    def forward(self, runs: list[Tokens], past, mask) -> tuple[list[Tokens], torch.Tensor, torch.Tensor]:
+        mods = [self.norm1.modulation(t.temb) for t in runs]
+        normed = [AdaNorm.norm(t.h, shift, scale) for t, (shift, scale, _) in zip(runs, mods)]
+        attended, k, v = self.attn(normed, runs, past, mask)
+        hs = [t.h + gate * a for t, (_, _, gate), a in zip(runs, mods, attended)]
+        out = []
+        for t, h in zip(runs, hs):
+            shift, scale, gate = self.norm2.modulation(t.temb)
+            out.append(replace(t, h=h + gate * self.mlp(AdaNorm.norm(h, shift, scale))))
+        return out, k, v
+
+
+# --- the model --------------------------------------------------------------------------------------------------
+class FAR(nn.Module):
+    kind = "far"
+    config_class = FARConfig
+
+    def __init__(self, config: FARConfig):
+        super().__init__()
+        config.validate()
+        self.config = cfg = config
+        width, p, c = cfg.width, cfg.patch_size, cfg.context_patch_size
+        self.x_embedder = nn.Linear(cfg.in_channels * p * p, width)
+        self.timestep_embedder = TimestepEmbedding(256, width)
+        if cfg.condition != "none":
+            self.add_module(f"{cfg.condition}_embedder", ConditionEmbedding(cfg.num_classes, width))
+        self.transformer_blocks = nn.ModuleList(Block(cfg, last=i == cfg.num_layers - 1) for i in range(cfg.num_layers))
+        self.norm_out = AdaNorm(width, 2)
+        self.proj_out = nn.Linear(width, cfg.in_channels * p * p)
+        if cfg.long:
+            self.context_embedder = nn.Linear(cfg.in_channels * c * c, width)
+            self.context_proj_out = nn.Linear(width, cfg.in_channels * c * c)
+
+    @property
+    def null_id(self) -> int:
+        return self.config.num_classes
+
+    def long_term_frames(self, frames: int) -> int:
+        """How many of `frames` input frames are long-term context (FAR_Long past its window), the oldest."""
+        return max(0, frames - self.config.short_window) if self.config.long else 0
+
+    def forward(self, latents: torch.Tensor, timesteps: torch.Tensor, labels: torch.Tensor | None = None,
+                actions: torch.Tensor | None = None) -> torch.Tensor:
+        """Latents (B, T, C, H, W), timesteps (B, T) or (B,) (-1: a clean frame), labels (B,) or actions (B, T)
+        -> the velocity of every frame (B, T, C, H, W)."""
+        frames = latents.shape[1]
+        if timesteps.ndim == 1:
+            timesteps = timesteps[:, None].expand(-1, frames)
+        old = self.long_term_frames(frames)
+        spans = [(0, old, True)] if old else []
+        spans.append((old, frames, False))
+        runs = [self.embed(latents[:, a:b], timesteps[:, a:b], a, labels, None if actions is None else actions[:, a:b],
+                           long_term) for a, b, long_term in spans]
+        runs, _ = self.run(runs)
+        return torch.cat([self.velocity(tokens, b - a) for tokens, (a, b, _) in zip(runs, spans)], dim=1)
+
+    def embed(self, latents: torch.Tensor, timesteps: torch.Tensor, first_frame: int, labels: torch.Tensor | None,
+              actions: torch.Tensor | None, long_term: bool = False) -> Tokens:
+        """Frames `first_frame`.. of the video as tokens: (B, F, C, H, W) latents with (B, F) timesteps."""
+        cfg = self.config
+        batch, frames, _, height, width = latents.shape
+        c = cfg.context_patch_size if long_term else cfg.patch_size
+        patches = rearrange(latents, "b f c (h p1) (w p2) -> b (f h w) (c p1 p2)", p1=c, p2=c)
+        h = (self.context_embedder if long_term else self.x_embedder)(patches)
+        t = timesteps * 2 if long_term else timesteps  # the official long-term frames carry 2t (clean: -2)
+        sinusoid = get_timestep_embedding(t.flatten(), 256, flip_sin_to_cos=True, downscale_freq_shift=1)
+        temb = self.timestep_embedder(sinusoid.to(h.dtype)).view(batch, frames, -1)  # (B, F, D)
+        temb = temb + self.condition_embedding(labels, actions, batch, frames)
+        rows, cols = height // c, width // c
+        temb = temb.repeat_interleave(rows * cols, dim=1)  # (B, F*rows*cols, D)
+        ids = torch.stack(torch.meshgrid(torch.arange(frames) + first_frame, torch.arange(rows) * (c // cfg.patch_size),
+                                         torch.arange(cols) * (c // cfg.patch_size), indexing="ij"), -1).reshape(-1, 3)
+        rope = rope_tables(ids.to(latents.device, torch.float32), cfg.rope_axes)
+        return Tokens(h, temb, rope, ids[:, 0].to(latents.device), long_term, (rows, cols))
+
+    def condition_embedding(self, labels, actions, batch: int, frames: int) -> torch.Tensor | float:
+        """(B, F, D) or (B, 1, D) to add to the timestep embedding; a missing id is the null id."""
+        cfg = self.config
+        if cfg.condition == "none":
+            return 0.0
+        ids = labels if cfg.condition == "label" else actions
+        if ids is None:
+            ids = torch.full((batch, 1 if cfg.condition == "label" else frames), self.null_id,
+                             device=self.x_embedder.weight.device)
+        embedder = getattr(self, f"{cfg.condition}_embedder")
+        return embedder(ids)[:, None] if cfg.condition == "label" else embedder(ids)
+
+    def run(self, runs: list[Tokens], past: list[KVLevel] = (), keep: bool = False) -> tuple[list[Tokens], KVLevel | None]:
+        """The blocks over the runs' tokens, which also attend to `past` (cached frames); with `keep`, also the
+        keys and values of these tokens, to cache."""
+        query_frames = torch.cat([t.frames for t in runs])
+        key_frames = torch.cat([*(level.frames for level in past), query_frames])
+        mask = frame_mask(query_frames, key_frames, self.config.slope_scale, torch.float32)
+        keys, values = [], []
+        for i, block in enumerate(self.transformer_blocks):
+            runs, k, v = block(runs, KVLevel.concat(list(past), i), mask)
+            if keep:
+                keys.append(k)
+                values.append(v)
+        return runs, (KVLevel(keys, values, query_frames) if keep else None)
+
+    def velocity(self, tokens: Tokens, frames: int) -> torch.Tensor:
+        """Output tokens of `frames` frames -> (B, F, C, H, W)."""
+        cfg = self.config
+        c = cfg.context_patch_size if tokens.long_term else cfg.patch_size
+        scale, shift = self.norm_out.modulation(tokens.temb)  # scale first here, unlike the blocks
+        out = (self.context_proj_out if tokens.long_term else self.proj_out)(AdaNorm.norm(tokens.h, shift, scale))
+        rows, cols = tokens.grid
+        return rearrange(out, "b (f h w) (c p1 p2) -> b f c (h p1) (w p2)", f=frames, h=rows, w=cols, p1=c, p2=c)

@@ -1,0 +1,282 @@
+"""FAR in nbp against the official code's outputs (../shared/golden/far_small.npz): the transformer's teacher-forced
+velocities, FAR_Long, sampling with and without the caches, and the DC-AE; loaded from official-format files."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nbp.checkpoint import CheckpointError, load_model, save_model
+from nbp.config import ConfigError, from_preset
+from nbp.download import load_dcae, load_far
+from nbp.generation.far import FARSamplingConfig, flow_schedule, generate_latents
+from nbp.models.far import FAR, FARConfig
+from nbp.pipelines.far import far_loss, far_loss_terms, generate
+
+from conftest import det_state_dict, golden_dir
+
+CONDITIONS = {"label": ("label", 5), "uncond": ("none", 0), "action": ("action", 4)}
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return json.loads((golden_dir() / "far_small_spec.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def far_golden():
+    return {k: torch.from_numpy(v) for k, v in np.load(golden_dir() / "far_small.npz").items()}
+
+
+@pytest.fixture(scope="module")
+def official_files(spec, tmp_path_factory):
+    """The official formats: `FAR_*.pth` and `DCAE_*.pth` are plain state dicts saved with torch.save."""
+    folder = tmp_path_factory.mktemp("far")
+    files = {}
+    for name in CONDITIONS:
+        files[name] = folder / f"FAR_{name}.pth"
+        torch.save(det_state_dict(spec["far"][f"{name}_spec"], spec["far"]["seed"]), files[name])
+    files["long"] = folder / "FAR_Long.pth"
+    torch.save(det_state_dict(spec["far_long"]["spec"], spec["far_long"]["seed"]), files["long"])
+    files["dcae"] = folder / "DCAE.pth"
+    torch.save(det_state_dict(spec["dcae"]["spec"], spec["dcae"]["seed"]), files["dcae"])
+    return files
+
+
+def test_the_architecture_follows_from_an_official_file(official_files):
+    label = load_far(official_files["label"])
+    cfg = label.config
+    assert (cfg.num_layers, cfg.num_heads, cfg.condition, cfg.num_classes, cfg.long) == (2, 2, "label", 5, False)
+    assert cfg.preset == "far-tiny" and not label.training
+    long = load_far(official_files["long"], short_window=4)
+    assert (long.config.long, long.config.condition, long.config.context_patch_size, long.config.short_window) == \
+        (True, "action", 4, 4)
+    assert load_far(official_files["uncond"], slope_scale=0.5).config.slope_scale == 0.5
+    with pytest.raises(CheckpointError, match="not an official FAR transformer file"):
+        load_far(official_files["dcae"])
+
+
+@pytest.mark.parametrize("name", sorted(CONDITIONS))
+def test_teacher_forced_velocity_of_every_frame_equals_the_official(name, official_files, far_golden):
+    g = far_golden
+    model = load_far(official_files[name])
+    with torch.no_grad():
+        out = model(g["tf_x"], g["tf_t"], labels=g["tf_label"] if name == "label" else None,
+                    actions=g["tf_action"] if name == "action" else None)
+    torch.testing.assert_close(out, g[f"tf_{name}_out"], atol=1e-5, rtol=0)
+
+
+def test_slope_scale_and_label_ids_change_the_output_as_officially(official_files, far_golden):
+    g = far_golden
+    with torch.no_grad():
+        out = load_far(official_files["uncond"], slope_scale=0.5)(g["tf_x"], g["tf_t"])
+        torch.testing.assert_close(out, g["tf_uncond_slope_out"], atol=1e-5, rtol=0)
+        assert (out - g["tf_uncond_out"]).abs().max() > 1e-2  # the slope is not a no-op
+        model = load_far(official_files["label"])
+        null = model(g["tf_x"], g["tf_t"], labels=torch.full((2,), 5))
+        assert (null - g["tf_label_out"]).abs().max() > 1e-2
+
+
+def test_far_long_with_long_term_context_and_without(official_files, far_golden):
+    g = far_golden
+    model = load_far(official_files["long"], short_window=4)
+    with torch.no_grad():
+        out = model(g["ltf_x"], g["ltf_t"], actions=g["ltf_action"])  # 3 long-term frames + a window of 4
+        short = model(g["ltf_x"][:, :3], g["ltf_t"][:, :3], actions=g["ltf_action"][:, :3])
+    torch.testing.assert_close(out, g["ltf_out"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(short, g["ltf_short_out"], atol=1e-5, rtol=0)
+
+
+def test_the_flow_schedule_is_the_official_one(far_golden):
+    timesteps, sigmas = flow_schedule(4)
+    torch.testing.assert_close(timesteps, far_golden["sched_timesteps"], atol=0, rtol=0)
+    torch.testing.assert_close(sigmas, far_golden["sched_sigmas"], atol=0, rtol=0)
+    assert flow_schedule(50)[0][1].item() == pytest.approx(979.6122, abs=1e-4)
+
+
+SAMPLING = [  # golden case, model file, conditions, guidance, with context
+    ("pipe_label_cfg", "label", "labels", 2.0, True),
+    ("gen_label_cfg", "label", "labels", 2.0, False),
+    ("pipe_uncond", "uncond", None, 1.0, True),
+    ("pipe_action_cfg", "action", "actions", 1.5, True),
+    ("pipe_action_free", "action", "actions", -1, True),
+]
+
+
+@pytest.mark.parametrize("use_cache", [True, False], ids=["kv", "nokv"])
+@pytest.mark.parametrize("case,name,condition,guidance,context", SAMPLING, ids=[c[0] for c in SAMPLING])
+def test_sampling_equals_the_official_pipeline(case, name, condition, guidance, context, use_cache, official_files,
+                                               far_golden):
+    g = far_golden
+    conditions = {"labels": {"labels": g["pipe_label"]}, "actions": {"actions": g["pipe_action"]}, None: {}}[condition]
+    out = generate_latents(load_far(official_files[name]), 3, g["pipe_ctx_latents"] if context else None,
+                           noise=g["pipe_noise"], sampling=FARSamplingConfig(steps=4, guidance=guidance,
+                                                                             use_cache=use_cache), **conditions)
+    torch.testing.assert_close(out, g[f"{case}_{'kv' if use_cache else 'nokv'}"], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("use_cache", [True, False], ids=["multi-level-cache", "nokv"])
+def test_far_long_rollout_past_its_window_equals_the_official(use_cache, official_files, far_golden):
+    g = far_golden
+    out = generate_latents(load_far(official_files["long"], short_window=4), 5, g["lpipe_ctx_latents"],
+                           actions=g["lpipe_action"], noise=g["lpipe_noise"],
+                           sampling=FARSamplingConfig(steps=4, guidance=1.5, use_cache=use_cache))
+    torch.testing.assert_close(out, g[f"lpipe_action_cfg_{'kv' if use_cache else 'nokv'}"], atol=1e-4, rtol=0)
+
+
+def test_dcae_maps_video_to_latents_and_back_as_far(official_files, far_golden):
+    g = far_golden
+    dcae = load_dcae(official_files["dcae"])
+    assert dcae.config.preset == "dcae-tiny" and dcae.config.latent_size == 8
+    video = g["vae_video_u8"].float().div(255).permute(0, 1, 4, 2, 3)  # (B, T, 3, H, W)
+    with torch.no_grad():
+        latents = dcae.encode_video(video)
+        torch.testing.assert_close(latents, g["vae_latents"], atol=1e-4, rtol=0)
+        torch.testing.assert_close(dcae.decode_video(g["vae_latents"]), g["vae_recon"], atol=1e-4, rtol=0)
+        unclamped = dcae.decode_video(g["vae_latents"], clamp=False)  # the decoder's output, mapped to [0, 1] unclamped
+        torch.testing.assert_close(unclamped, g["vae_recon_raw"] / 2 + 0.5, atol=1e-4, rtol=0)
+        ctx = g["pipe_ctx_video_u8"].float().div(255).permute(0, 1, 4, 2, 3)
+        torch.testing.assert_close(dcae.encode_video(ctx), g["pipe_ctx_latents"], atol=1e-4, rtol=0)
+        torch.testing.assert_close(dcae.decode_video(g["pipe_label_cfg_kv"]), g["pipe_label_cfg_kv_video"], atol=1e-4, rtol=0)
+        torch.testing.assert_close(dcae.encode_video(video, frames_per_batch=1), latents, atol=1e-5, rtol=0)
+
+
+def test_nbp_files_of_far_and_dcae_reload_exactly(official_files, tmp_path, far_golden):
+    far = load_far(official_files["long"], short_window=4)
+    save_model(far, tmp_path / "far.safetensors")
+    again = load_far(tmp_path / "far.safetensors")
+    assert again.config == far.config
+    assert all(torch.equal(a, b) for a, b in zip(far.state_dict().values(), again.state_dict().values()))
+    dcae = load_dcae(official_files["dcae"])
+    save_model(dcae, tmp_path / "dcae.safetensors")
+    assert load_model(tmp_path / "dcae.safetensors", kind="dcae").config == dcae.config
+    with torch.no_grad():
+        torch.testing.assert_close(load_dcae(tmp_path / "dcae.safetensors").decode_video(far_golden["vae_latents"]),
+                                   far_golden["vae_recon"], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name,parameters,tensors", [
+    ("far-b", 129_560_864, 226), ("far-m", 230_156_832, 226), ("far-l", 456_835_104, 442),
+    ("far-xl", 673_703_584, 514), ("far-b-long", 158_111_776, 349), ("far-m-long", 280_544_800, 349)])
+def test_presets_have_the_official_sizes(name, parameters, tensors):
+    with torch.device("meta"):
+        state = FAR(from_preset(FARConfig, name)).state_dict()
+    assert (sum(v.numel() for v in state.values()), len(state)) == (parameters, tensors)
+
+
+def test_label_presets_of_101_classes_have_the_official_sizes():
+    with torch.device("meta"):
+        state = FAR(from_preset(FARConfig, "far-xl", condition="label", num_classes=101)).state_dict()
+    assert (sum(v.numel() for v in state.values()), len(state)) == (673_821_088, 515)
+
+
+def test_bad_configs_and_conditions_are_refused():
+    with pytest.raises(ConfigError, match="num_classes > 0"):
+        FAR(from_preset(FARConfig, "far-tiny", condition="label"))
+    with pytest.raises(ConfigError, match="not labels"):
+        FAR(from_preset(FARConfig, "far-tiny-long", condition="label", num_classes=3))
+    model = FAR(from_preset(FARConfig, "far-tiny", condition="label", num_classes=5)).eval()
+    with pytest.raises(ValueError, match="give labels"):
+        generate_latents(model, 1, batch=1, sampling=FARSamplingConfig(steps=1))
+    with pytest.raises(ConfigError, match="action-conditioned"):
+        generate_latents(model, 1, labels=torch.tensor([1]), sampling=FARSamplingConfig(steps=1, guidance=-1))
+    with pytest.raises(ConfigError, match="steps must be"):
+        generate_latents(model, 1, labels=torch.tensor([1]), sampling=FARSamplingConfig(steps=0))
+
+
+def test_training_loss_from_the_recorded_draws_equals_the_official(official_files, far_golden):
+    g = far_golden
+    clean = g["loss_ctx_uniform"] < 0.1
+    labels = torch.where(g["loss_label_uniform"] < 0.1, 5, g["loss_label"])
+    assert torch.equal(clean, g["loss_context_mask"]) and torch.equal(labels == 5, g["loss_label_dropped"])
+    model = load_far(official_files["label"])
+    with torch.no_grad():
+        terms = far_loss_terms(model, g["loss_latent"] * 0.2889, g["loss_u"], g["loss_noise"], clean, labels=labels)
+        loss = far_loss(model, g["loss_latent"] * 0.2889, g["loss_u"], g["loss_noise"], clean, labels=labels)
+    torch.testing.assert_close(terms.timesteps, g["loss_t_in"], atol=0, rtol=0)
+    torch.testing.assert_close(terms.prediction, g["loss_pred"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(loss, g["loss_value"], atol=0, rtol=1e-6)
+
+
+def test_long_context_training_loss_equals_the_official(official_files, far_golden):
+    g = far_golden
+    start, length = int(g["lloss_start"]), int(g["lloss_num_frames"])  # the clip sampler's draws
+    x0 = g["lloss_latent"][:, start:start + length] * 0.2889
+    actions = g["lloss_action"][:, start:start + length]
+    window = 4
+    dropped = torch.cat([g["lloss_act_uniform_long"].view(2, -1), g["lloss_act_uniform_window"].view(2, -1)], 1) < 0.1
+    actions = torch.where(dropped, 4, actions)
+    clean = torch.cat([torch.ones(2, length - window, dtype=torch.bool), g["lloss_ctx_uniform"] < 0.1], 1)
+    assert torch.equal(clean, g["lloss_context_mask"])
+    model = load_far(official_files["long"], short_window=window)
+    with torch.no_grad():
+        terms = far_loss_terms(model, x0, g["lloss_u"], g["lloss_noise"], clean, actions=actions)
+    torch.testing.assert_close(terms.timesteps, g["lloss_t_in"], atol=0, rtol=0)
+    torch.testing.assert_close(terms.prediction, g["lloss_pred"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(terms.loss, g["lloss_value"], atol=0, rtol=1e-6)
+
+
+def count_frames_fed(monkeypatch) -> list[tuple[int, bool, bool]]:
+    """Records (frames, long-term, cached) of every run of tokens through the blocks."""
+    fed, run = [], FAR.run
+
+    def counting(self, runs, past=(), keep=False):
+        fed.extend((len(t) // (t.grid[0] * t.grid[1]), t.long_term, keep) for t in runs)
+        return run(self, runs, past, keep)
+
+    monkeypatch.setattr(FAR, "run", counting)
+    return fed
+
+
+def test_the_cached_sampler_computes_each_context_frame_once(official_files, far_golden, monkeypatch):
+    g = far_golden
+    fed = count_frames_fed(monkeypatch)
+    generate(load_far(official_files["uncond"]), g["pipe_ctx_latents"], num_frames=3, steps=4, noise=g["pipe_noise"])
+    # the 2 given frames, then each generated frame once (the last is never context); each Euler step the noisy
+    # frame alone
+    step = (1, False, False)
+    assert fed == [(2, False, True), *[step] * 4, (1, False, True), *[step] * 4, (1, False, True), *[step] * 4]
+    fed.clear()
+    generate(load_far(official_files["uncond"]), g["pipe_ctx_latents"], num_frames=3, steps=4, noise=g["pipe_noise"],
+             kv_cache=False)
+    assert [frames for frames, _, _ in fed] == [3] * 4 + [4] * 4 + [5] * 4  # without: the whole sequence every step
+
+
+def test_past_the_window_each_frame_costs_the_same(official_files, monkeypatch):
+    model = load_far(official_files["long"], short_window=4)
+    fed = count_frames_fed(monkeypatch)
+    generate(model, None, num_frames=9, steps=2, actions=torch.zeros(1, 9, dtype=torch.long), batch=1,
+             generator=torch.Generator().manual_seed(0))
+    step = (1, False, False)
+    within = [step, step] + [(1, False, True), step, step] * 3  # frames 0-3: the window grows by one clean frame
+    # frames 4-8: the oldest window frame enters the long-term context (computed once), the 3 clean window frames
+    # are recomputed (their context changed), then the steps
+    past = [(1, True, True), (3, False, True), step, step] * 5
+    assert fed == within + past
+
+
+def test_an_action_changes_predictions_only_from_its_frame_on(official_files, far_golden):
+    g = far_golden
+    model = load_far(official_files["action"])
+    actions = g["tf_action"].clone()
+    actions[:, 2] = (actions[:, 2] + 1) % 4
+    with torch.no_grad():
+        before, after = model(g["tf_x"], g["tf_t"], actions=g["tf_action"]), model(g["tf_x"], g["tf_t"], actions=actions)
+    assert torch.equal(before[:, :2], after[:, :2])
+    assert (before[:, 2:] - after[:, 2:]).abs().amax(dim=(2, 3, 4)).min() > 1e-3
+
+
+def test_bad_inputs_get_clear_errors(official_files, far_golden):
+    g = far_golden
+    uncond, action = load_far(official_files["uncond"]), load_far(official_files["action"])
+    with pytest.raises(ValueError, match=r"\(B, T, 32, h, w\)"):
+        generate(uncond, g["pipe_ctx_latents"][:, :, :16], num_frames=1, steps=1)
+    with pytest.raises(ValueError, match="labels given to a FAR model conditioned on 'none'"):
+        generate(uncond, g["pipe_ctx_latents"], num_frames=1, steps=1, labels=torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match=r"actions must lie in \[0, 3\]"):
+        generate(action, g["pipe_ctx_latents"], num_frames=1, steps=1, actions=torch.full((2, 3), 7))
+    with pytest.raises(ValueError, match="actions cover 2 frames"):
+        generate(action, g["pipe_ctx_latents"], num_frames=1, steps=1, actions=torch.zeros(2, 2, dtype=torch.long))
+    long = load_far(official_files["long"], short_window=4)
+    with pytest.raises(ValueError, match="4x4 patches"):
+        generate(long, torch.zeros(1, 2, 32, 6, 6), num_frames=1, steps=1, actions=torch.zeros(1, 3, dtype=torch.long))
