@@ -68,7 +68,7 @@ def tokenizer_table(cfg, r) -> str:
 
 
 def samples_report(cfg, r) -> str:
-    if cfg.sharded:
+    if getattr(cfg, "sharded", False):
         return f"rank {r['rank']}/{r['world']}: wrote {r['samples']} samples to {r['folder']}/NNNNNN.npy"
     return (f"wrote {r['samples']} videos to {r['folder']}: sample_*.mp4, grid.mp4, contact_sheet.png, "
             "samples_uint8.npy")
@@ -76,7 +76,7 @@ def samples_report(cfg, r) -> str:
 
 COMMANDS = {c.name: c for c in (
     Command("demo", "nbp.demo:DemoConfig", "nbp.demo:run_demo",
-            "run the whole pipeline on the built-in dataset (~12 min on 2 cores)", lambda cfg, r: ""),
+            "run the whole pipeline on the built-in dataset (sized to an 11-minute budget on 2 cores)", lambda cfg, r: ""),
     Command("synthetic", "nbp.data.synthetic:SyntheticConfig", "nbp.data.synthetic:write_synthetic",
             "write the built-in moving-shapes dataset (mp4, UCF-101 layout)",
             lambda cfg, r: f"wrote {cfg.videos_per_class} videos per class to {r} (trainlist.txt, testlist.txt)"),
@@ -102,6 +102,9 @@ COMMANDS = {c.name: c for c in (
             "DeepSpeed ZeRO checkpoint (or LM .ckpt) -> one fp32 .safetensors", positional=("checkpoint", "out")),
     Command("sample", "nbp.pipelines.sample:SampleConfig", "nbp.pipelines.sample:sample_videos",
             "generate videos: unconditional, class/text-conditional, or continuing given videos", samples_report),
+    Command("sample-far", "nbp.pipelines.sample_far:FARSampleConfig", "nbp.pipelines.sample_far:sample_far",
+            "generate videos with a FAR model and its DC-AE: class-conditional, continuations, action rollouts",
+            samples_report),
     Command("predict-eval", "nbp.eval.prediction:PredictEvalConfig", "nbp.eval.prediction:evaluate_prediction",
             "continue held-out clips from their first frames: PSNR/SSIM against copying the last frame",
             prediction_table),
@@ -114,6 +117,8 @@ COMMANDS = {c.name: c for c in (
 MODEL_CONFIGS = {"tokenizer": "nbp.models.tokenizer:TokenizerConfig",
                  "transformer": "nbp.models.transformer:TransformerConfig",
                  "world": "nbp.models.world:WorldConfig",
+                 "far": "nbp.models.far:FARConfig",
+                 "dcae": "nbp.models.dcae:DCAEConfig",
                  "discriminator": "nbp.models.discriminator:DiscriminatorConfig"}
 
 

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from nbp.checkpoint import CheckpointError, load_model, save_model
+from nbp.cli import main
 from nbp.config import ConfigError, from_preset
 from nbp.download import load_dcae, load_far
 from nbp.generation.far import FARSamplingConfig, flow_schedule, generate_latents
 from nbp.models.far import FAR, FARConfig
-from nbp.pipelines.far import far_loss, far_loss_terms, generate
+from nbp.pipelines.far import FARPipeline, far_loss, far_loss_terms, generate
 
 from conftest import det_state_dict, golden_dir
 
@@ -280,3 +281,44 @@ def test_bad_inputs_get_clear_errors(official_files, far_golden):
     long = load_far(official_files["long"], short_window=4)
     with pytest.raises(ValueError, match="4x4 patches"):
         generate(long, torch.zeros(1, 2, 32, 6, 6), num_frames=1, steps=1, actions=torch.zeros(1, 3, dtype=torch.long))
+
+
+def test_sample_far_rolls_out_an_episode_with_its_actions(official_files, far_golden, tmp_path, capsys):
+    video = far_golden["lpipe_ctx_video_u8"][0].numpy()  # (2, 64, 64, 3)
+    episode = tmp_path / "episode.npz"
+    np.savez(episode, video=np.concatenate([video, video, video]), actions=np.array([0, 1, 2, 3, 0, 1]))
+    out = tmp_path / "samples"
+    argv = ["sample-far", f"far={official_files['long']}", f"dcae={official_files['dcae']}", f"out={out}",
+            f"episode={episode}", "context_frames=2", "frames=3", "steps=2", "num_samples=2", "guidance=1.5",
+            "short_window=4"]
+    assert main(argv) == 0
+    assert "wrote 2 videos" in capsys.readouterr().out
+    samples = np.load(out / "samples_uint8.npy")
+    assert samples.shape == (2, 5, 64, 64, 3) and (out / "contact_sheet.png").is_file()
+    assert len(list(out.glob("sample_*.mp4"))) == 2
+    assert not np.array_equal(samples[0], samples[1])  # each sample its own noise
+    assert main([*argv, "actions=[0,1]"]) == 2  # too few actions for 5 frames: refused with a message
+    assert "2 actions for 5 frames" in capsys.readouterr().err
+
+
+def test_the_pipeline_continues_videos_from_their_reconstruction(official_files, far_golden):
+    g = far_golden
+    pipeline = FARPipeline(load_dcae(official_files["dcae"]), load_far(official_files["label"]))
+    context = g["pipe_ctx_video_u8"].float().div(255).permute(0, 4, 1, 2, 3)  # nbp's (B, 3, T, H, W)
+    out = pipeline(3, context, steps=4, guidance=2.0, labels=g["pipe_label"], noise=g["pipe_noise"])
+    torch.testing.assert_close(out.latents, g["pipe_label_cfg_kv"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.videos, g["pipe_label_cfg_kv_video"].transpose(1, 2), atol=1e-4, rtol=0)
+
+
+def test_dcae_config_can_be_named_or_given_as_the_diffusers_json(official_files, spec, tmp_path, far_golden):
+    config_file = tmp_path / "model_8x_c32_config.json"
+    config_file.write_text(json.dumps(spec["dcae"]["config"]))
+    for config in ("dcae-tiny", config_file, spec["dcae"]["config"]):
+        dcae = load_dcae(official_files["dcae"], config=config)
+        with torch.no_grad():
+            torch.testing.assert_close(dcae.decode_video(far_golden["vae_latents"]), far_golden["vae_recon"],
+                                       atol=1e-4, rtol=0)
+    with pytest.raises(CheckpointError, match="does not match the DCAE architecture"):
+        load_dcae(official_files["dcae"], config="dcae-8x")
+    with pytest.raises(CheckpointError, match="not an official DC-AE file"):
+        load_dcae(official_files["label"])

@@ -1,4 +1,5 @@
 import json
+import math
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from nbp.metrics import (
     save_features,
     ssim,
 )
+from nbp.metrics.video import UINT8_PSNR
 
 from conftest import det_state_dict, golden_dir
 
@@ -295,6 +297,10 @@ def test_psnr_of_constant_offsets():
     single = psnr(a[0].float(), a[0].float() + 0.1)
     assert single.shape == () and single.item() == pytest.approx(20.0, abs=1e-3)
     assert torch.isinf(psnr(a, a)).all()
+    # capped at 8-bit rounding noise: one identical frame no longer makes the video's PSNR inf
+    capped = per_frame_psnr(a, torch.cat([a[:, :, :1], a[:, :, 1:] + 0.1], 2), max_db=UINT8_PSNR)
+    torch.testing.assert_close(capped[:, 0], torch.full((2,), 10 * math.log10(12 * 255**2), dtype=torch.float64))
+    assert torch.allclose(capped[:, 1:], torch.tensor(20.0, dtype=torch.float64))
 
 
 def ssim_reference(x: np.ndarray, y: np.ndarray, data_range: float) -> float:

@@ -6,6 +6,7 @@ heads, patch, condition and its classes, long-short context), and the fields no 
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -69,18 +70,42 @@ def matching_preset(config: FARConfig) -> str | None:
 
 
 def load_dcae(path: str | Path, device="cpu", dtype: torch.dtype | None = None, trust: bool | None = None,
-              resolution: int | None = None) -> DCAE:
-    """A DC-AE in eval mode from an official `DCAE_*.pth` (one of FAR's 8x/16x/32x configs, or the test size) or
-    nbp's file; `resolution` is the frame size it will see (default: its configuration's)."""
+              resolution: int | None = None, config: str | Path | dict | None = None) -> DCAE:
+    """A DC-AE in eval mode from an official `DCAE_*.pth` or nbp's file. The official file's configuration is
+    recognised among FAR's (8x/16x/32x, and the test size), or given as `config`: a preset name, FAR's diffusers
+    config .json or its dict. `resolution` is the frame size it will see (default: the configuration's)."""
     path = require_file(path)
     fields = {} if resolution is None else {"resolution": resolution}
     if is_nbp_file(path):
         model = load_model(path, kind="dcae", device=device, **fields)
     else:
         state = official_state_dict(read_torch_checkpoint(path, trust), path, "encoder.conv_in.conv.weight", "DC-AE")
-        model = DCAE(from_preset(DCAEConfig, dcae_preset_of(state, path), **fields))
+        model = DCAE(dcae_config(config, **fields) if config is not None else
+                     from_preset(DCAEConfig, dcae_preset_of(state, path), **fields))
         load_state_dict_strict(model, state, source=path)
     return model.to(device=device, dtype=dtype).eval()
+
+
+def dcae_config(config: str | Path | dict, **fields) -> DCAEConfig:
+    """A DC-AE config from a preset name, a diffusers AutoencoderDC config file, or its dict."""
+    if isinstance(config, str) and not config.endswith(".json"):
+        return from_preset(DCAEConfig, config, **fields)
+    values = config if isinstance(config, dict) else json.loads(Path(config).read_text())
+    ours = DCAEConfig(channels=list(values["encoder_block_out_channels"]),
+                      encoder_layers=list(values["encoder_layers_per_block"]),
+                      decoder_layers=list(values["decoder_layers_per_block"]),
+                      latent_channels=values.get("latent_channels", 32),
+                      attention_head_dim=values.get("attention_head_dim", 32),
+                      scaling_factor=values.get("scaling_factor", 0.2889), **fields)
+    different = {k: v for k, v in ours.diffusers_config().items() if k in values and list_of(values[k]) != list_of(v)}
+    if different:
+        raise CheckpointError(f"this AutoencoderDC config differs from FAR's block layout in {sorted(different)}; "
+                              "nbp's DCAE builds FAR's (ResBlock stages, then EfficientViT stages)")
+    return ours
+
+
+def list_of(value):
+    return [list_of(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def dcae_preset_of(state: dict[str, torch.Tensor], path: Path) -> str:

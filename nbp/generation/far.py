@@ -13,6 +13,7 @@ actions, scale -1 samples action-free (every action the null id); any other scal
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -137,10 +138,12 @@ def guided(v: torch.Tensor, cond: Conditions) -> torch.Tensor:
 def generate_latents(model: FAR, frames: int, context: torch.Tensor | None = None, *, batch: int | None = None,
                      labels: torch.Tensor | None = None, actions: torch.Tensor | None = None,
                      sampling: FARSamplingConfig | None = None, noise: torch.Tensor | None = None,
-                     generator: torch.Generator | None = None, show_progress: bool = False) -> torch.Tensor:
+                     generator: torch.Generator | None = None, show_progress: bool = False,
+                     on_frame: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
     """`frames` new latent frames after `context` (B, Tc, C, h, w) (None or Tc = 0: from nothing; then `batch`).
     `actions` (B, Tc + frames) cover every frame. The noise (B, frames, C, h, w) is drawn once from `generator`
-    unless given. Returns (B, Tc + frames, C, h, w): the context unchanged, then the new frames."""
+    unless given; `on_frame(index, latent)` is called after each new frame. Returns (B, Tc + frames, C, h, w): the
+    context unchanged, then the new frames."""
     sampling = sampling or FARSamplingConfig()
     sampling.validate()
     cfg = model.config
@@ -169,4 +172,6 @@ def generate_latents(model: FAR, frames: int, context: torch.Tensor | None = Non
                 x = (x.float() + (sigmas[i + 1] - sigmas[i]) * v.float()).to(v.dtype)
             video = torch.cat([video, x[:, None]], dim=1)
             bar.update(1)
+            if on_frame is not None:
+                on_frame(given + k, x)
     return video

@@ -8,6 +8,8 @@ sigma=1.5, use_sample_covariance=False, data_range=...)` per frame, with channel
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -38,17 +40,23 @@ def _as_batch(a: torch.Tensor, b: torch.Tensor, data_range: float) -> tuple[torc
     return (a[None], b[None], True) if single else (a, b, False)
 
 
-def per_frame_psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """PSNR of every frame, (B, T) (or (T,) for one video); +inf for identical frames."""
+# The PSNR of 8-bit rounding noise (uniform, variance (1/255)^2 / 12): frames of 8-bit videos closer than this are
+# as good as identical, and one identical frame (a static clip copied) would otherwise make a mean over clips inf.
+UINT8_PSNR = 10 * math.log10(12 * 255**2)  # 58.92 dB
+
+
+def per_frame_psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, max_db: float | None = None) -> torch.Tensor:
+    """PSNR of every frame, (B, T) (or (T,) for one video); +inf for identical frames unless capped at `max_db`."""
     a, b, single = _as_batch(a, b, data_range)
     mse = (a - b).pow(2).mean(dim=(1, 3, 4))  # over channels and pixels: (B, T)
     psnr = 10 * torch.log10(data_range ** 2 / mse)
+    psnr = psnr if max_db is None else psnr.clamp(max=max_db)
     return psnr[0] if single else psnr
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, max_db: float | None = None) -> torch.Tensor:
     """Frame-averaged PSNR in dB of each video, (B,) (0-d for one video)."""
-    return per_frame_psnr(a, b, data_range).mean(dim=-1)
+    return per_frame_psnr(a, b, data_range, max_db).mean(dim=-1)
 
 
 def gaussian_window(size: int = SSIM_WIN, sigma: float = SSIM_SIGMA, dtype=torch.float64, device=None) -> torch.Tensor:

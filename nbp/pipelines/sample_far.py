@@ -1,0 +1,98 @@
+"""`nbp sample-far`: videos from a FAR model and its DC-AE: class-conditional or unconditional generation,
+continuation of given videos, or an action rollout from an episode (its first frames and its actions, or actions of
+your own). Written as `nbp sample` writes them: mp4s, a grid video, a contact sheet and lossless arrays.
+
+Every sample draws its noise from its own generator, seeded by (seed, sample index).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nbp.config import ConfigError, InputError
+from nbp.data.episodes import load_episode
+from nbp.io.media import to_uint8
+from nbp.io.progress import progress
+from nbp.pipelines.far import FARPipeline
+from nbp.pipelines.sample import cycled, read_context, write_samples
+
+
+@dataclass
+class FARSampleConfig:
+    far: str = "???"  # an official FAR_*.pth or nbp's file
+    dcae: str = "???"  # an official DCAE_*.pth or nbp's file
+    out: str = "runs/far_samples"
+    num_samples: int = 8
+    batch_size: int = 8
+    class_ids: list[int] = field(default_factory=list)  # cycled over the samples (label models)
+    context: list[str] = field(default_factory=list)  # videos to continue (cycled)
+    episode: str | None = None  # an episode (.npz with video + actions, or a video + .actions.npy): context + actions
+    actions: list[int] = field(default_factory=list)  # one per frame, context included (instead of the episode's)
+    context_frames: int = 0  # frames given from each video or the episode
+    frames: int = 16  # frames to generate
+    resolution: int = 64
+    steps: int = 50
+    guidance: float = 1.0  # FAR: 2.0 for labels, 1.5 for actions, -1 action-free
+    kv_cache: bool = True
+    short_window: int | None = None  # the window W the official file does not carry (FAR: 16, BAIR: 30)
+    seed: int = 0
+    device: str = "cpu"
+    bf16: bool = False
+    fps: float = 8
+
+    def validate(self) -> None:
+        if (self.context or self.episode) and self.context_frames < 1:
+            raise ConfigError("context videos or an episode need context_frames >= 1 (the frames given)")
+        if self.frames < 1 or self.num_samples < 1:
+            raise ConfigError(f"frames and num_samples must be at least 1 (got {self.frames}, {self.num_samples})")
+
+
+def episode_inputs(cfg: FARSampleConfig) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Context (1, 3, Tc, H, W) and actions (1, Tc + frames) from the episode and/or `actions`."""
+    total = cfg.context_frames + cfg.frames
+    context, actions = None, None
+    if cfg.episode:
+        video, episode_actions = load_episode(cfg.episode, cfg.resolution)
+        if len(video) < cfg.context_frames:
+            raise InputError(f"{cfg.episode} has {len(video)} frames, fewer than context_frames={cfg.context_frames}")
+        context = torch.from_numpy(video[: cfg.context_frames]).permute(3, 0, 1, 2)[None].float() / 255
+        actions = torch.from_numpy(episode_actions[:total])[None]
+    if cfg.actions:
+        actions = torch.tensor(cfg.actions)[None]
+    if actions is not None and actions.shape[1] < total:
+        raise InputError(f"{actions.shape[1]} actions for {total} frames ({cfg.context_frames} given + {cfg.frames} "
+                         "generated): give one per frame")
+    return context, actions
+
+
+def sample_far(cfg: FARSampleConfig) -> dict:
+    cfg.validate()
+    fields = {} if cfg.short_window is None else {"short_window": cfg.short_window}
+    pipeline = FARPipeline.from_files(cfg.dcae, cfg.far, cfg.device, cfg.bf16, cfg.resolution, **fields)
+    classes, sources = cycled(cfg.class_ids, cfg.num_samples), cycled(cfg.context, cfg.num_samples)
+    episode_context, actions = episode_inputs(cfg)
+    indices = list(range(cfg.num_samples))
+    videos = []
+    for ids in progress([indices[i:i + cfg.batch_size] for i in range(0, len(indices), cfg.batch_size)],
+                        "sample-far", "batch"):
+        context = read_context([sources[i] for i in ids], cfg.context_frames, cfg.resolution) if sources else None
+        if episode_context is not None:
+            context = episode_context.expand(len(ids), -1, -1, -1, -1)
+        out = pipeline(cfg.frames, context, steps=cfg.steps, guidance=cfg.guidance, kv_cache=cfg.kv_cache,
+                       labels=torch.tensor([classes[i] for i in ids], device=pipeline.device) if classes else None,
+                       actions=None if actions is None else actions.expand(len(ids), -1).to(pipeline.device),
+                       noise=batch_noise(pipeline, cfg, ids), batch=len(ids), show_progress=True)
+        videos.append(to_uint8(out.videos.cpu()))
+    return write_samples(Path(cfg.out), np.concatenate(videos), cfg)
+
+
+def batch_noise(pipeline: FARPipeline, cfg: FARSampleConfig, ids: list[int]) -> torch.Tensor:
+    """Each sample's noise (frames, C, h, w) from its own generator, so a sample does not depend on its batch."""
+    far = pipeline.far.config
+    side = cfg.resolution // pipeline.dcae.config.spatial_factor
+    shape = (cfg.frames, far.in_channels, side, side)
+    noise = [torch.randn(shape, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + i)) for i in ids]
+    return torch.stack(noise).to(pipeline.device)
