@@ -1,0 +1,134 @@
+"""DC-AE latents extracted once (FAR's `use_latent`): one file per video or episode, resumable, and the dataset that
+serves training clips from them.
+
+Layout of a latent dataset folder:
+    meta.json            latent shape (C, h, w), classes, the DC-AE file, the source
+    000123.npz           `latents` float32 (T, C, h, w) scaled as FAR's model sees them; `actions` int64 (T,)
+                         for episodes; `label` int (-1: none); `source` the file it came from
+Each item file is written atomically, so a rerun skips the finished ones and an interrupted run loses none.
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from nbp.checkpoint.far import load_dcae
+from nbp.config import InputError
+from nbp.data.dataset import ClipConfig
+from nbp.data.episodes import list_episodes, load_episode
+from nbp.io import atomic_write, write_json
+from nbp.io.progress import progress
+
+META = "meta.json"
+
+
+def item_path(folder: Path, index: int) -> Path:
+    return folder / f"{index:06d}.npz"
+
+
+def write_item(folder: Path, index: int, latents: np.ndarray, actions: np.ndarray | None, label: int,
+               source: str) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to the temporary name
+            np.savez(f, latents=latents.astype(np.float32), label=np.int64(label), source=np.array(source),
+                     **({} if actions is None else {"actions": actions.astype(np.int64)}))
+
+    atomic_write(item_path(folder, index), write)
+
+
+class LatentDataset(Dataset):
+    """Clips of `frames` consecutive latent frames: {"latents": (F, C, h, w), "actions": (F,) (or absent),
+    "label": int}. A key (index, draw) places the clip by the int `draw` (reproducible); index alone: the start."""
+
+    def __init__(self, folder: str | Path, frames: int):
+        self.folder = Path(folder)
+        if not (self.folder / META).is_file():
+            raise FileNotFoundError(f"{self.folder} is not a latent dataset (no {META}); make one with "
+                                    "`nbp extract-latents`")
+        self.meta = json.loads((self.folder / META).read_text())
+        self.files = sorted(self.folder.glob("[0-9]*.npz"))
+        self.lengths = [int(np.load(f, mmap_mode="r")["latents"].shape[0]) for f in self.files]
+        self.frames = frames
+        short = [f.name for f, n in zip(self.files, self.lengths) if n < frames]
+        if short:
+            raise InputError(f"{len(short)} items of {self.folder} have fewer than {frames} frames (first: {short[0]}); "
+                             "extract longer episodes or train on shorter clips")
+        if not self.files:
+            raise InputError(f"{self.folder} holds no latents")
+
+    @property
+    def classes(self) -> list[str]:
+        return self.meta.get("classes", [])
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, key) -> dict:
+        index, draw = key if isinstance(key, tuple) else (key, None)
+        free = self.lengths[index] - self.frames
+        start = 0 if draw is None else random.Random(draw).randint(0, free)
+        with np.load(self.files[index]) as item:
+            out = {"latents": torch.from_numpy(item["latents"][start:start + self.frames].copy()),
+                   "label": int(item["label"])}
+            if "actions" in item.files:
+                out["actions"] = torch.from_numpy(item["actions"][start:start + self.frames].copy())
+        return out
+
+
+@dataclass
+class ExtractLatentsConfig:
+    dcae: str = "???"  # an official DCAE_*.pth or nbp's file
+    out: str = "???"  # the latent dataset folder (resumed if it exists)
+    episodes: str | None = None  # a folder of episodes (video + .actions.npy, or .npz with video and actions)
+    clips: ClipConfig | None = field(default=None)  # or labelled videos: the centre clip of clips.frames frames
+    resolution: int = 64
+    frames_per_batch: int = 32  # frames through the DC-AE at once
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        if (self.episodes is None) == (self.clips is None):
+            raise InputError("give either episodes=FOLDER or clips.root=FOLDER (labelled videos), not both")
+
+
+def extract_latents(cfg: ExtractLatentsConfig) -> dict:
+    """`nbp extract-latents`: every episode or video as DC-AE latents; returns counts written and kept."""
+    cfg.validate()
+    folder = Path(cfg.out)
+    dcae = load_dcae(cfg.dcae, device=cfg.device, resolution=cfg.resolution)
+    items, classes = source_items(cfg)
+    write_json(folder / META, {"latent_shape": [dcae.config.latent_channels, dcae.config.latent_size,
+                                                dcae.config.latent_size], "classes": classes,
+                               "dcae": Path(cfg.dcae).name, "source": cfg.episodes or cfg.clips.root})
+    counts = {"written": 0, "kept": 0}
+    for index, (load, label, source) in enumerate(progress(items, "extract latents", "video")):
+        if item_path(folder, index).exists():
+            counts["kept"] += 1
+            continue
+        video, actions = load()
+        with torch.no_grad():
+            frames = torch.from_numpy(video).permute(0, 3, 1, 2)[None].float().div(255).to(cfg.device)
+            latents = dcae.encode_video(frames, cfg.frames_per_batch)[0].cpu().numpy()
+        write_item(folder, index, latents, actions, label, source)
+        counts["written"] += 1
+    return counts
+
+
+def source_items(cfg: ExtractLatentsConfig) -> tuple[list, list[str]]:
+    """(loader, label, source) per item, and the class names."""
+    if cfg.episodes is not None:
+        paths = list_episodes(cfg.episodes)
+        return [(lambda p=p: load_episode(p, cfg.resolution), -1, str(p)) for p in paths], []
+    dataset = cfg.clips.dataset("centre")
+
+    def centre_clip(index: int) -> tuple[np.ndarray, None]:
+        video = dataset.load_clip(index)["video"]  # (3, T, H, W) in [0, 1]
+        return (video.permute(1, 2, 3, 0) * 255).round().byte().numpy(), None
+
+    return [(lambda i=index: centre_clip(i), dataset.class_to_index[entry.class_name], str(entry.path))
+            for index, entry in enumerate(dataset.entries)], dataset.classes

@@ -1,0 +1,181 @@
+"""FAR training: per-frame flow matching with clean context frames, on pre-extracted DC-AE latents.
+
+Each batch (FAR's `train_step`, official-formats.md §5.6): noise levels u = sigmoid(N(0, 1)) per frame (logit-normal),
+a share `clean_context_ratio` of the frames kept clean (timestep -1, out of the loss), labels or actions replaced by
+the null id with probability `cond_dropout` (for guidance), the loss over the last W frames (`far_loss`). FAR_Long
+(`model.long`) trains on clips of random length L in [W, clip_frames - 1] at a random start (FAR's clip sampler),
+the frames before the last W being clean long-term context. Every draw comes from a generator seeded by (seed,
+batch, rank), so a resumed run draws what the uninterrupted one would. AdamW with FAR's recipe (lr 1e-4, betas 0.9 /
+0.999, no weight decay, constant after warmup), gradient clipping, an EMA of the weights (what FAR releases: the
+export), bf16 where native, DDP and DeepSpeed through nbp's runner.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from nbp.checkpoint import save_model
+from nbp.config import ConfigError, from_preset, to_dict
+from nbp.data.latents import LatentDataset
+from nbp.io import atomic_write
+from nbp.models.far import FAR, FARConfig
+from nbp.pipelines.far import far_loss_terms
+from nbp.training.run_folder import locked, record_settings
+from nbp.training.runner import RunConfig, build_trainer, fit, resumable_loader
+
+
+@dataclass
+class FARTrainConfig:
+    run: RunConfig = field(default_factory=lambda: RunConfig(run_dir="runs/far"))
+    model: FARConfig = field(default_factory=lambda: from_preset(FARConfig, "far-tiny"))
+    train: str = "???"  # a latent dataset (`nbp extract-latents`)
+    val: str | None = None
+    clip_frames: int = 16  # frames per training clip (FAR_Long: the longest clip the sampler cuts from)
+    batch_size: int = 4
+    num_workers: int = 0
+    lr: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0
+    warmup_steps: int = 0  # FAR: 0 (long models: 10,000)
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999  # 0: no EMA; the export is the EMA weights when on
+    clean_context_ratio: float = 0.1
+    cond_dropout: float = 0.1
+
+    def validate(self) -> None:
+        if self.model.long and self.clip_frames <= self.model.short_window:
+            raise ConfigError(f"clip_frames={self.clip_frames} must exceed the window W={self.model.short_window} "
+                              "for FAR_Long (its clips have W to clip_frames - 1 frames)")
+        if not 0 <= self.clean_context_ratio < 1 or not 0 <= self.cond_dropout <= 1:
+            raise ConfigError("clean_context_ratio must be in [0, 1) and cond_dropout in [0, 1]")
+
+
+@dataclass
+class Draws:
+    """The random draws of one batch (far_loss's arguments besides the model and the latents)."""
+    u: torch.Tensor  # (B, T)
+    noise: torch.Tensor  # like the latents
+    clean: torch.Tensor  # (B, T) bool
+    dropped: torch.Tensor  # (B,) labels or (B, T) actions set to the null id
+
+
+def clip_window(frames: int, window: int, generator: torch.Generator) -> tuple[int, int]:
+    """FAR_Long's clip sampler: (start, length) with length in [window, frames - 1], start in [0, frames - length]."""
+    length = int(torch.randint(window, frames, (1,), generator=generator))
+    start = int(torch.randint(0, frames - length + 1, (1,), generator=generator))
+    return start, length
+
+
+def draw(cfg: FARTrainConfig, latents: torch.Tensor, per_frame_condition: bool, generator: torch.Generator) -> Draws:
+    b, t = latents.shape[:2]
+    u = torch.sigmoid(torch.randn(b, t, generator=generator))
+    noise = torch.randn(latents.shape, generator=generator)
+    clean = torch.rand(b, t, generator=generator) < cfg.clean_context_ratio
+    if cfg.model.long:
+        clean[:, : max(0, t - cfg.model.short_window)] = True  # the long-term context
+    dropped = torch.rand((b, t) if per_frame_condition else (b,), generator=generator) < cfg.cond_dropout
+    device = latents.device
+    return Draws(u.to(device), noise.to(device, latents.dtype), clean.to(device), dropped.to(device))
+
+
+class FARSystem(L.LightningModule):
+    def __init__(self, cfg: FARTrainConfig, train_set=None, val_set=None):
+        super().__init__()
+        self.cfg, self.train_set, self.val_set = cfg, train_set, val_set
+        self.model = FAR(cfg.model)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False) if cfg.ema_decay > 0 else None
+        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
+
+    def train_dataloader(self):
+        cfg = self.cfg
+        return resumable_loader(self.train_set, cfg.batch_size, cfg.num_workers, cfg.run.seed, int(self.batches_seen),
+                                draws=True)
+
+    def val_dataloader(self):
+        if self.val_set is None:
+            return []
+        return torch.utils.data.DataLoader(self.val_set, batch_size=self.cfg.batch_size)
+
+    def configure_optimizers(self):
+        cfg = self.cfg
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
+                                      weight_decay=cfg.weight_decay)
+        warmup = max(1, cfg.warmup_steps)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def batch_generator(self, offset: int = 0) -> torch.Generator:
+        seed = ((self.cfg.run.seed * 1_000_003 + int(self.batches_seen) + offset) * 8191 + self.global_rank)
+        return torch.Generator().manual_seed(seed)
+
+    def loss(self, batch: dict, generator: torch.Generator, drop: bool) -> torch.Tensor:
+        cfg, model = self.cfg, self.model.config
+        latents, actions = batch["latents"], batch.get("actions")
+        if model.long:
+            start, length = clip_window(latents.shape[1], model.short_window, generator)
+            latents = latents[:, start:start + length]
+            actions = None if actions is None else actions[:, start:start + length]
+        draws = draw(cfg, latents, model.condition == "action", generator)
+        labels = batch["label"] if model.condition == "label" else None
+        actions = actions if model.condition == "action" else None
+        null = torch.tensor(model.num_classes, device=latents.device)
+        if drop and labels is not None:
+            labels = torch.where(draws.dropped, null, labels)
+        if drop and actions is not None:
+            actions = torch.where(draws.dropped, null, actions)
+        return far_loss_terms(self.model, latents, draws.u, draws.noise, draws.clean, labels, actions).loss
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(batch, self.batch_generator(), drop=True)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at batch {int(self.batches_seen)}; lower lr; the last "
+                                     "good checkpoint is kept")
+        self.batches_seen += 1
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/batch", float(self.batches_seen))
+        return loss
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """The update, then the EMA's (here, before the batch-end hooks that may checkpoint the run)."""
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:
+            with torch.no_grad():
+                for shadow, weight in zip(self.ema.parameters(), self.model.parameters()):
+                    shadow.lerp_(weight.detach().to(shadow.dtype), 1 - self.cfg.ema_decay)
+
+    def validation_step(self, batch, batch_idx):
+        generator = torch.Generator().manual_seed(self.cfg.run.seed * 7919 + batch_idx)  # the same draws every time
+        self.log("val/loss", self.loss(batch, generator, drop=False), sync_dist=True, batch_size=len(batch["label"]))
+
+    def exported(self) -> FAR:
+        return self.ema if self.ema is not None else self.model
+
+
+def train_far(cfg: FARTrainConfig, callbacks=()) -> Path:
+    """Train (or resume) the run in `cfg.run.run_dir`; returns the exported model (`far.safetensors`, the EMA
+    weights; `far_official.pth` holds the same as the official plain state dict)."""
+    cfg.validate()
+    L.seed_everything(cfg.run.seed, workers=True)
+    run_dir = Path(cfg.run.run_dir)
+    train_set = LatentDataset(cfg.train, cfg.clip_frames)
+    val_set = LatentDataset(cfg.val, cfg.clip_frames) if cfg.val else None
+    model = cfg.model
+    if list(train_set.meta["latent_shape"]) != [model.in_channels, model.sample_size, model.sample_size]:
+        raise ConfigError(f"{cfg.train} holds latents {train_set.meta['latent_shape']}; the model reads "
+                          f"{[model.in_channels, model.sample_size, model.sample_size]} (model.sample_size)")
+    system = FARSystem(cfg, train_set, val_set)
+    trainer = build_trainer(cfg.run, callbacks, grad_clip=cfg.grad_clip, validate=val_set is not None)
+    with locked(run_dir):
+        record_settings(run_dir, to_dict(cfg))
+        fit(trainer, system, run_dir)
+    out = run_dir / "far.safetensors"
+    if trainer.is_global_zero:
+        model = system.exported()
+        save_model(model, out)
+        state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+        atomic_write(run_dir / "far_official.pth", lambda tmp: torch.save(state, tmp))
+    return out

@@ -1,0 +1,100 @@
+"""FAR training: the system's loss equals the official one on the official draws, latents extracted once and
+resumably, a tiny run whose export loads, and a resumed run equal to an uninterrupted one."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nbp.checkpoint import save_model
+from nbp.cli import main
+from nbp.config import from_dict, from_preset
+from nbp.data.latents import ExtractLatentsConfig, LatentDataset, extract_latents
+from nbp.download import load_dcae, load_far
+from nbp.models.dcae import DCAE, DCAEConfig
+from nbp.training import far as far_training
+from nbp.training.far import Draws, FARSystem, FARTrainConfig, clip_window
+
+from conftest import det_state_dict, golden_dir
+
+
+@pytest.fixture(scope="module")
+def golden_far():
+    spec = json.loads((golden_dir() / "far_small_spec.json").read_text())
+    return spec, {k: torch.from_numpy(v) for k, v in np.load(golden_dir() / "far_small.npz").items()}
+
+
+def test_the_training_step_equals_the_official_loss_on_its_draws(golden_far, monkeypatch):
+    spec, g = golden_far
+    cfg = from_dict(FARTrainConfig, {"model": {"preset": "far-tiny", "condition": "label", "num_classes": 5},
+                                     "train": "unused"})
+    system = FARSystem(cfg)
+    system.model.load_state_dict(det_state_dict(spec["far"]["label_spec"], spec["far"]["seed"]))
+    recorded = Draws(g["loss_u"].view(2, 6), g["loss_noise"], g["loss_ctx_uniform"] < 0.1, g["loss_label_uniform"] < 0.1)
+    monkeypatch.setattr(far_training, "draw", lambda *args: recorded)
+    batch = {"latents": g["loss_latent"] * 0.2889, "label": g["loss_label"]}
+    with torch.no_grad():
+        loss = system.loss(batch, torch.Generator(), drop=True)
+    torch.testing.assert_close(loss, g["loss_value"], atol=0, rtol=1e-6)
+
+
+def test_the_long_clip_sampler_covers_every_length_and_start():
+    generator = torch.Generator().manual_seed(0)
+    seen = {clip_window(12, 4, generator) for _ in range(2000)}
+    assert seen == {(start, length) for length in range(4, 12) for start in range(12 - length + 1)}
+
+
+@pytest.fixture(scope="module")
+def latent_episodes(golden_far, tmp_path_factory):
+    """Episodes as FAR's DMLab files (.npz: video, actions), a DC-AE file, and their latents."""
+    spec, _ = golden_far
+    folder = tmp_path_factory.mktemp("far_train")
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        video = rng.integers(0, 256, (10, 64, 64, 3), dtype=np.uint8)
+        np.savez(folder / f"ep_{i}.npz", video=video, actions=rng.integers(0, 4, 10))
+    dcae = DCAE(from_preset(DCAEConfig, "dcae-tiny"))
+    dcae.load_state_dict(det_state_dict(spec["dcae"]["spec"], spec["dcae"]["seed"]))
+    save_model(dcae, folder / "dcae.safetensors")
+    cfg = ExtractLatentsConfig(dcae=str(folder / "dcae.safetensors"), out=str(folder / "latents"),
+                               episodes=str(folder))
+    assert extract_latents(cfg) == {"written": 3, "kept": 0}
+    assert extract_latents(cfg) == {"written": 0, "kept": 3}  # a rerun keeps what is there
+    return folder
+
+
+def test_latents_are_the_dcae_encoding_of_every_frame(latent_episodes):
+    data = LatentDataset(latent_episodes / "latents", frames=10)
+    video = np.load(latent_episodes / "ep_1.npz")["video"]
+    with torch.no_grad():
+        expected = load_dcae(latent_episodes / "dcae.safetensors").encode_video(
+            torch.from_numpy(video).permute(0, 3, 1, 2)[None].float() / 255)[0]
+    item = data[1]
+    torch.testing.assert_close(item["latents"], expected, atol=1e-5, rtol=0)
+    assert item["actions"].tolist() == np.load(latent_episodes / "ep_1.npz")["actions"].tolist()
+    window = LatentDataset(latent_episodes / "latents", frames=6)[(1, 5)]
+    start = next(s for s in range(5) if torch.equal(window["latents"], item["latents"][s:s + 6]))
+    assert window["actions"].tolist() == item["actions"][start:start + 6].tolist()
+
+
+def far_run(folder, run_dir, steps, **extra):
+    return ["train-far", f"train={folder / 'latents'}", f"run.run_dir={run_dir}", f"run.steps={steps}",
+            "run.checkpoint_every=3", "model.preset=far-tiny-long", "model.condition=action", "model.num_classes=4",
+            "clip_frames=8", "batch_size=2", "lr=1e-3", "ema_decay=0.9", *[f"{k}={v}" for k, v in extra.items()]]
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one_and_its_export_loads(latent_episodes, tmp_path):
+    assert main(far_run(latent_episodes, tmp_path / "straight", 6)) == 0
+    assert main(far_run(latent_episodes, tmp_path / "resumed", 3)) == 0
+    assert main(far_run(latent_episodes, tmp_path / "resumed", 6)) == 0  # resumes from batch 3
+    straight, resumed = (load_far(tmp_path / name / "far.safetensors") for name in ("straight", "resumed"))
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    official = load_far(tmp_path / "straight" / "far_official.pth", short_window=4)
+    assert official.config.long and official.config.condition == "action"
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, official.state_dict()[key])
+    rows = (tmp_path / "straight" / "logs").rglob("metrics.csv")
+    losses = [float(line.split(",")[2]) for path in rows for line in path.read_text().splitlines()[1:]
+              if line.split(",")[2:3] != [""]]
+    assert losses and all(np.isfinite(losses))
