@@ -1,10 +1,12 @@
-"""`nbp demo`: the whole pipeline on the built-in moving-shapes dataset, in one run folder.
+"""`nbp demo`: the whole pipeline on the built-in moving-shapes dataset, in one run folder, within a time budget.
 
 Stages (each skipped when an earlier run in the same folder finished it, unless `fresh`):
-  data -> tokenizer (train, evaluate) -> tokens -> lm (train) -> samples per class -> prediction -> report.
-Settings follow the tiny recipes (`tokenizer/tiny.yaml`: the per-frame `tiny-frames` tokenizer with an L2 loss;
-`scripts/lm_train/tiny.yaml`) with changes that fit the CPU budget: FSQ levels [8,5,5,5] (1,000 codes, so the
-LM's output layer is cheap) and a 4-layer LM over 8 windows per video. `scale` multiplies both training lengths.
+  calibrate -> data -> tokenizer (train, evaluate) -> tokens -> lm (train) -> samples per class -> prediction.
+The calibration times a few training steps of the tokenizer and the LM on this machine and shortens both trainings
+alike when `minutes` would not hold them (an AVX2-only CPU runs them about 3x slower than one with AVX-512); it
+prints what it chose. Settings follow the tiny recipes (the per-frame `tiny-frames` tokenizer with an L2 loss,
+FSQ levels [8,5,5,5]; a 4-layer LM with frame blocks) at 32 px and 4 fps, so that 9-frame clips are 144 tokens and
+the shapes move far enough between frames for copying the last frame to be a baseline worth beating.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nbp.budget import fit_steps, seconds_per_step, update_step
 from nbp.config import ConfigError, from_dict, from_preset
 from nbp.data.dataset import ClipConfig, VideoDataset
 from nbp.data.extract import TokenizeConfig, tokenize
@@ -30,9 +33,11 @@ from nbp.io import write_json
 from nbp.io.plot import line_chart, metric_series
 from nbp.models.tokenizer import TokenizerConfig
 from nbp.pipelines.sample import SampleConfig, sample_videos
-from nbp.training.lm import LMTrainConfig, train_lm
+from nbp.runtime import describe_cpu
+from nbp.training.lm import LMSystem, LMTrainConfig, train_lm
+from nbp.training.losses import hinge_d_loss
 from nbp.training.runner import read_metrics
-from nbp.training.tokenizer import TokenizerTrainConfig, train_tokenizer
+from nbp.training.tokenizer import TokenizerSystem, TokenizerTrainConfig, train_tokenizer
 
 TOKENIZER = "tiny-frames"  # learns colours within the budget; the 3D `tiny` does not (docs/benchmarks.md)
 
@@ -41,18 +46,30 @@ TOKENIZER = "tiny-frames"  # learns colours within the budget; the 3D `tiny` doe
 class DemoConfig:
     out: str = "runs/demo"
     device: str = "cpu"
-    scale: float = 1.0  # multiplies both training lengths: 2 trains twice as long
-    tokenizer_steps: int = 1500
-    lm_steps: int = 1000
+    # The time budget of the demo (setup not counted). A short calibration times the training steps on this
+    # machine and shortens both trainings alike where the budget needs it; 0 keeps the step counts as given.
+    minutes: float = 11.0
+    scale: float = 1.0  # multiplies both training lengths: 2 trains twice as long (within the budget)
+    tokenizer_steps: int = 1000  # at most
+    tokenizer_batch: int = 4  # clips per tokenizer batch
+    tokenizer_frames: int = 9  # frames per tokenizer clip (the per-frame tokenizer sees them as images)
+    tokenizer_lr: float = 1e-3
+    lm_steps: int = 800  # at most
+    lm_lr: float = 2e-3
     videos_per_class: int = 24
-    resolution: int = 64
-    frames: int = 9  # 9 latent frames of 8x8 tokens at 64 px (one per frame)
+    lm_videos_per_class: int = 120  # more videos of the same generator (another seed) for the LM alone
+    resolution: int = 32  # 4x4 tokens per frame: a 144-token LM sequence, cheap on 2 cores
+    fps: float | None = 4  # every other frame of the 8 fps videos: shapes move far enough that copying the last
+                           # frame is a baseline to beat (None: every frame)
+    frames: int = 9  # 9 latent frames of 4x4 tokens (one per frame)
     context_frames: int = 5  # prediction: 5 frames given, the next 4 predicted
     # 1,000 codes instead of 64,000: the tiny LM's output layer and loss then cost little on a CPU
     fsq_levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])
-    windows: int = 8  # training clips per video for the LM
-    block: int = 16  # tokens the LM predicts per step: 8 = a row of the 8x8 latent frame, 64 = a frame
-    hybrid: bool = False  # the first block token by token (with frame blocks: the first frame)
+    gan_from: float = 1.0  # the share of the tokenizer's steps before its discriminator joins (1: no GAN, which
+                           # the budget favours; 0.6 adds it for the last 40%)
+    windows: int = 4  # training clips per video for the LM
+    block: int = 16  # tokens the LM predicts per step: 16 = a 4x4 latent frame, 4 = a row of it
+    hybrid: bool = True  # the first block token by token (with frame blocks: the first frame)
     samples_per_class: int = 6
     cfg_scale: float = 2.0
     top_k: int = 20
@@ -60,33 +77,42 @@ class DemoConfig:
     seed: int = 0
 
 
-def tokenizer_config(cfg: DemoConfig, folder: Path) -> TokenizerTrainConfig:
-    steps = max(20, round(cfg.tokenizer_steps * cfg.scale))
+def tokenizer_config(cfg: DemoConfig, folder: Path, steps: int) -> TokenizerTrainConfig:
     return from_dict(TokenizerTrainConfig, dict(
         run=dict(run_dir=str(folder / "tokenizer"), steps=steps, accelerator=accelerator(cfg.device),
-                 checkpoint_every=100, seed=cfg.seed),
+                 checkpoint_every=250, seed=cfg.seed),
         model=asdict(from_preset(TokenizerConfig, TOKENIZER, fsq_levels=list(cfg.fsq_levels))),
         data=dict(root=str(folder / "data"), train="trainlist.txt", val="testlist.txt", resolution=cfg.resolution,
-                  frames=cfg.frames, batch_size=4, num_workers=2),
-        lr=1e-3, disc_lr=1e-3, disc_start=round(0.6 * steps), l1_weight=0.0, l2_weight=1.0,
-        discriminator=dict(channels=16, layers=2, norm_groups=8), ema_decay=0.99, sample_every=100))
+                  fps=cfg.fps, frames=cfg.tokenizer_frames, batch_size=cfg.tokenizer_batch, num_workers=2),
+        lr=cfg.tokenizer_lr, disc_lr=1e-3, disc_start=min(steps - 1, round(cfg.gan_from * steps)), l1_weight=0.0, l2_weight=1.0,
+        adversarial_weight=0.1 if cfg.gan_from < 1 else 0.0,
+        discriminator=dict(channels=16, layers=2, norm_groups=8), ema_decay=0.99, sample_every=0))
 
 
-def lm_config(cfg: DemoConfig, folder: Path) -> LMTrainConfig:
+def lm_config(cfg: DemoConfig, folder: Path, steps: int) -> LMTrainConfig:
     tokenizer = from_preset(TokenizerConfig, TOKENIZER, fsq_levels=list(cfg.fsq_levels))
     latent = tokenizer.latent_shape(cfg.frames, cfg.resolution, cfg.resolution)
     return from_dict(LMTrainConfig, dict(
-        run=dict(run_dir=str(folder / "lm"), steps=max(20, round(cfg.lm_steps * cfg.scale)),
+        run=dict(run_dir=str(folder / "lm"), steps=steps,
                  accelerator=accelerator(cfg.device), checkpoint_every=200, val_every=100, seed=cfg.seed),
         model=dict(preset="tiny", latent_shape=list(latent), video_vocab=tokenizer.codebook_size, block=cfg.block,
                    hybrid=cfg.hybrid,
                    condition="class", num_classes=len(CLASSES), cond_len=1, n_layer=4, n_embd=128),
         train=str(folder / "tokens" / "train"), val=str(folder / "tokens" / "test"),
-        batch_size=8, lr=1e-3, warmup_steps=50, cond_dropout=0.1))
+        batch_size=8, lr=cfg.lm_lr, warmup_steps=50, cond_dropout=0.1))
 
 
 def accelerator(device: str) -> str:
     return "gpu" if device.startswith("cuda") else "cpu"
+
+
+STAGES = 8
+# The share of the budget left for the stages that do not train (data, evaluation, tokens, samples, prediction):
+# 13% in the demo's runs. And each training's wall time per step over its bare step as calibrated (Lightning's
+# loop, data loading in workers beside the step on 2 cores, checkpoints, validation): measured in the demo's runs
+# on AMD EPYC, 2 cores (docs/benchmarks.md).
+UNTRAINED_SHARE = 0.15
+OVERHEADS = {"tokenizer": 1.7, "lm": 1.25}
 
 
 class Stages:
@@ -107,15 +133,15 @@ class Stages:
 
     def run(self, name: str, number: int, work):
         if name in self.done:
-            print(f"[{number}/7] {name}: kept from the earlier run", flush=True)
+            print(f"[{number}/{STAGES}] {name}: kept from the earlier run", flush=True)
             return self.done[name]
-        print(f"[{number}/7] {name} ...", flush=True)
+        print(f"[{number}/{STAGES}] {name} ...", flush=True)
         start = time.time()
         result = work()
         self.times[name] = round(time.time() - start, 1)
         self.done[name] = result
         write_json(self.done_file, {"settings": self.settings, "stages": self.done})
-        print(f"[{number}/7] {name} done in {self.times[name]:.0f} s", flush=True)
+        print(f"[{number}/{STAGES}] {name} done in {self.times[name]:.0f} s", flush=True)
         return result
 
 
@@ -133,30 +159,84 @@ def run_demo(cfg: DemoConfig) -> dict:
     folder = Path(cfg.out)
     stages = Stages(folder, {k: v for k, v in asdict(cfg).items() if k not in ("fresh", "device")}, cfg.fresh)
     data = folder / "data"
-    tok_cfg, lm_cfg = tokenizer_config(cfg, folder), lm_config(cfg, folder)
     tokenizer_file = folder / "tokenizer" / "tokenizer.safetensors"
     lm_file = folder / "lm" / "lm.safetensors"
     started = time.time()
 
-    stages.run("data", 1, lambda: str(make_dataset(data, cfg.videos_per_class, cfg.resolution, seed=cfg.seed)))
-    stages.run("tokenizer", 2, lambda: train_tokenizer_stage(tok_cfg))
-    recon = stages.run("tokenizer_eval", 3, lambda: evaluate_tokenizer_stage(cfg, tokenizer_file, data, folder))
-    stages.run("tokens", 4, lambda: tokens_stage(cfg, tokenizer_file, data, folder))
-    stages.run("lm", 5, lambda: train_lm_stage(lm_cfg))
-    samples = stages.run("samples", 6, lambda: samples_stage(cfg, lm_file, tokenizer_file, data, folder))
-    prediction = stages.run("prediction", 7, lambda: prediction_stage(cfg, lm_file, tokenizer_file, data, folder))
+    plan = stages.run("calibrate", 1, lambda: calibrate_stage(cfg, folder))
+    stages.run("data", 2, lambda: data_stage(cfg, folder))
+    stages.run("tokenizer", 3, lambda: train_tokenizer_stage(tokenizer_config(cfg, folder, plan["steps"]["tokenizer"])))
+    recon = stages.run("tokenizer_eval", 4, lambda: evaluate_tokenizer_stage(cfg, tokenizer_file, data, folder))
+    stages.run("tokens", 5, lambda: tokens_stage(cfg, tokenizer_file, data, folder))
+    stages.run("lm", 6, lambda: train_lm_stage(lm_config(cfg, folder, plan["steps"]["lm"])))
+    samples = stages.run("samples", 7, lambda: samples_stage(cfg, lm_file, tokenizer_file, data, folder))
+    prediction = stages.run("prediction", 8, lambda: prediction_stage(cfg, lm_file, tokenizer_file, data, folder))
 
     curves = loss_curves(folder)
     metrics = {"tokenizer": recon, "lm": lm_summary(folder / "lm"), "samples": samples, "prediction": prediction,
-               "stage_seconds": stages.times, "total_seconds": round(time.time() - started, 1),
-               "loss_curves": [str(p) for p in curves], "settings": asdict(cfg)}
+               "plan": plan, "stage_seconds": stages.times, "total_seconds": round(time.time() - started, 1),
+               "cpu": describe_cpu(), "loss_curves": [str(p) for p in curves], "settings": asdict(cfg)}
     write_json(folder / "metrics.json", metrics)
     print(summary(folder, metrics))
     return metrics
 
 
-def clips(cfg: DemoConfig, data: Path, split: str) -> ClipConfig:
-    return ClipConfig(root=str(data), annotations=f"{split}list.txt", frames=cfg.frames, resolution=cfg.resolution)
+def clips(cfg: DemoConfig, data: Path, split: str | None) -> ClipConfig:
+    return ClipConfig(root=str(data), annotations=f"{split}list.txt" if split else None, frames=cfg.frames,
+                      resolution=cfg.resolution, fps=cfg.fps)
+
+
+def calibrate_stage(cfg: DemoConfig, folder: Path) -> dict:
+    """The step counts to train: the wanted ones, shortened alike when the timed steps say they overrun the budget."""
+    wanted = {"tokenizer": max(20, round(cfg.tokenizer_steps * cfg.scale)), "lm": max(20, round(cfg.lm_steps * cfg.scale))}
+    if cfg.minutes <= 0:
+        return {"steps": wanted, "factor": 1.0}
+    tok_cfg, lm_cfg = tokenizer_config(cfg, folder, wanted["tokenizer"]), lm_config(cfg, folder, wanted["lm"])
+    seconds = {"tokenizer": tokenizer_step_seconds(tok_cfg), "lm": lm_step_seconds(lm_cfg)}
+    budget = cfg.minutes * 60 * (1 - UNTRAINED_SHARE)
+    plan = fit_steps(wanted, seconds, OVERHEADS, budget)
+    print(plan.describe(budget), flush=True)
+    if plan.factor < 0.5:
+        print(f"  the budget allows under half of the wanted steps: the stages may not beat their baselines; "
+              f"raise --minutes (here {cfg.minutes / plan.factor:.0f} would train them all)", flush=True)
+    return asdict(plan)
+
+
+def tokenizer_step_seconds(tok_cfg: TokenizerTrainConfig) -> float:
+    """Seconds per tokenizer batch, the discriminator's share (from `disc_start` on) included."""
+    torch.manual_seed(0)
+    system = TokenizerSystem(tok_cfg)
+    data, discriminator = tok_cfg.data, system.discriminator
+    video = torch.rand(data.batch_size, 3, data.frames, data.resolution, data.resolution)
+    optimizer = torch.optim.Adam(system.parameters())
+
+    def loss(gan: bool) -> torch.Tensor:
+        recon = system.tokenizer(video)
+        out = system.generator_losses(video, recon, gan)["loss"]
+        return out + hinge_d_loss(discriminator(video), discriminator(recon.detach())) if gan else out
+
+    plain = seconds_per_step(update_step(lambda: loss(False), optimizer))
+    if discriminator is None:
+        return plain
+    gan_share = 1 - tok_cfg.disc_start / tok_cfg.run.steps
+    return (1 - gan_share) * plain + gan_share * seconds_per_step(update_step(lambda: loss(True), optimizer))
+
+
+def lm_step_seconds(lm_cfg: LMTrainConfig) -> float:
+    torch.manual_seed(0)
+    system = LMSystem(lm_cfg)
+    model = lm_cfg.model
+    batch = {"tokens": torch.randint(0, model.video_vocab, (lm_cfg.batch_size, int(np.prod(model.latent_shape)))),
+             "label": torch.randint(0, model.num_classes, (lm_cfg.batch_size,))}
+    optimizer = system.configure_optimizers()["optimizer"]
+    return seconds_per_step(update_step(lambda: system.loss(batch, lm_cfg.cond_dropout)["loss"], optimizer))
+
+
+def data_stage(cfg: DemoConfig, folder: Path) -> list[str]:
+    made = [make_dataset(folder / "data", cfg.videos_per_class, cfg.resolution, seed=cfg.seed)]
+    if cfg.lm_videos_per_class:
+        made.append(make_dataset(folder / "data_lm", cfg.lm_videos_per_class, cfg.resolution, seed=cfg.seed + 1))
+    return [str(path) for path in made]
 
 
 def train_tokenizer_stage(tok_cfg: TokenizerTrainConfig) -> str:
@@ -172,10 +252,11 @@ def evaluate_tokenizer_stage(cfg: DemoConfig, tokenizer_file: Path, data: Path, 
 
 
 def tokens_stage(cfg: DemoConfig, tokenizer_file: Path, data: Path, folder: Path) -> dict:
+    train = clips(cfg, folder / "data_lm", None) if cfg.lm_videos_per_class else clips(cfg, data, "train")
     counts = {}
-    for split, windows in (("train", cfg.windows), ("test", 1)):
+    for split, split_clips, windows in (("train", train, cfg.windows), ("test", clips(cfg, data, "test"), 1)):
         counts[split] = tokenize(TokenizeConfig(
-            tokenizer=str(tokenizer_file), out=str(folder / "tokens" / split), clips=clips(cfg, data, split),
+            tokenizer=str(tokenizer_file), out=str(folder / "tokens" / split), clips=split_clips,
             windows=windows, device=cfg.device))
     return counts
 
@@ -201,7 +282,8 @@ def samples_stage(cfg: DemoConfig, lm_file: Path, tokenizer_file: Path, data: Pa
 def classify_samples(cfg: DemoConfig, data: Path, videos: dict[str, np.ndarray]) -> dict:
     """Accuracy of a linear classifier trained on real training clips, on real test clips and on the samples."""
     def real(split: str, draws: int) -> tuple[torch.Tensor, torch.Tensor]:
-        dataset = VideoDataset(data, data / f"{split}list.txt", sequence_length=cfg.frames, resolution=cfg.resolution)
+        dataset = VideoDataset(data, data / f"{split}list.txt", sequence_length=cfg.frames, resolution=cfg.resolution,
+                               fps=cfg.fps)
         clips = [dataset.load_clip(i, draw) for i in range(len(dataset)) for draw in range(draws)]
         return torch.stack([c["video"] for c in clips]), torch.tensor([c["label"] for c in clips])
 
