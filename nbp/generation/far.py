@@ -55,7 +55,7 @@ class Conditions:
     scale: float
 
 
-def conditions_for(model: FAR, batch: int, labels, actions, guidance: float) -> Conditions:
+def conditions_for(model: FAR, labels, actions, guidance: float) -> Conditions:
     cfg = model.config
     if cfg.condition == "label" and labels is None:
         raise InputError("this FAR model is class-conditional: give labels (one class id per video)")
@@ -157,7 +157,7 @@ def generate_latents(model: FAR, frames: int, context: torch.Tensor | None = Non
     if noise is None:
         noise = torch.randn((b, frames, *context.shape[2:]), generator=generator, device="cpu").to(param.device)
     timesteps, sigmas = flow_schedule(sampling.steps)
-    cond = conditions_for(model, b, labels, actions, sampling.guidance)
+    cond = conditions_for(model, labels, actions, sampling.guidance)
     video = context.to(param.dtype)
     cache = ContextCache(model) if sampling.use_cache else None
     with progress_bar(frames, "FAR frames", "frame", disable=not show_progress) as bar:

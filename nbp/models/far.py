@@ -71,10 +71,6 @@ class FARConfig:
         if self.long and self.context_patch_size % self.patch_size:
             raise ConfigError(f"context_patch_size {self.context_patch_size} must be a multiple of patch_size")
 
-    def tokens_per_frame(self, long_term: bool = False) -> int:
-        side = self.sample_size // (self.context_patch_size if long_term else self.patch_size)
-        return side * side
-
 
 # --- small pieces -----------------------------------------------------------------------------------------------
 class ConditionEmbedding(nn.Module):
