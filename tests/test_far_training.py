@@ -1,6 +1,9 @@
 """FAR training: the system's loss equals the official one on the official draws, latents extracted once and
 resumably, a tiny run whose export loads, and a resumed run equal to an uninterrupted one."""
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -34,7 +37,7 @@ def test_the_training_step_equals_the_official_loss_on_its_draws(golden_far, mon
     monkeypatch.setattr(far_training, "draw", lambda *args: recorded)
     batch = {"latents": g["loss_latent"] * 0.2889, "label": g["loss_label"]}
     with torch.no_grad():
-        loss = system.loss(batch, torch.Generator(), drop=True)
+        loss = system.loss(batch, (torch.Generator(), []), drop=True)
     torch.testing.assert_close(loss, g["loss_value"], atol=0, rtol=1e-6)
 
 
@@ -50,7 +53,7 @@ def latent_episodes(golden_far, tmp_path_factory):
     spec, _ = golden_far
     folder = tmp_path_factory.mktemp("far_train")
     rng = np.random.default_rng(0)
-    for i in range(3):
+    for i in range(4):  # divisible by 2 ranks, so that both split the same stream
         video = rng.integers(0, 256, (10, 64, 64, 3), dtype=np.uint8)
         np.savez(folder / f"ep_{i}.npz", video=video, actions=rng.integers(0, 4, 10))
     dcae = DCAE(from_preset(DCAEConfig, "dcae-tiny"))
@@ -58,8 +61,8 @@ def latent_episodes(golden_far, tmp_path_factory):
     save_model(dcae, folder / "dcae.safetensors")
     cfg = ExtractLatentsConfig(dcae=str(folder / "dcae.safetensors"), out=str(folder / "latents"),
                                episodes=str(folder))
-    assert extract_latents(cfg) == {"written": 3, "kept": 0}
-    assert extract_latents(cfg) == {"written": 0, "kept": 3}  # a rerun keeps what is there
+    assert extract_latents(cfg) == {"written": 4, "kept": 0}
+    assert extract_latents(cfg) == {"written": 0, "kept": 4}  # a rerun keeps what is there
     return folder
 
 
@@ -98,3 +101,25 @@ def test_a_resumed_run_equals_an_uninterrupted_one_and_its_export_loads(latent_e
     losses = [float(line.split(",")[2]) for path in rows for line in path.read_text().splitlines()[1:]
               if line.split(",")[2:3] != [""]]
     assert losses and all(np.isfinite(losses))
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_zero_on_two_cpu_processes_gives_the_weights_of_one(latent_episodes, tmp_path, stage):
+    """Every clip draws its noise from its place in the global stream, so 2 ranks x 2 clips = 1 process x 4. (FAR
+    without the long context: a FAR_Long clip of W frames leaves the long-term projections without gradients,
+    which torch's AdamW skips and DeepSpeed's steps with zeros.)"""
+    common = [a for a in far_run(latent_episodes, tmp_path / "x", 3, grad_clip=0, ema_decay=0.5)[1:]
+              if not a.startswith("model.preset=")] + ["model.preset=far-tiny"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+    def run(run_dir, *extra):
+        args = [a for a in common if not a.startswith(("run.run_dir=", "batch_size="))]
+        done = subprocess.run([sys.executable, "-m", "nbp.cli", "train-far", *args, f"run.run_dir={run_dir}", *extra],
+                              capture_output=True, text=True, timeout=600, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    run(tmp_path / "single", "batch_size=4")
+    run(tmp_path / "zero", "batch_size=2", "run.devices=2", f"run.strategy=deepspeed_stage_{stage}")
+    single, zero = (load_far(tmp_path / name / "far.safetensors").state_dict() for name in ("single", "zero"))
+    for key, value in single.items():
+        torch.testing.assert_close(zero[key], value, rtol=1e-4, atol=1e-5, msg=key)

@@ -15,6 +15,7 @@ from nbp.checkpoint.files import CheckpointError, build_model, save_model
 from nbp.checkpoint.torch_files import read_torch_checkpoint, safe_unpickling
 
 CONFIG_KEY, KIND_KEY = "nbp_model_config", "nbp_model_kind"
+EXPORT_KEY = "nbp_export_prefix"  # whose weights a checkpoint exports: "model." (default) or "ema." (FAR)
 
 
 def zero_to_state(checkpoint_dir: str | Path, trust: bool | None = None) -> dict:
@@ -33,7 +34,8 @@ def model_from_lightning_checkpoint(checkpoint: dict, source) -> torch.nn.Module
     if CONFIG_KEY not in checkpoint:
         raise CheckpointError(f"{source} holds no nbp model config ('{CONFIG_KEY}'): not an nbp LM training run")
     model = build_model(checkpoint.get(KIND_KEY, "transformer"), checkpoint[CONFIG_KEY])
-    state = {k.removeprefix("model."): v.float() for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    prefix = checkpoint.get(EXPORT_KEY, "model.")
+    state = {k.removeprefix(prefix): v.float() for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     model.load_state_dict(state)
     return model
 

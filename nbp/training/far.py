@@ -12,20 +12,21 @@ export), bf16 where native, DDP and DeepSpeed through nbp's runner.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import lightning as L
 import torch
 
-from nbp.checkpoint import save_model
+from nbp.checkpoint import convert, load_model, save_model
+from nbp.checkpoint.zero import CONFIG_KEY, EXPORT_KEY, KIND_KEY
 from nbp.config import ConfigError, from_preset, to_dict
 from nbp.data.latents import LatentDataset
 from nbp.io import atomic_write
 from nbp.models.far import FAR, FARConfig
 from nbp.pipelines.far import far_loss_terms
 from nbp.training.run_folder import locked, record_settings
-from nbp.training.runner import RunConfig, build_trainer, fit, resumable_loader
+from nbp.training.runner import RunConfig, build_trainer, fit, latest_checkpoint, resumable_loader
 
 
 @dataclass
@@ -70,16 +71,28 @@ def clip_window(frames: int, window: int, generator: torch.Generator) -> tuple[i
     return start, length
 
 
-def draw(cfg: FARTrainConfig, latents: torch.Tensor, per_frame_condition: bool, generator: torch.Generator) -> Draws:
-    b, t = latents.shape[:2]
-    u = torch.sigmoid(torch.randn(b, t, generator=generator))
-    noise = torch.randn(latents.shape, generator=generator)
-    clean = torch.rand(b, t, generator=generator) < cfg.clean_context_ratio
+def draw(cfg: FARTrainConfig, latents: torch.Tensor, per_frame_condition: bool,
+         generators: list[torch.Generator]) -> Draws:
+    """Each clip's draws from its own generator, so that they do not depend on how the batch is split over ranks."""
+    t, shape = latents.shape[1], latents.shape[1:]
+    u, noise, clean, dropped = [], [], [], []
+    for generator in generators:
+        u.append(torch.sigmoid(torch.randn(t, generator=generator)))
+        noise.append(torch.randn(shape, generator=generator))
+        clean.append(torch.rand(t, generator=generator) < cfg.clean_context_ratio)
+        dropped.append(torch.rand(t if per_frame_condition else 1, generator=generator) < cfg.cond_dropout)
+    clean = torch.stack(clean)
     if cfg.model.long:
         clean[:, : max(0, t - cfg.model.short_window)] = True  # the long-term context
-    dropped = torch.rand((b, t) if per_frame_condition else (b,), generator=generator) < cfg.cond_dropout
+    dropped = torch.stack(dropped) if per_frame_condition else torch.cat(dropped)
     device = latents.device
-    return Draws(u.to(device), noise.to(device, latents.dtype), clean.to(device), dropped.to(device))
+    return Draws(torch.stack(u).to(device), torch.stack(noise).to(device, latents.dtype), clean.to(device),
+                 dropped.to(device))
+
+
+def shard(parameter: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a parameter: the whole of it, or its partition under DeepSpeed ZeRO-3."""
+    return getattr(parameter, "ds_tensor", parameter)
 
 
 class FARSystem(L.LightningModule):
@@ -108,18 +121,26 @@ class FARSystem(L.LightningModule):
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
-    def batch_generator(self, offset: int = 0) -> torch.Generator:
-        seed = ((self.cfg.run.seed * 1_000_003 + int(self.batches_seen) + offset) * 8191 + self.global_rank)
-        return torch.Generator().manual_seed(seed)
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[CONFIG_KEY], checkpoint[KIND_KEY] = asdict(self.model.config), self.model.kind  # for `nbp convert`
+        checkpoint[EXPORT_KEY] = "ema." if self.ema is not None else "model."  # what FAR releases: the EMA
 
-    def loss(self, batch: dict, generator: torch.Generator, drop: bool) -> torch.Tensor:
+    def batch_generators(self, batch: int) -> tuple[torch.Generator, list[torch.Generator]]:
+        """The batch's generator (the clip window, alike on every rank) and one per clip, seeded by the clip's place
+        in the global stream (the sampler deals clip p of a rank's stream to global place p * world + rank)."""
+        seed, step, world = self.cfg.run.seed * 1_000_003, int(self.batches_seen), self.trainer.world_size
+        places = [(step * batch + j) * world + self.global_rank for j in range(batch)]
+        return (torch.Generator().manual_seed(seed + step),
+                [torch.Generator().manual_seed((seed + place) * 8191 + 1) for place in places])
+
+    def loss(self, batch: dict, generators: tuple[torch.Generator, list[torch.Generator]], drop: bool) -> torch.Tensor:
         cfg, model = self.cfg, self.model.config
         latents, actions = batch["latents"], batch.get("actions")
         if model.long:
-            start, length = clip_window(latents.shape[1], model.short_window, generator)
+            start, length = clip_window(latents.shape[1], model.short_window, generators[0])
             latents = latents[:, start:start + length]
             actions = None if actions is None else actions[:, start:start + length]
-        draws = draw(cfg, latents, model.condition == "action", generator)
+        draws = draw(cfg, latents, model.condition == "action", generators[1])
         labels = batch["label"] if model.condition == "label" else None
         actions = actions if model.condition == "action" else None
         null = torch.tensor(model.num_classes, device=latents.device)
@@ -130,7 +151,7 @@ class FARSystem(L.LightningModule):
         return far_loss_terms(self.model, latents, draws.u, draws.noise, draws.clean, labels, actions).loss
 
     def training_step(self, batch, batch_idx):
-        loss = self.loss(batch, self.batch_generator(), drop=True)
+        loss = self.loss(batch, self.batch_generators(len(batch["label"])), drop=True)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at batch {int(self.batches_seen)}; lower lr; the last "
                                      "good checkpoint is kept")
@@ -140,16 +161,19 @@ class FARSystem(L.LightningModule):
         return loss
 
     def optimizer_step(self, *args, **kwargs) -> None:
-        """The update, then the EMA's (here, before the batch-end hooks that may checkpoint the run)."""
+        """The update, then the EMA's (here, before the batch-end hooks that may checkpoint the run). Under ZeRO-3
+        each rank moves its own shard of every parameter (both copies are partitioned alike)."""
         super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             with torch.no_grad():
                 for shadow, weight in zip(self.ema.parameters(), self.model.parameters()):
-                    shadow.lerp_(weight.detach().to(shadow.dtype), 1 - self.cfg.ema_decay)
+                    shard(shadow).lerp_(shard(weight).detach().to(shadow.dtype), 1 - self.cfg.ema_decay)
 
     def validation_step(self, batch, batch_idx):
-        generator = torch.Generator().manual_seed(self.cfg.run.seed * 7919 + batch_idx)  # the same draws every time
-        self.log("val/loss", self.loss(batch, generator, drop=False), sync_dist=True, batch_size=len(batch["label"]))
+        seed = self.cfg.run.seed * 7919 + batch_idx * 131  # the same draws at every validation
+        generators = (torch.Generator().manual_seed(seed),
+                      [torch.Generator().manual_seed(seed + j + 1) for j in range(len(batch["label"]))])
+        self.log("val/loss", self.loss(batch, generators, drop=False), sync_dist=True, batch_size=len(batch["label"]))
 
     def exported(self) -> FAR:
         return self.ema if self.ema is not None else self.model
@@ -174,8 +198,11 @@ def train_far(cfg: FARTrainConfig, callbacks=()) -> Path:
         fit(trainer, system, run_dir)
     out = run_dir / "far.safetensors"
     if trainer.is_global_zero:
-        model = system.exported()
-        save_model(model, out)
+        if cfg.run.deepspeed:  # parameters may be partitioned: gather from the last checkpoint
+            convert(latest_checkpoint(run_dir / "checkpoints"), out)
+        else:
+            save_model(system.exported(), out)
+        model = load_model(out, kind="far")
         state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
         atomic_write(run_dir / "far_official.pth", lambda tmp: torch.save(state, tmp))
     return out
