@@ -1,5 +1,6 @@
 """The Crafter world-model pipeline: episodes on disk -> per-frame tokens -> training -> TECO-style evaluation."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -71,6 +72,19 @@ def test_far_npz_episodes_load_like_video_ones(world, tmp_path):
     np.savez(tmp_path / "bad.npz", video=frames, actions=actions[:-1])
     with pytest.raises(ValueError, match="frames but"):
         load_episode(tmp_path / "bad.npz")
+
+
+def test_minecraft_episodes_are_a_video_and_an_actions_npz(world, tmp_path):
+    source = world / "crafter" / "train" / "ep_00000.mp4"
+    frames, actions = load_episode(source)
+    folder = tmp_path / "minecraft"
+    folder.mkdir()
+    shutil.copy(source, folder / "run_1.mp4")
+    np.savez(folder / "run_1.npz", actions=actions)  # Minecraft's (TECO's) layout: actions beside the mp4
+    np.savez(folder / "dmlab_2.npz", video=frames, actions=actions)
+    assert [p.name for p in list_episodes(folder)] == ["dmlab_2.npz", "run_1.mp4"]
+    video, acts = load_episode(folder / "run_1.mp4")
+    assert np.array_equal(video, frames) and np.array_equal(acts, actions)
 
 
 def test_episode_tokens_are_the_tokenizer_codes_of_each_frame(world):

@@ -106,16 +106,29 @@ def check_settings(path: Path, settings: dict) -> None:
 
 
 def list_episodes(folder: str | Path) -> list[Path]:
-    """Episode files of a folder: video files with an `.actions.npy` beside them, and `.npz` files."""
+    """Episode files of a folder: video files with their actions beside them (`.actions.npy`, or Minecraft's `.npz`
+    with `actions`), and `.npz` files holding both (`video`, `actions`: DMLab's)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder of episodes")
-    return sorted(p for p in folder.iterdir()
-                  if p.suffix == ".npz" or (p.suffix.lower() in VIDEO_EXTENSIONS and actions_path(p).exists()))
+    videos = [p for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS and actions_path(p).exists()]
+    actions_of_videos = {actions_path(p) for p in videos}
+    return sorted(videos + [p for p in folder.glob("*.npz") if p not in actions_of_videos])
 
 
 def actions_path(video: Path) -> Path:
-    return video.with_suffix(".actions.npy")
+    """nbp's `.actions.npy` beside a video, else Minecraft's `.npz` of the same name."""
+    npy = video.with_suffix(".actions.npy")
+    return npy if npy.exists() or not video.with_suffix(".npz").exists() else video.with_suffix(".npz")
+
+
+def read_actions(path: Path) -> np.ndarray:
+    if path.suffix == ".npz":
+        with np.load(path) as data:
+            if "actions" not in data.files:
+                raise InputError(f"{path}: an actions .npz needs an array 'actions'")
+            return data["actions"]
+    return np.load(path)
 
 
 def load_episode(path: str | Path, resolution: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -134,7 +147,7 @@ def load_episode(path: str | Path, resolution: int | None = None) -> tuple[np.nd
     else:
         info = probe(path)
         video = read_frames(path, list(range(info.frames)), resolution or info.height)
-        actions = np.load(actions_path(path))
+        actions = read_actions(actions_path(path))
     actions = np.asarray(actions).reshape(len(actions), -1)[:, 0].astype(np.int64)  # one id per frame
     if len(actions) != len(video):
         raise InputError(f"{path}: {len(video)} frames but {len(actions)} actions (need one per frame)")
