@@ -115,6 +115,11 @@ COMMANDS = {c.name: c for c in (
             prediction_table),
     Command("world-eval", "nbp.eval.world:WorldEvalConfig", "nbp.eval.world:evaluate_world",
             "predict test episodes from context frames and actions: PSNR/SSIM over the horizon", world_table),
+    Command("far-eval", "nbp.eval.far:FAREvalConfig", "nbp.eval.far:evaluate_far",
+            "FAR's prediction protocols: best-of-N PSNR/SSIM over trajectories against copying the last frame",
+            lambda cfg, r: f"{r['videos']} videos, {r['context']} -> {r['horizon']} frames, {r['trajectories']} "
+                           f"trajectories: PSNR {r['predicted']['psnr']:.2f} dB (copy-last "
+                           f"{r['copy_last_frame']['psnr']:.2f}), SSIM {r['predicted']['ssim']:.3f}"),
     Command("eval", "nbp.eval.fvd:EvalConfig", "nbp.eval.fvd:evaluate",
             "FVD between two sets of videos under a named protocol", fvd_table),
 )}

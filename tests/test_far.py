@@ -322,3 +322,33 @@ def test_dcae_config_can_be_named_or_given_as_the_diffusers_json(official_files,
         load_dcae(official_files["dcae"], config="dcae-8x")
     with pytest.raises(CheckpointError, match="not an official DC-AE file"):
         load_dcae(official_files["label"])
+
+
+def test_far_eval_keeps_the_best_of_its_trajectories(official_files, far_golden, tmp_path, capsys):
+    from nbp.eval.far import FAREvalConfig, evaluate_far, frame_scores, trajectories
+
+    video = far_golden["lpipe_ctx_video_u8"].numpy()  # (2, 2, 64, 64, 3)
+    folder = tmp_path / "episodes"
+    folder.mkdir()
+    for i in range(2):
+        frames = np.concatenate([video[i], video[1 - i]])  # 4 frames
+        np.savez(folder / f"ep_{i}.npz", video=frames, actions=np.array([0, 1, 2, 3]))
+    cfg = FAREvalConfig(far=str(official_files["action"]), dcae=str(official_files["dcae"]), data=str(folder),
+                        out=str(tmp_path / "eval"), context=2, horizon=2, trajectories=3, steps=1)
+    result = evaluate_far(cfg)
+    assert (result["videos"], result["trajectories"], len(result["psnr_curve"])) == (2, 3, 2)
+    pipeline = FARPipeline(load_dcae(official_files["dcae"]), load_far(official_files["action"]))
+    best = []
+    for index in range(2):
+        frames = np.load(folder / f"ep_{index}.npz")["video"]
+        means = [float(frame_scores(p, frames[2:])[0].mean()) for p in
+                 trajectories(cfg, pipeline, frames, np.array([0, 1, 2, 3]), index)]
+        assert len(set(means)) == 3  # each trajectory its own noise
+        best.append(max(means))
+    assert result["predicted"]["psnr"] == pytest.approx(np.mean(best), abs=1e-6)
+    truncated = evaluate_far(FAREvalConfig(**{**cfg.__dict__, "uint8_truncation": True}))
+    assert truncated["predicted"]["psnr"] != result["predicted"]["psnr"]
+    assert (tmp_path / "eval" / "psnr_over_horizon.png").is_file()
+    assert main(["far-eval", f"far={official_files['action']}", f"dcae={official_files['dcae']}", f"data={folder}",
+                 f"out={tmp_path / 'cli'}", "protocol=bair-short"]) == 2  # 2 + 28 frames: none long enough
+    assert "has 30 frames" in capsys.readouterr().err
