@@ -76,6 +76,7 @@ def test_slope_scale_and_label_ids_change_the_output_as_officially(official_file
         model = load_far(official_files["label"])
         null = model(g["tf_x"], g["tf_t"], labels=torch.full((2,), 5))
         assert (null - g["tf_label_out"]).abs().max() > 1e-2
+        assert torch.equal(model(g["tf_x"], g["tf_t"]), null)  # no labels: the null id
 
 
 def test_far_long_with_long_term_context_and_without(official_files, far_golden):

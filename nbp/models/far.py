@@ -288,7 +288,7 @@ class FAR(nn.Module):
             return 0.0
         ids = labels if cfg.condition == "label" else actions
         if ids is None:
-            ids = torch.full((batch, 1 if cfg.condition == "label" else frames), self.null_id,
+            ids = torch.full((batch,) if cfg.condition == "label" else (batch, frames), self.null_id,
                              device=self.x_embedder.weight.device)
         embedder = getattr(self, f"{cfg.condition}_embedder")
         return embedder(ids)[:, None] if cfg.condition == "label" else embedder(ids)
