@@ -54,7 +54,7 @@ class DemoConfig:
     tokenizer_batch: int = 4  # clips per tokenizer batch
     tokenizer_frames: int = 9  # frames per tokenizer clip (the per-frame tokenizer sees them as images)
     tokenizer_lr: float = 1e-3
-    lm_steps: int = 800  # at most
+    lm_steps: int = 1200  # at most
     lm_lr: float = 2e-3
     videos_per_class: int = 24
     lm_videos_per_class: int = 120  # more videos of the same generator (another seed) for the LM alone
