@@ -18,15 +18,14 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from nbp.checkpoint import convert, load_model, save_model
+from nbp.checkpoint import load_model
 from nbp.checkpoint.zero import CONFIG_KEY, EXPORT_KEY, KIND_KEY
 from nbp.config import ConfigError, from_preset, to_dict
 from nbp.data.latents import LatentDataset
 from nbp.io import atomic_write
 from nbp.models.far import FAR, FARConfig
 from nbp.pipelines.far import far_loss_terms
-from nbp.training.run_folder import locked, record_settings
-from nbp.training.runner import RunConfig, build_trainer, fit, latest_checkpoint, resumable_loader
+from nbp.training.runner import RunConfig, build_trainer, fit_and_export, resumable_loader
 
 
 @dataclass
@@ -193,15 +192,8 @@ def train_far(cfg: FARTrainConfig, callbacks=()) -> Path:
                           f"{[model.in_channels, model.sample_size, model.sample_size]} (model.sample_size)")
     system = FARSystem(cfg, train_set, val_set)
     trainer = build_trainer(cfg.run, callbacks, grad_clip=cfg.grad_clip, validate=val_set is not None)
-    with locked(run_dir):
-        record_settings(run_dir, to_dict(cfg))
-        fit(trainer, system, run_dir)
-    out = run_dir / "far.safetensors"
+    out = fit_and_export(trainer, system, cfg.run, to_dict(cfg), system.exported(), run_dir / "far.safetensors")
     if trainer.is_global_zero:
-        if cfg.run.deepspeed:  # parameters may be partitioned: gather from the last checkpoint
-            convert(latest_checkpoint(run_dir / "checkpoints"), out)
-        else:
-            save_model(system.exported(), out)
         model = load_model(out, kind="far")
         state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
         atomic_write(run_dir / "far_official.pth", lambda tmp: torch.save(state, tmp))

@@ -16,7 +16,6 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from nbp.checkpoint import convert, save_model
 from nbp.checkpoint.zero import CONFIG_KEY, KIND_KEY
 from nbp.config import ConfigError, from_preset, to_dict
 from nbp.data.classes import class_text
@@ -24,8 +23,7 @@ from nbp.data.text import text_ids_for
 from nbp.data.tokens import EpisodeTokens, TokenDataset, is_episode_tokens
 from nbp.models.transformer import Transformer, TransformerConfig
 from nbp.models.world import WorldConfig, WorldTransformer
-from nbp.training.run_folder import locked, record_settings
-from nbp.training.runner import RunConfig, build_trainer, fit, latest_checkpoint, resumable_loader
+from nbp.training.runner import RunConfig, build_trainer, fit_and_export, resumable_loader
 
 
 @dataclass
@@ -224,13 +222,4 @@ def train_lm(cfg: LMTrainConfig, callbacks=()) -> Path:
     system = system_class(cfg, train_set, val_set, train_set.classes)
     trainer = build_trainer(cfg.run, callbacks, grad_clip=cfg.grad_clip, accumulate=cfg.accumulate,
                             validate=val_set is not None)
-    with locked(run_dir):
-        record_settings(run_dir, to_dict(cfg))
-        fit(trainer, system, run_dir)
-    out = run_dir / "lm.safetensors"
-    if trainer.is_global_zero:
-        if cfg.run.deepspeed:  # parameters may be partitioned: gather from the last checkpoint
-            convert(latest_checkpoint(run_dir / "checkpoints"), out)
-        else:
-            save_model(system.model, out)
-    return out
+    return fit_and_export(trainer, system, cfg.run, to_dict(cfg), system.model, run_dir / "lm.safetensors")

@@ -22,12 +22,13 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 
+from nbp.checkpoint import convert, save_model
 from nbp.checkpoint.torch_files import safe_unpickling, trusted
 from nbp.config import ConfigError, UserError
 from nbp.data.sampler import ResumableSampler
 from nbp.io.progress import ProgressLines, on_terminal
 from nbp.runtime import native_bf16, use_bf16
-from nbp.training.run_folder import remove_stale_temporaries, set_aside_broken
+from nbp.training.run_folder import locked, record_settings, remove_stale_temporaries, set_aside_broken
 
 log = logging.getLogger(__name__)
 
@@ -248,3 +249,19 @@ def fit(trainer: L.Trainer, system: L.LightningModule, run_dir: Path, resume: bo
         raise RunStopped(f"training stopped at batch {int(system.batches_seen)}, saved in {run_dir}/checkpoints; "
                          "run the same command again to resume") from None
     return latest
+
+
+def fit_and_export(trainer: L.Trainer, system: L.LightningModule, run: RunConfig, settings: dict,
+                   exported: torch.nn.Module, out: Path) -> Path:
+    """Train (or resume) under the run folder's lock, recording `settings`, then write `exported` to `out` from the
+    first process; under DeepSpeed, whose parameters may be partitioned, from the last checkpoint instead."""
+    run_dir = Path(run.run_dir)
+    with locked(run_dir):
+        record_settings(run_dir, settings)
+        fit(trainer, system, run_dir)
+    if trainer.is_global_zero:
+        if run.deepspeed:
+            convert(latest_checkpoint(run_dir / "checkpoints"), out)
+        else:
+            save_model(exported, out)
+    return out
