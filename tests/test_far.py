@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from nbp.checkpoint import CheckpointError, load_model, save_model
+from nbp.checkpoint.perceptual import PerceptualConfig, load_perceptual
 from nbp.cli import main
 from nbp.config import ConfigError, from_preset
+from nbp.data.dataset import ClipConfig
 from nbp.download import load_dcae, load_far
 from nbp.generation.far import FARSamplingConfig, flow_schedule, generate_latents
 from nbp.models.far import FAR, FARConfig
@@ -342,7 +344,7 @@ def test_far_eval_keeps_the_best_of_its_trajectories(official_files, far_golden,
     best = []
     for index in range(2):
         frames = np.load(folder / f"ep_{index}.npz")["video"]
-        means = [float(frame_scores(p, frames[2:])[0].mean()) for p in
+        means = [float(frame_scores(p[2:], frames[2:])[0].mean()) for p in
                  trajectories(cfg, pipeline, frames, np.array([0, 1, 2, 3]), index)]
         assert len(set(means)) == 3  # each trajectory its own noise
         best.append(max(means))
@@ -353,3 +355,95 @@ def test_far_eval_keeps_the_best_of_its_trajectories(official_files, far_golden,
     assert main(["far-eval", f"far={official_files['action']}", f"dcae={official_files['dcae']}", f"data={folder}",
                  f"out={tmp_path / 'cli'}", "protocol=bair-short"]) == 2  # 2 + 28 frames: none long enough
     assert "has 30 frames" in capsys.readouterr().err
+
+
+def test_far_eval_lpips_is_the_best_trajectory_and_fvd_the_mean_over_trajectories(official_files, tmp_path,
+                                                                                   monkeypatch):
+    from nbp.eval.far import FAREvalConfig, evaluate_far, trajectories
+    from nbp.metrics import InceptionI3d, i3d_features, load_i3d
+    from nbp.models.lpips import LPIPS
+
+    rng, videos = np.random.default_rng(1), 3
+    folder, weights = tmp_path / "episodes", tmp_path / "weights"
+    folder.mkdir(), weights.mkdir()
+    for i in range(videos):
+        np.savez(folder / f"ep_{i}.npz", video=rng.integers(0, 256, (11, 64, 64, 3), dtype=np.uint8),
+                 actions=rng.integers(0, 4, 11))
+    lpips_keys = {k: list(v.shape) for k, v in LPIPS("alex").state_dict().items() if k not in ("shift", "scale")}
+    lpips_state = det_state_dict(list(lpips_keys.items()), 4)
+    torch.save({k: v for k, v in lpips_state.items() if k.startswith("features.")}, weights / "alexnet.pth")
+    torch.save({k: v.abs() for k, v in lpips_state.items() if k.startswith("lin")}, weights / "alex.pth")
+    torch.save(det_state_dict([(k, list(v.shape)) for k, v in InceptionI3d(400).state_dict().items()], 3, 2.0),
+               weights / "i3d.pt")
+    cfg = FAREvalConfig(far=str(official_files["action"]), dcae=str(official_files["dcae"]), data=str(folder),
+                        out=str(tmp_path / "eval"), context=2, horizon=9, trajectories=2, steps=1,
+                        i3d=str(weights / "i3d.pt"), perceptual=PerceptualConfig(net="alex", search=[str(weights)]))
+    # 3 videos make a covariance too degenerate for sqrtm (tested in test_metrics); the mean term checks the
+    # plumbing: which frames, which features, one distance per trajectory, averaged
+    mean_distance = lambda a, b: float(np.square(a.mean(0) - b.mean(0)).sum())
+    monkeypatch.setattr("nbp.eval.far.frechet_distance", mean_distance)
+    result = evaluate_far(cfg)
+
+    pipeline = FARPipeline(load_dcae(official_files["dcae"]), load_far(official_files["action"]))
+    lpips, i3d = load_perceptual(cfg.perceptual), load_i3d(weights / "i3d.pt")
+    as_video = lambda x: torch.from_numpy(x).permute(3, 0, 1, 2)[None].float() / 255
+    best_lpips, real, fake = [], [], [[], []]
+    for index in range(videos):
+        episode = np.load(folder / f"ep_{index}.npz")
+        continuations = trajectories(cfg, pipeline, episode["video"], episode["actions"], index)
+        with torch.no_grad():
+            best_lpips.append(min(float(lpips.video(as_video(v[2:]), as_video(episode["video"][2:])))
+                                  for v in continuations))
+        real.append(episode["video"][2:])
+        for n, video in enumerate(continuations):
+            fake[n].append(video[2:])
+    assert result["predicted"]["lpips"] == pytest.approx(np.mean(best_lpips), rel=1e-5)
+    features = lambda clips: i3d_features(i3d, np.stack(clips), progress=False)
+    expected_fvd = np.mean([mean_distance(features(real), features(f)) for f in fake])
+    assert result["predicted"]["fvd"] == pytest.approx(expected_fvd, rel=1e-4)
+
+
+def test_balanced_subset_takes_the_same_count_of_every_class():
+    from nbp.eval.far_generation import balanced_subset
+
+    labels = [0] * 5 + [1] * 7 + [2] * 4
+    subset = balanced_subset(labels, 10, np.random.default_rng(0))  # ceil(10 / 3) = 4 per class, then the first 10
+    assert len(subset) == len(set(subset)) == 10
+    counts = np.bincount([labels[i] for i in subset], minlength=3)
+    assert counts.max() <= 4 and counts.sum() == 10
+    full = balanced_subset(labels, 12, np.random.default_rng(0))
+    assert np.bincount([labels[i] for i in full]).tolist() == [4, 4, 4]
+    assert subset != balanced_subset(labels, 10, np.random.default_rng(2))
+    with pytest.raises(ConfigError, match="class 2 has 4 videos"):
+        balanced_subset(labels, 15, np.random.default_rng(0))
+
+
+def test_far_gen_eval_scores_each_seed_on_its_own_balanced_subset(official_files, tmp_path, monkeypatch):
+    from nbp.data.synthetic import make_dataset
+    from nbp.data.video import read_frames
+    from nbp.eval import far_generation
+    from nbp.metrics import InceptionI3d
+
+    root = make_dataset(tmp_path / "videos", videos_per_class=2, size=64, frames=(24, 30))
+    torch.save(det_state_dict([(k, list(v.shape)) for k, v in InceptionI3d(400).state_dict().items()], 3, 2.0),
+               tmp_path / "i3d.pt")
+    seen = []
+    real_clips, generated_clips = far_generation.real_clips, far_generation.generated_clips
+    monkeypatch.setattr(far_generation, "real_clips", lambda d, i, c: seen.append(("real", d, i)) or real_clips(d, i, c))
+    monkeypatch.setattr(far_generation, "generated_clips",
+                        lambda p, labels, c, s: seen.append(("fake", labels)) or generated_clips(p, labels, c, s))
+    monkeypatch.setattr(far_generation, "frechet_distance", lambda a, b: float(np.square(a.mean(0) - b.mean(0)).sum()))
+    cfg = far_generation.FARGenerationEvalConfig(
+        far=str(official_files["label"]), dcae=str(official_files["dcae"]), i3d=str(tmp_path / "i3d.pt"),
+        clips=ClipConfig(root=str(root), resolution=64, resize="crop", short="pad"), out=str(tmp_path / "out"),
+        videos=4, frames=9, frame_interval=2, seeds=[0, 2], steps=1, batch_size=3)
+    result = far_generation.evaluate_far_generation(cfg)
+    assert list(result["fvd"]) == ["0", "2"] and all(v > 0 for v in result["fvd"].values())
+    assert result["fvd_mean"] == pytest.approx(np.mean(list(result["fvd"].values())))
+    assert result["fvd_std"] == pytest.approx(np.std(list(result["fvd"].values()), ddof=1))
+    (_, dataset, first), (_, labels), (_, _, second), _ = seen
+    assert labels == [dataset.class_to_index[dataset.entries[i].class_name] for i in first]  # the subset's labels
+    assert first != second  # each seed draws its own subset
+    clip = far_generation.real_clips(dataset, first[:1], cfg)[0]
+    np.testing.assert_array_equal(clip, read_frames(dataset.entries[first[0]].path, list(range(0, 18, 2)), 64, "crop"))
+    assert (tmp_path / "out" / "samples_seed_2.png").is_file()

@@ -11,10 +11,12 @@ import torch
 
 from nbp.checkpoint import save_model
 from nbp.cli import main
-from nbp.config import from_dict, from_preset
+from nbp.config import ConfigError, from_dict, from_preset
 from nbp.data.latents import ExtractLatentsConfig, LatentDataset, extract_latents
 from nbp.download import load_dcae, load_far
+from nbp.eval.world import WorldEvalConfig, evaluate_world, frame_psnr, shuffled_in_time
 from nbp.models.dcae import DCAE, DCAEConfig
+from nbp.pipelines.far import FARPipeline
 from nbp.training import far as far_training
 from nbp.training.far import Draws, FARSystem, FARTrainConfig, clip_window
 
@@ -123,3 +125,35 @@ def test_zero_on_two_cpu_processes_gives_the_weights_of_one(latent_episodes, tmp
     single, zero = (load_far(tmp_path / name / "far.safetensors").state_dict() for name in ("single", "zero"))
     for key, value in single.items():
         torch.testing.assert_close(zero[key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_training_from_videos_equals_training_from_their_extracted_latents(latent_episodes, tmp_path):
+    assert main(far_run(latent_episodes, tmp_path / "latents", 3)) == 0
+    from_videos = far_run(latent_episodes, tmp_path / "videos", 3, dcae=latent_episodes / "dcae.safetensors")
+    from_videos[1] = f"train={latent_episodes}"  # the episodes themselves
+    assert main(from_videos) == 0
+    a, b = (load_far(tmp_path / name / "far.safetensors") for name in ("latents", "videos"))
+    for key, value in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[key], value, atol=2e-5, rtol=0, msg=key)  # encoding in chunks: ~1e-6
+
+
+def test_world_eval_scores_a_far_model_on_the_clips_and_metrics_of_the_discrete_one(latent_episodes, tmp_path):
+    assert main(far_run(latent_episodes, tmp_path / "far", 3)) == 0
+    far, dcae = str(tmp_path / "far" / "far.safetensors"), str(latent_episodes / "dcae.safetensors")
+    cfg = WorldEvalConfig(far=far, dcae=dcae, episodes=str(latent_episodes), out=str(tmp_path / "eval"),
+                          context=4, horizon=6, far_steps=3, max_episodes=1, seed=3)
+    results = evaluate_world(cfg)
+    assert results["clips"] == 1 and len(results["psnr_curve"]["true_actions"]) == 6
+
+    pipeline = FARPipeline.from_files(dcae, far)
+    video = torch.from_numpy(np.load(latent_episodes / "ep_0.npz")["video"]).permute(3, 0, 1, 2)[None].float() / 255
+    actions = torch.from_numpy(np.load(latent_episodes / "ep_0.npz")["actions"])[None]
+    generator = torch.Generator().manual_seed(3)
+    shuffled_in_time(actions, 4, generator)  # world-eval draws the shuffled actions first, then predicts
+    predicted = pipeline(6, video[:, :, :4], steps=3, actions=actions, generator=generator)
+    expected = frame_psnr(predicted.videos[:, :, 4:], video[:, :, 4:])[0]
+    np.testing.assert_allclose(results["psnr_curve"]["true_actions"], expected.numpy(), atol=1e-3)
+    ceiling = frame_psnr(pipeline.decode(pipeline.encode(video[:, :, 4:])), video[:, :, 4:])[0]
+    np.testing.assert_allclose(results["psnr_curve"]["tokenizer"], ceiling.numpy(), atol=1e-3)
+    with pytest.raises(ConfigError, match="not a mix"):
+        evaluate_world(WorldEvalConfig(far=far, dcae=dcae, lm=far, episodes=str(latent_episodes)))

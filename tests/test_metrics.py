@@ -4,10 +4,13 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
 from nbp.checkpoint import CheckpointError
+from nbp.checkpoint.perceptual import PerceptualConfig, load_perceptual
+from nbp.config import ConfigError
 from nbp.metrics import (
     MIN_FRAMES,
     InceptionI3d,
@@ -366,3 +369,45 @@ def test_video_metrics_reject_small_frames_and_bad_range():
         psnr(small, small, data_range=0)
     with pytest.raises(TypeError, match="torch tensors"):
         psnr(np.zeros((3, 2, 16, 16)), np.zeros((3, 2, 16, 16)))
+
+
+ALEXNET_SHAPES = {"features.0": (64, 3, 11, 11), "features.3": (192, 64, 5, 5), "features.6": (384, 192, 3, 3),
+                  "features.8": (256, 384, 3, 3), "features.10": (256, 256, 3, 3)}  # torchvision's AlexNet
+
+
+def alexnet_lpips_by_hand(backbone: dict, lin: dict, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """LPIPS-Alex written out from torchvision's layer table (strides, paddings, pools) and LPIPS's formula."""
+    shift = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)
+    scale = torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)
+
+    def taps(x):
+        conv = lambda x, name, **kw: F.relu(F.conv2d(x, backbone[f"{name}.weight"], backbone[f"{name}.bias"], **kw))
+        x = (x - shift) / scale
+        r1 = conv(x, "features.0", stride=4, padding=2)
+        r2 = conv(F.max_pool2d(r1, 3, 2), "features.3", padding=2)
+        r3 = conv(F.max_pool2d(r2, 3, 2), "features.6", padding=1)
+        r4 = conv(r3, "features.8", padding=1)
+        return [r1, r2, r3, r4, conv(r4, "features.10", padding=1)]
+
+    unit = lambda x: x / (x.square().sum(1, keepdim=True).sqrt() + 1e-10)
+    return sum(F.conv2d((unit(fa) - unit(fb)).square(), lin[f"lin{i}.model.1.weight"]).mean(dim=(1, 2, 3))
+               for i, (fa, fb) in enumerate(zip(taps(a), taps(b))))
+
+
+def test_lpips_alexnet_loads_torchvision_and_lpips_files_and_computes_lpips(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    backbone = {}
+    for name, shape in ALEXNET_SHAPES.items():
+        backbone[f"{name}.weight"] = torch.randn(shape, generator=generator) / (shape[1] * shape[2] * shape[3]) ** 0.5
+        backbone[f"{name}.bias"] = torch.randn(shape[0], generator=generator) * 0.1
+    backbone["classifier.1.weight"] = torch.zeros(2, 2)  # torchvision's file also holds the classifier
+    lin = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=generator)
+           for i, c in enumerate((64, 192, 384, 256, 256))}
+    torch.save(backbone, tmp_path / "alexnet-owt-7be5be79.pth")
+    torch.save(lin, tmp_path / "alex.pth")
+    lpips = load_perceptual(PerceptualConfig(net="alex", search=[str(tmp_path)]))
+    a, b = (torch.rand(3, 3, 64, 64, generator=generator) * 2 - 1 for _ in range(2))
+    torch.testing.assert_close(lpips(a, b), alexnet_lpips_by_hand(backbone, lin, a, b), rtol=1e-5, atol=1e-6)
+    assert torch.equal(lpips(a, a), torch.zeros(3))
+    with pytest.raises(ConfigError, match="perceptual.net"):
+        load_perceptual(PerceptualConfig(net="squeeze"))

@@ -110,7 +110,7 @@ def test_files_and_functions_stay_short():
 RECIPES = {"tokenizer/*.yaml": "train-tokenizer", "scripts/lm_train/*.yaml": "train-lm",
            "scripts/lm_eval/*_sample.yaml": "sample", "scripts/lm_eval/*_real.yaml": "export-clips",
            "scripts/lm_eval/*_fvd.yaml": "eval", "scripts/lm_eval/crafter_*.yaml": "world-eval",
-           "scripts/far_train/*.yaml": "train-far"}
+           "scripts/far_train/*.yaml": "train-far", "tokenizer/dcae/*.yaml": "train-dcae"}
 
 
 LEFT_TO_THE_LAUNCHER = {"sample": {"lm", "tokenizer"}}  # scripts/lm_eval/launch.sh passes the model files

@@ -1,4 +1,4 @@
-"""The perceptual metric's weight files (LPIPS over VGG16): found in the user's folders, never downloaded."""
+"""The perceptual metric's weight files (LPIPS over VGG16 or AlexNet): found in the user's folders, never downloaded."""
 from __future__ import annotations
 
 import logging
@@ -7,19 +7,26 @@ from pathlib import Path
 
 from nbp.checkpoint.files import load_state_dict_strict
 from nbp.checkpoint.torch_files import read_torch_checkpoint
+from nbp.config import ConfigError
 from nbp.models.lpips import LPIPS
 
 log = logging.getLogger(__name__)
 
-VGG16_FILES = ("vgg16-397923af.pth", "vgg16.pth")
-LPIPS_FILES = ("vgg.pth", "lpips_vgg.pth")
+BACKBONE_FILES = {"vgg": ("vgg16-397923af.pth", "vgg16.pth"), "alex": ("alexnet-owt-7be5be79.pth", "alexnet.pth")}
+LPIPS_FILES = {"vgg": ("vgg.pth", "lpips_vgg.pth"), "alex": ("alex.pth", "lpips_alex.pth")}
 
 
 @dataclass
 class PerceptualConfig:
-    vgg: str | None = None  # torchvision VGG16 state dict; None: search `search`
-    lpips: str | None = None  # LPIPS linear layers (vgg.pth)
+    net: str = "vgg"  # "vgg" (the training loss) or "alex" (the metric FAR and most video papers report)
+    vgg: str | None = None  # torchvision's VGG16 state dict; None: search `search`
+    alexnet: str | None = None  # torchvision's AlexNet state dict (net=alex)
+    lpips: str | None = None  # LPIPS linear layers (vgg.pth or alex.pth)
     search: list[str] = field(default_factory=lambda: ["ckpt"])
+
+    def validate(self) -> None:
+        if self.net not in BACKBONE_FILES:
+            raise ConfigError(f"perceptual.net must be one of {sorted(BACKBONE_FILES)}, got {self.net!r}")
 
 
 def find_file(explicit: str | None, names: tuple[str, ...], search: list[str]) -> Path | None:
@@ -31,24 +38,28 @@ def find_file(explicit: str | None, names: tuple[str, ...], search: list[str]) -
     return next((Path(d) / n for d in search for n in names if (Path(d) / n).is_file()), None)
 
 
-def build_lpips(vgg_state: dict, lpips_state: dict) -> LPIPS:
-    """LPIPS from torchvision's VGG16 state dict and LPIPS's linear-layer state dict."""
-    model = LPIPS()
-    state = {k: v for k, v in vgg_state.items() if k.startswith("features.")}
+def build_lpips(backbone_state: dict, lpips_state: dict, net: str = "vgg") -> LPIPS:
+    """LPIPS from torchvision's VGG16 or AlexNet state dict and LPIPS's linear-layer state dict."""
+    model = LPIPS(net)
+    state = {k: v for k, v in backbone_state.items() if k.startswith("features.")}
     state.update(lpips_state)
     state.update({"shift": model.shift, "scale": model.scale})
-    load_state_dict_strict(model, state, source="VGG16 + LPIPS weights")
+    load_state_dict_strict(model, state, source=f"{net} + LPIPS weights")
     return model.requires_grad_(False).eval()
 
 
 def load_perceptual(cfg: PerceptualConfig) -> LPIPS | None:
     """LPIPS from the user's weight files, or None (the perceptual term is then off, and the log says so)."""
-    vgg_path, lpips_path = find_file(cfg.vgg, VGG16_FILES, cfg.search), find_file(cfg.lpips, LPIPS_FILES, cfg.search)
-    if vgg_path is None or lpips_path is None:
-        log.warning("perceptual loss OFF: need torchvision's VGG16 weights (%s) and LPIPS's linear layers (%s) "
-                    "in %s or set perceptual.vgg / perceptual.lpips; training then uses reconstruction + GAN losses "
-                    "only, evaluation reports no LPIPS",
-                    " or ".join(VGG16_FILES), " or ".join(LPIPS_FILES), ", ".join(cfg.search))
+    cfg.validate()
+    explicit = cfg.vgg if cfg.net == "vgg" else cfg.alexnet
+    backbone = find_file(explicit, BACKBONE_FILES[cfg.net], cfg.search)
+    lpips = find_file(cfg.lpips, LPIPS_FILES[cfg.net], cfg.search)
+    if backbone is None or lpips is None:
+        name, field_name = ("VGG16", "vgg") if cfg.net == "vgg" else ("AlexNet", "alexnet")
+        log.warning("perceptual loss OFF: need torchvision's %s weights (%s) and LPIPS's linear layers (%s) "
+                    "in %s or set perceptual.%s / perceptual.lpips; training then uses reconstruction + GAN losses "
+                    "only, evaluation reports no LPIPS", name, " or ".join(BACKBONE_FILES[cfg.net]),
+                    " or ".join(LPIPS_FILES[cfg.net]), ", ".join(cfg.search), field_name)
         return None
-    log.info("perceptual loss: LPIPS with %s and %s", vgg_path, lpips_path)
-    return build_lpips(read_torch_checkpoint(vgg_path), read_torch_checkpoint(lpips_path))
+    log.info("perceptual loss: LPIPS (%s) with %s and %s", cfg.net, backbone, lpips)
+    return build_lpips(read_torch_checkpoint(backbone), read_torch_checkpoint(lpips), cfg.net)

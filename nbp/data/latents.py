@@ -81,6 +81,30 @@ class LatentDataset(Dataset):
         return out
 
 
+class EpisodeClips(Dataset):
+    """Training clips straight from episode videos (no extraction): {"video": (F, 3, H, W) in [0, 1], "actions":
+    (F,), "label": -1}, the window placed by the int `draw` of a key (index, draw) as in LatentDataset."""
+
+    def __init__(self, folder: str | Path, frames: int, resolution: int):
+        self.paths = list_episodes(folder)
+        if not self.paths:
+            raise InputError(f"no episodes (video + actions, or .npz) in {folder}")
+        self.frames, self.resolution = frames, resolution
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, key) -> dict:
+        index, draw = key if isinstance(key, tuple) else (key, None)
+        video, actions = load_episode(self.paths[index], self.resolution)
+        if len(video) < self.frames:
+            raise InputError(f"{self.paths[index]} has {len(video)} frames, fewer than a clip's {self.frames}")
+        start = 0 if draw is None else random.Random(draw).randint(0, len(video) - self.frames)
+        clip = torch.from_numpy(video[start:start + self.frames]).permute(0, 3, 1, 2).float() / 255
+        return {"video": clip, "actions": torch.from_numpy(actions[start:start + self.frames].astype(np.int64)),
+                "label": -1}
+
+
 @dataclass
 class ExtractLatentsConfig:
     dcae: str = "???"  # an official DCAE_*.pth or nbp's file

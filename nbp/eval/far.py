@@ -8,18 +8,24 @@ averaged. Copying the last context frame is the baseline. Named protocols fix th
     bair-short      2 -> 28 frames, 100 trajectories (FAR-B on BAIR)
     dmlab-long      144 -> 156 frames, 1 trajectory, action guidance 1.5 (TECO's metrics protocol)
     minecraft-long  144 -> 156 frames, 1 trajectory, action guidance 1.5
-FAR's own metric pipeline is lossy; its quirks are options, off by default: `uint8_truncation` (x * 255 cast, not
-rounded) and `mp4_roundtrip` (frames written to mp4 and read back before scoring).
+    dmlab-long-fvd      36 -> 264 frames, action-free (guidance -1): TECO's FVD protocol
+    minecraft-long-fvd  36 -> 264 frames, action guidance 1.5
+LPIPS (AlexNet, the minimum over trajectories) is reported when its weight files are found (`perceptual.*`), FVD
+(per trajectory, averaged) when `i3d` is given; by default FVD sees the predicted frames only. FAR's own metric
+pipeline is lossy; its quirks are options, off by default: `uint8_truncation` (x * 255 cast, not rounded),
+`mp4_roundtrip` (frames written to mp4 and read back before scoring), `fvd_with_context` (FVD over all frames, the
+context as the DC-AE reconstructs it) and `lpips_unnormalized` ([0, 1] images fed where LPIPS expects [-1, 1]).
 """
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from nbp.checkpoint.perceptual import PerceptualConfig, load_perceptual
 from nbp.config import ConfigError, InputError
 from nbp.data.episodes import list_episodes, load_episode
 from nbp.data.video import probe, read_frames
@@ -27,12 +33,14 @@ from nbp.io import write_json
 from nbp.io.media import save_video
 from nbp.io.plot import line_chart
 from nbp.io.progress import progress
-from nbp.metrics.video import UINT8_PSNR, best_of_n, per_frame_psnr, per_frame_ssim
+from nbp.metrics import frechet_distance, i3d_features, load_i3d
+from nbp.metrics.video import UINT8_PSNR, per_frame_psnr, per_frame_ssim
 from nbp.pipelines.far import FARPipeline
 
 PROTOCOLS = {  # (context, horizon, trajectories, guidance)
     "ucf-short": (4, 12, 100, 1.0), "bair-short": (2, 28, 100, 1.0),
     "dmlab-long": (144, 156, 1, 1.5), "minecraft-long": (144, 156, 1, 1.5),
+    "dmlab-long-fvd": (36, 264, 1, -1.0), "minecraft-long-fvd": (36, 264, 1, 1.5),
 }
 
 
@@ -53,6 +61,10 @@ class FAREvalConfig:
     short_window: int | None = None
     uint8_truncation: bool = False  # FAR's quirk: (x.clip(0, 1) * 255).astype(uint8)
     mp4_roundtrip: bool = False  # FAR's quirk: score frames read back from mp4
+    fvd_with_context: bool = False  # FAR's quirk: FVD over context + predicted frames
+    lpips_unnormalized: bool = False  # FAR's quirk: LPIPS fed [0, 1] images
+    i3d: str | None = None  # i3d_pretrained_400.pt (or StyleGAN-V's i3d_torchscript.pt, FAR's): FVD
+    perceptual: PerceptualConfig = field(default_factory=lambda: PerceptualConfig(net="alex"))  # LPIPS's files
     seed: int = 0
     device: str = "cpu"
 
@@ -98,28 +110,69 @@ def frame_scores(predicted: np.ndarray, truth: np.ndarray) -> tuple[torch.Tensor
     return per_frame_psnr(a, b, max_db=UINT8_PSNR)[0], per_frame_ssim(a, b)[0]
 
 
+class Scores:
+    """Per-video scores over trajectories: best PSNR/SSIM (max), best LPIPS (min); FVD per trajectory."""
+
+    def __init__(self, cfg: FAREvalConfig):
+        self.cfg = cfg
+        self.lpips = load_perceptual(cfg.perceptual)
+        self.i3d = load_i3d(cfg.i3d, device=cfg.device) if cfg.i3d else None
+        self.best = {"psnr": [], "ssim": [], "lpips": []}
+        self.copy = {"psnr": [], "ssim": []}
+        self.curves, self.real_features = [], []
+        self.fake_features = [[] for _ in range(cfg.trajectories)]
+
+    def add(self, frames: np.ndarray, videos: list[np.ndarray]) -> None:
+        """The truth (context + horizon, H, W, 3) and each trajectory's scored frames (same shape) of one video."""
+        c, truth = self.cfg.context, frames[self.cfg.context:]
+        scores = [frame_scores(v[c:], truth) for v in videos]
+        psnr, ssim = torch.stack([s[0] for s in scores]), torch.stack([s[1] for s in scores])  # (N, horizon)
+        self.best["psnr"].append(psnr.mean(1).max())
+        self.best["ssim"].append(ssim.mean(1).max())
+        self.curves.append(psnr[psnr.mean(1).argmax()])  # the best trajectory's PSNR over the horizon
+        copy = frame_scores(np.repeat(frames[c - 1:c], self.cfg.horizon, 0), truth)
+        self.copy["psnr"].append(copy[0].mean())
+        self.copy["ssim"].append(copy[1].mean())
+        if self.lpips is not None:
+            self.best["lpips"].append(torch.stack([self.lpips_of(v[c:], truth) for v in videos]).min())
+        if self.i3d is not None:
+            start = 0 if self.cfg.fvd_with_context else c
+            self.real_features.append(self.features(frames[start:]))
+            for n, video in enumerate(videos):
+                self.fake_features[n].append(self.features(video[start:]))
+
+    def lpips_of(self, predicted: np.ndarray, truth: np.ndarray) -> torch.Tensor:
+        """Mean LPIPS over frames; FAR's quirk feeds [0, 1] images where LPIPS expects [-1, 1]."""
+        a, b = (torch.from_numpy(x).permute(3, 0, 1, 2)[None].float() / 255 for x in (predicted, truth))
+        if self.cfg.lpips_unnormalized:
+            a, b = (a + 1) / 2, (b + 1) / 2  # LPIPS.video maps v -> 2v - 1: this hands it v itself
+        with torch.no_grad():
+            return self.lpips.video(a, b)[0]
+
+    def features(self, video: np.ndarray) -> np.ndarray:
+        return i3d_features(self.i3d, video[None], device=self.cfg.device, progress=False)
+
+    def summary(self) -> dict:
+        mean = lambda values: float(torch.stack(values).mean())
+        out = {"predicted": {k: mean(v) for k, v in self.best.items() if v},
+               "copy_last_frame": {k: mean(v) for k, v in self.copy.items()},
+               "psnr_curve": [round(float(x), 3) for x in torch.stack(self.curves).mean(0)]}
+        if self.i3d is not None:
+            real = np.concatenate(self.real_features)
+            per_trajectory = [frechet_distance(real, np.concatenate(f)) for f in self.fake_features]
+            out["predicted"]["fvd"] = float(np.mean(per_trajectory))  # FAR: FVD per trajectory, averaged
+        return out
+
+
 def evaluate_far(cfg: FAREvalConfig) -> dict:
     cfg = cfg.resolved()
     fields = {} if cfg.short_window is None else {"short_window": cfg.short_window}
     pipeline = FARPipeline.from_files(cfg.dcae, cfg.far, cfg.device, resolution=cfg.resolution, **fields)
-    items = evaluation_items(cfg)
-    best_psnr, best_ssim, copy_psnr, copy_ssim, curves = [], [], [], [], []
+    items, scores = evaluation_items(cfg), Scores(cfg)
     for index, (frames, actions, _) in enumerate(progress(items, "far-eval", "video")):
-        truth = frames[cfg.context:]
-        scores = [frame_scores(p, truth) for p in trajectories(cfg, pipeline, frames, actions, index)]
-        psnr, ssim = torch.stack([s[0] for s in scores]), torch.stack([s[1] for s in scores])  # (N, horizon)
-        best_psnr.append(best_of_n(psnr.mean(1)[None])[0])
-        best_ssim.append(best_of_n(ssim.mean(1)[None])[0])
-        curves.append(psnr[psnr.mean(1).argmax()])  # the best trajectory's PSNR over the horizon
-        copy = frame_scores(np.repeat(frames[cfg.context - 1:cfg.context], cfg.horizon, 0), truth)
-        copy_psnr.append(copy[0].mean())
-        copy_ssim.append(copy[1].mean())
+        scores.add(frames, trajectories(cfg, pipeline, frames, actions, index))
     result = {"videos": len(items), "protocol": cfg.protocol, "context": cfg.context, "horizon": cfg.horizon,
-              "trajectories": cfg.trajectories,
-              "predicted": {"psnr": float(torch.stack(best_psnr).mean()), "ssim": float(torch.stack(best_ssim).mean())},
-              "copy_last_frame": {"psnr": float(torch.stack(copy_psnr).mean()),
-                                  "ssim": float(torch.stack(copy_ssim).mean())},
-              "psnr_curve": [round(float(x), 3) for x in torch.stack(curves).mean(0)], "settings": asdict(cfg)}
+              "trajectories": cfg.trajectories, **scores.summary(), "settings": asdict(cfg)}
     out = Path(cfg.out)
     write_json(out / "metrics.json", result)
     line_chart({"best trajectory": (list(range(1, cfg.horizon + 1)), result["psnr_curve"])},
@@ -129,14 +182,15 @@ def evaluate_far(cfg: FAREvalConfig) -> dict:
 
 def trajectories(cfg: FAREvalConfig, pipeline: FARPipeline, frames: np.ndarray, actions: np.ndarray | None,
                  index: int) -> list[np.ndarray]:
-    """`cfg.trajectories` predictions (uint8 (horizon, H, W, 3) each) of one video, each with its own seed."""
+    """`cfg.trajectories` continuations of one video as scored (uint8 (context + horizon, H, W, 3): the context as
+    the DC-AE reconstructs it, then the predictions), each with its own seed."""
     context = torch.from_numpy(frames[: cfg.context]).permute(3, 0, 1, 2)[None].float() / 255
     conditioned = actions is not None and pipeline.far.config.condition == "action"
     action_ids = torch.from_numpy(actions)[None].to(pipeline.device) if conditioned else None
-    predictions = []
+    videos = []
     for n in range(cfg.trajectories):
         generator = torch.Generator().manual_seed((cfg.seed * 1_000_003 + index) * 1009 + n)
         out = pipeline(cfg.horizon, context, steps=cfg.steps, guidance=cfg.guidance, actions=action_ids,
                        generator=generator)
-        predictions.append(to_scored_uint8(out.videos[0, :, cfg.context:].transpose(0, 1).cpu(), cfg))
-    return predictions
+        videos.append(to_scored_uint8(out.videos[0].transpose(0, 1).cpu(), cfg))
+    return videos

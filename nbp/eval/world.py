@@ -2,8 +2,11 @@
 
 From each test episode, C context frames are given and N predicted; per-step PSNR/SSIM curves over the horizon
 against the truth, for the model given the true actions, the same model given the actions shuffled in time, and
-copying the last context frame; the tokenizer's own reconstruction bounds what any prediction can reach. Writes
+copying the last context frame; the autoencoder's own reconstruction bounds what any prediction can reach. Writes
 curves (PNG), a side-by-side video, and metrics.json; FVD when an I3D file is given.
+
+The model is nbp's discrete world model (`lm` + its `tokenizer`) or a FAR model (`far` + its `dcae`), evaluated on
+the same clips with the same metrics, so the two families compare directly.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nbp.config import InputError
+from nbp.config import ConfigError, InputError
 from nbp.data.episodes import list_episodes, load_episode
 from nbp.data.extract import encode_frames
 from nbp.data.video import frames_to_video
@@ -26,6 +29,7 @@ from nbp.io.plot import line_chart
 from nbp.io.progress import progress
 from nbp.metrics import frechet_distance, i3d_features, load_i3d
 from nbp.metrics.video import per_frame_ssim
+from nbp.pipelines.far import FARPipeline, generate
 from nbp.pipelines.video import WorldPipeline
 
 log = logging.getLogger(__name__)
@@ -33,8 +37,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class WorldEvalConfig:
-    lm: str = "???"  # world model (.safetensors from `nbp train-lm`)
-    tokenizer: str = "???"  # its per-frame tokenizer
+    lm: str | None = None  # nbp's world model (.safetensors from `nbp train-lm`) ...
+    tokenizer: str | None = None  # ... and its per-frame tokenizer
+    far: str | None = None  # or an action-conditioned FAR model ...
+    dcae: str | None = None  # ... and its DC-AE
+    far_steps: int = 50  # FAR's Euler steps per frame (sampling.cfg_scale is its action guidance)
     episodes: str = "???"  # folder of test episodes (video + actions, or .npz)
     out: str = "runs/world_eval"
     resolution: int = 64
@@ -48,6 +55,55 @@ class WorldEvalConfig:
     bf16: bool = False
     i3d: str | None = None  # i3d_pretrained_400.pt for FVD of the predicted frames
     videos: int = 4  # rows of the side-by-side video
+
+    def validate(self) -> None:
+        discrete, far = (self.lm, self.tokenizer), (self.far, self.dcae)
+        if not (all(discrete) and not any(far)) and not (all(far) and not any(discrete)):
+            raise ConfigError("world-eval needs either lm= and tokenizer= (nbp's world model) or far= and dcae= "
+                              "(a FAR model), not a mix")
+
+
+class DiscretePredictor:
+    """nbp's world model: frames -> tokens, the next frames' tokens under actions, tokens -> frames."""
+
+    def __init__(self, cfg: WorldEvalConfig):
+        self.cfg = cfg
+        self.pipeline = WorldPipeline.from_files(cfg.tokenizer, cfg.lm, cfg.resolution, cfg.device, cfg.bf16)
+
+    def encode(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 (T, H, W, 3) -> codes (1, T, h*w)."""
+        return torch.from_numpy(encode_frames(self.pipeline.tokenizer, frames, device=self.cfg.device))[None]
+
+    def predict(self, codes: torch.Tensor, actions: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        cfg = self.cfg
+        ids = self.pipeline.continue_codes(codes[:, :cfg.context], cfg.horizon, actions, generator,
+                                           **asdict(cfg.sampling))
+        return self.pipeline.decode(ids)
+
+    def reconstruct(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.pipeline.decode(codes[:, self.cfg.context:].to(self.cfg.device))
+
+
+class FARPredictor:
+    """A FAR model: frames -> DC-AE latents, the next frames' latents under actions, latents -> frames."""
+
+    def __init__(self, cfg: WorldEvalConfig):
+        self.cfg = cfg
+        self.pipeline = FARPipeline.from_files(cfg.dcae, cfg.far, cfg.device, cfg.bf16, resolution=cfg.resolution)
+
+    def encode(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 (T, H, W, 3) -> latents (1, T, C, h, w)."""
+        return self.pipeline.encode(frames_to_video(frames, self.cfg.device))
+
+    def predict(self, latents: torch.Tensor, actions: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        cfg = self.cfg
+        guidance = 1.0 if cfg.sampling.cfg_scale is None else cfg.sampling.cfg_scale
+        out = generate(self.pipeline.far, latents[:, :cfg.context], cfg.horizon, steps=cfg.far_steps,
+                       guidance=guidance, actions=actions.to(self.pipeline.device), generator=generator)
+        return self.pipeline.decode(out[:, cfg.context:])
+
+    def reconstruct(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.pipeline.decode(latents[:, self.cfg.context:])
 
 
 def frame_psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -84,14 +140,15 @@ def shuffled_in_time(actions: torch.Tensor, first: int, generator: torch.Generat
 
 
 def evaluate_world(cfg: WorldEvalConfig) -> dict:
-    pipeline = WorldPipeline.from_files(cfg.tokenizer, cfg.lm, cfg.resolution, cfg.device, cfg.bf16)
+    cfg.validate()
+    predictor = DiscretePredictor(cfg) if cfg.lm else FARPredictor(cfg)
     clips = evaluation_clips(cfg)
     generator = torch.Generator().manual_seed(cfg.seed)
     curves = {k: [] for k in ("true_actions", "shuffled_actions", "copy_last", "tokenizer")}
     ssim_curves = {k: [] for k in curves}
     shown, seconds, fvd_pairs = [], [], []
     for frames, actions, _ in progress(clips, "predict", "clip"):
-        target, predicted = predict_clip(cfg, pipeline, frames, actions, generator, seconds)
+        target, predicted = predict_clip(cfg, predictor, frames, actions, generator, seconds)
         for name, video in predicted.items():
             curves[name].append(frame_psnr(video, target)[0])
             ssim_curves[name].append(per_frame_ssim(video, target)[0])
@@ -106,20 +163,19 @@ def evaluate_world(cfg: WorldEvalConfig) -> dict:
     return results
 
 
-def predict_clip(cfg: WorldEvalConfig, pipeline: WorldPipeline, frames: np.ndarray, actions: np.ndarray,
+def predict_clip(cfg: WorldEvalConfig, predictor, frames: np.ndarray, actions: np.ndarray,
                  generator: torch.Generator, seconds: list) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The true horizon (1, 3, N, H, W) and what each predictor makes of it; prediction times go to `seconds`."""
     truth = frames_to_video(frames, cfg.device)  # (1, 3, C+N, H, W)
-    codes = torch.from_numpy(encode_frames(pipeline.tokenizer, frames, device=cfg.device))[None]  # (1, C+N, h*w)
+    encoded = predictor.encode(frames)
     actions = torch.from_numpy(actions)[None]
     runs = {"true_actions": actions, "shuffled_actions": shuffled_in_time(actions, cfg.context, generator)}
     predicted = {}
     for name, acts in runs.items():
         started = time.perf_counter()
-        ids = pipeline.continue_codes(codes[:, :cfg.context], cfg.horizon, acts, generator, **asdict(cfg.sampling))
+        predicted[name] = predictor.predict(encoded, acts, generator)
         seconds.append(time.perf_counter() - started)
-        predicted[name] = pipeline.decode(ids)
-    predicted["tokenizer"] = pipeline.decode(codes[:, cfg.context:].to(cfg.device))
+    predicted["tokenizer"] = predictor.reconstruct(encoded)  # the autoencoder's ceiling
     target = truth[:, :, cfg.context:]
     predicted["copy_last"] = truth[:, :, cfg.context - 1:cfg.context].expand_as(target)
     return target, predicted

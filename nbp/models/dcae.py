@@ -81,6 +81,12 @@ class DCAE(nn.Module):
         autoencoder = AutoencoderDC(**config.diffusers_config())
         self.encoder, self.decoder = autoencoder.encoder, autoencoder.decoder  # AutoencoderDC's own key names
 
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) in [0, 1] -> its reconstruction in the same layout, unclamped (nbp's tokenizer interface,
+        which the autoencoder training and the reconstruction metrics use)."""
+        frames = video.transpose(1, 2)  # (B, T, 3, H, W), FAR's layout
+        return self.decode_video(self.encode_video(frames), clamp=False).transpose(1, 2)
+
     def encode_video(self, video: torch.Tensor, frames_per_batch: int | None = None) -> torch.Tensor:
         """(B, T, 3, H, W) in [0, 1] -> scaled latents (B, T, C, h, w)."""
         b = video.shape[0]

@@ -1,4 +1,5 @@
-"""FAR training: per-frame flow matching with clean context frames, on pre-extracted DC-AE latents.
+"""FAR training: per-frame flow matching with clean context frames, on pre-extracted DC-AE latents (or on episode
+videos, each batch encoded by a frozen DC-AE, as FAR's 'video' batches).
 
 Each batch (FAR's `train_step`, official-formats.md §5.6): noise levels u = sigmoid(N(0, 1)) per frame (logit-normal),
 a share `clean_context_ratio` of the frames kept clean (timestep -1, out of the loss), labels or actions replaced by
@@ -18,11 +19,12 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from nbp.checkpoint import load_model
+from nbp.checkpoint import load_dcae, load_model
 from nbp.checkpoint.zero import CONFIG_KEY, EXPORT_KEY, KIND_KEY
 from nbp.config import ConfigError, from_preset, to_dict
-from nbp.data.latents import LatentDataset
+from nbp.data.latents import EpisodeClips, LatentDataset
 from nbp.io import atomic_write
+from nbp.models.dcae import DCAE
 from nbp.models.far import FAR, FARConfig
 from nbp.pipelines.far import far_loss_terms
 from nbp.training.runner import RunConfig, build_trainer, fit_and_export, resumable_loader
@@ -32,8 +34,10 @@ from nbp.training.runner import RunConfig, build_trainer, fit_and_export, resuma
 class FARTrainConfig:
     run: RunConfig = field(default_factory=lambda: RunConfig(run_dir="runs/far"))
     model: FARConfig = field(default_factory=lambda: from_preset(FARConfig, "far-tiny"))
-    train: str = "???"  # a latent dataset (`nbp extract-latents`)
+    train: str = "???"  # a latent dataset (`nbp extract-latents`), or with `dcae` a folder of episodes
     val: str | None = None
+    dcae: str | None = None  # train from videos: the frozen DC-AE that encodes each batch (FAR's 'video' batches)
+    resolution: int = 64  # frame size of the videos (with `dcae`)
     clip_frames: int = 16  # frames per training clip (FAR_Long: the longest clip the sampler cuts from)
     batch_size: int = 4
     num_workers: int = 0
@@ -99,6 +103,8 @@ class FARSystem(L.LightningModule):
         super().__init__()
         self.cfg, self.train_set, self.val_set = cfg, train_set, val_set
         self.model = FAR(cfg.model)
+        dcae = load_dcae(cfg.dcae, resolution=cfg.resolution).requires_grad_(False) if cfg.dcae else None
+        self.__dict__["dcae"] = dcae  # frozen and not trained: kept out of the state dict and the optimizer
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if cfg.ema_decay > 0 else None
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
 
@@ -134,7 +140,7 @@ class FARSystem(L.LightningModule):
 
     def loss(self, batch: dict, generators: tuple[torch.Generator, list[torch.Generator]], drop: bool) -> torch.Tensor:
         cfg, model = self.cfg, self.model.config
-        latents, actions = batch["latents"], batch.get("actions")
+        latents, actions = self.latents_of(batch), batch.get("actions")
         if model.long:
             start, length = clip_window(latents.shape[1], model.short_window, generators[0])
             latents = latents[:, start:start + length]
@@ -148,6 +154,13 @@ class FARSystem(L.LightningModule):
         if drop and actions is not None:
             actions = torch.where(draws.dropped, null, actions)
         return far_loss_terms(self.model, latents, draws.u, draws.noise, draws.clean, labels, actions).loss
+
+    def latents_of(self, batch: dict) -> torch.Tensor:
+        """The batch's latents: extracted ones, or the frozen DC-AE's encoding of its videos."""
+        if "latents" in batch:
+            return batch["latents"]
+        with torch.no_grad():
+            return self.dcae.to(batch["video"].device).encode_video(batch["video"])
 
     def training_step(self, batch, batch_idx):
         loss = self.loss(batch, self.batch_generators(len(batch["label"])), drop=True)
@@ -178,20 +191,32 @@ class FARSystem(L.LightningModule):
         return self.ema if self.ema is not None else self.model
 
 
+def training_sets(cfg: FARTrainConfig, dcae: DCAE | None):
+    """(train, val or None): latent datasets, or episode clips for the `dcae` to encode; the latent shape checked
+    against the model."""
+    model = cfg.model
+    expected = [model.in_channels, model.sample_size, model.sample_size]
+    if dcae is not None:
+        shape = [dcae.config.latent_channels, dcae.config.latent_size, dcae.config.latent_size]
+        sets = [EpisodeClips(f, cfg.clip_frames, cfg.resolution) if f else None for f in (cfg.train, cfg.val)]
+    else:
+        sets = [LatentDataset(f, cfg.clip_frames) if f else None for f in (cfg.train, cfg.val)]
+        shape = list(sets[0].meta["latent_shape"])
+    if shape != expected:
+        raise ConfigError(f"{cfg.dcae or cfg.train} makes latents {shape}; the model reads {expected} "
+                          "(model.in_channels, model.sample_size)")
+    return sets
+
+
 def train_far(cfg: FARTrainConfig, callbacks=()) -> Path:
     """Train (or resume) the run in `cfg.run.run_dir`; returns the exported model (`far.safetensors`, the EMA
     weights; `far_official.pth` holds the same as the official plain state dict)."""
     cfg.validate()
     L.seed_everything(cfg.run.seed, workers=True)
     run_dir = Path(cfg.run.run_dir)
-    train_set = LatentDataset(cfg.train, cfg.clip_frames)
-    val_set = LatentDataset(cfg.val, cfg.clip_frames) if cfg.val else None
-    model = cfg.model
-    if list(train_set.meta["latent_shape"]) != [model.in_channels, model.sample_size, model.sample_size]:
-        raise ConfigError(f"{cfg.train} holds latents {train_set.meta['latent_shape']}; the model reads "
-                          f"{[model.in_channels, model.sample_size, model.sample_size]} (model.sample_size)")
-    system = FARSystem(cfg, train_set, val_set)
-    trainer = build_trainer(cfg.run, callbacks, grad_clip=cfg.grad_clip, validate=val_set is not None)
+    system = FARSystem(cfg)  # the model first: its initialization draws from the seeded generator
+    system.train_set, system.val_set = training_sets(cfg, system.dcae)
+    trainer = build_trainer(cfg.run, callbacks, grad_clip=cfg.grad_clip, validate=system.val_set is not None)
     out = fit_and_export(trainer, system, cfg.run, to_dict(cfg), system.exported(), run_dir / "far.safetensors")
     if trainer.is_global_zero:
         model = load_model(out, kind="far")

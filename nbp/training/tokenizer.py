@@ -140,6 +140,14 @@ class TokenizerSystem(L.LightningModule):
             schedulers.append(torch.optim.lr_scheduler.LambdaLR(opt_d, schedule))
         return optimizers, schedulers
 
+    # --- what another autoencoder (nbp.training.dcae) replaces ----------------------------------------------
+    def reconstruct(self, video: torch.Tensor, gan: bool) -> torch.Tensor:
+        return self.tokenizer(video)
+
+    def last_layer(self) -> torch.Tensor:
+        """The decoder's output weight, where the adaptive weight compares the gradients."""
+        return self.tokenizer.decoder_layers[-1].conv.weight
+
     # --- one step -------------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         cfg, step = self.cfg, int(self.batches_seen)
@@ -152,7 +160,7 @@ class TokenizerSystem(L.LightningModule):
         schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
         gan = self.discriminator is not None and step >= cfg.disc_start
 
-        recon = self.tokenizer(video)
+        recon = self.reconstruct(video, gan)
         losses = self.generator_losses(video, recon, gan)
         if not self.finite_or_skip(losses["loss"], step) or \
                 not self.optimize(optimizers[0], schedulers[0], losses["loss"], self.tokenizer):
@@ -180,7 +188,7 @@ class TokenizerSystem(L.LightningModule):
         out["loss"] = nll
         if gan:
             out["g_adv"] = generator_adv_loss(self.discriminator(recon))
-            weight = (adaptive_weight(nll, out["g_adv"], self.tokenizer.decoder_layers[-1].conv.weight)
+            weight = (adaptive_weight(nll, out["g_adv"], self.last_layer())
                       if cfg.adaptive_weight else torch.ones(()))
             out["d_weight"] = weight
             out["loss"] = nll + cfg.adversarial_weight * weight * out["g_adv"]
@@ -230,6 +238,8 @@ class TokenizerSystem(L.LightningModule):
             return
         ema, live = list(self.ema.parameters()), list(self.tokenizer.parameters())
         torch._foreach_lerp_(ema, live, 1 - self.cfg.ema_decay)
+        for shadow, buffer in zip(self.ema.buffers(), self.tokenizer.buffers()):
+            shadow.copy_(buffer)  # running statistics (BatchNorm) are the live model's, as FAR exports them
 
     def exported_tokenizer(self) -> VideoTokenizer:
         return (self.ema if self.ema is not None else self.tokenizer).eval()
@@ -266,12 +276,18 @@ def export(system: TokenizerSystem, run_dir: Path) -> Path:
 
 def train_tokenizer(cfg: TokenizerTrainConfig, callbacks=()) -> Path:
     """Train (or resume) the run in `cfg.run.run_dir`; returns the exported tokenizer file."""
+    return train_autoencoder(cfg, TokenizerSystem, export, callbacks)
+
+
+def train_autoencoder(cfg: TokenizerTrainConfig, system_class: type[TokenizerSystem], export_to, callbacks=()) -> Path:
+    """The tokenizer's training loop for `system_class` (a TokenizerSystem); `export_to(system, run_dir)` writes
+    the final files and returns the main one."""
     cfg.validate()
     L.seed_everything(cfg.run.seed, workers=True)
     run_dir = Path(cfg.run.run_dir)
     dataset = cfg.data.dataset(cfg.data.train, training=True)
     val_set = cfg.data.dataset(cfg.data.val, training=False) if cfg.data.val and cfg.run.val_every else None
-    system = TokenizerSystem(cfg, dataset, val_set)
+    system = system_class(cfg, dataset, val_set)
     fixed = torch.stack([dataset.load_clip(i, draw=i)["video"] for i in range(min(4, len(dataset)))])
     samples = ReconstructionSamples(fixed, run_dir / "samples", cfg.sample_every)
     trainer = build_trainer(cfg.run, [samples, *callbacks], validate=val_set is not None)
@@ -280,4 +296,4 @@ def train_tokenizer(cfg: TokenizerTrainConfig, callbacks=()) -> Path:
         fit(trainer, system, run_dir)
     if dataset.skipped:
         log.warning("files skipped during training: %s", dataset.skip_counts())
-    return export(system, run_dir)
+    return export_to(system, run_dir)

@@ -1,0 +1,81 @@
+"""`nbp train-dcae`: FAR's DC-AE recipe on the tokenizer's GAN system (nbp.training.tokenizer).
+
+FAR trains its DC-AEs per frame in two phases (`far/trainers/trainer_dcae.py`):
+1. L1 + LPIPS (weight 1.0) on images in [-1, 1];
+2. from `disc_start` on, a PatchGAN on frames joins with an adaptive weight, and the encoder is frozen, so the
+   latents a FAR model may already be trained on stay as they are and only the decoder sharpens.
+An EMA of the weights (with the model's BatchNorm statistics) is what is exported: `dcae.safetensors` (nbp) and
+`dcae_official.pth` (FAR's plain state dict); `load_dcae` reads both.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from nbp.checkpoint import load_dcae, save_model
+from nbp.config import ConfigError, from_preset
+from nbp.io import atomic_write
+from nbp.models.dcae import DCAE, DCAEConfig
+from nbp.models.discriminator import DiscriminatorConfig
+from nbp.training.runner import RunConfig
+from nbp.training.tokenizer import TokenizerSystem, TokenizerTrainConfig, train_autoencoder
+
+
+@dataclass
+class DCAETrainConfig(TokenizerTrainConfig):
+    run: RunConfig = field(default_factory=lambda: RunConfig(run_dir="runs/dcae"))
+    model: DCAEConfig = field(default_factory=lambda: from_preset(DCAEConfig, "dcae-8x"))
+    init_from: str | None = None  # fine-tune: an official DCAE_*.pth or an nbp dcae file
+    discriminator: DiscriminatorConfig = field(default_factory=lambda: DiscriminatorConfig(kind="2d"))
+    l1_weight: float = 2.0  # FAR's L1 is on [-1, 1] images: twice nbp's, which is on [0, 1]
+    perceptual_weight: float = 1.0
+    adversarial_weight: float = 0.5
+    lecam_weight: float = 0.0
+    disc_start: int = 50_000
+    freeze_encoder: bool = True  # during the GAN phase, as FAR does
+
+    def validate(self) -> None:
+        factor = self.model.spatial_factor
+        if self.data.resolution % factor:
+            raise ConfigError(f"data.resolution={self.data.resolution} must be divisible by the DC-AE's {factor}")
+        if self.adversarial_weight > 0 and self.disc_start >= self.run.steps:
+            raise ConfigError(f"disc_start={self.disc_start} is not before the last step ({self.run.steps}): the "
+                              "GAN phase would never run; lower disc_start or set adversarial_weight=0")
+
+    def tokenizer_config(self) -> DCAEConfig:
+        return replace(self.model, resolution=self.data.resolution)
+
+
+class DCAESystem(TokenizerSystem):
+    """The tokenizer system with a DC-AE in the `tokenizer` slot."""
+
+    @staticmethod
+    def initial_tokenizer(cfg: DCAETrainConfig) -> DCAE:
+        if cfg.init_from is None:
+            return DCAE(cfg.tokenizer_config())
+        return load_dcae(cfg.init_from, resolution=cfg.data.resolution).train()
+
+    def reconstruct(self, video: torch.Tensor, gan: bool) -> torch.Tensor:
+        if not (gan and self.cfg.freeze_encoder):
+            return self.tokenizer(video)
+        with torch.no_grad():
+            latents = self.tokenizer.encode_video(video.transpose(1, 2))  # (B, T, C, h, w)
+        return self.tokenizer.decode_video(latents, clamp=False).transpose(1, 2)
+
+    def last_layer(self) -> torch.Tensor:
+        return self.tokenizer.decoder.conv_out.conv.weight
+
+
+def export(system: DCAESystem, run_dir: Path) -> Path:
+    dcae = system.exported_tokenizer()
+    path = save_model(dcae, run_dir / "dcae.safetensors")
+    official = {k: v.contiguous() for k, v in dcae.state_dict().items()}
+    atomic_write(run_dir / "dcae_official.pth", lambda tmp: torch.save(official, tmp))
+    return path
+
+
+def train_dcae(cfg: DCAETrainConfig, callbacks=()) -> Path:
+    """Train (or resume) the run in `cfg.run.run_dir`; returns the exported DC-AE file."""
+    return train_autoencoder(cfg, DCAESystem, export, callbacks)
