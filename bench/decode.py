@@ -2,8 +2,10 @@
 
     .venv/bin/python bench/decode.py                   # ~6 minutes on 2 cores
     .venv/bin/python bench/decode.py --quick           # fewer rows
+    python bench/decode.py --device cuda --size 700m --batches 1 16 --hybrid-only   # the GPU check (gpu_check.sh)
 
-Model: the modern architecture at 12 layers x 768 (183M parameters with its 64k-entry embedding and head).
+Model: the modern architecture at 12 layers x 768 (183M parameters with its 64k-entry embedding and head), or
+`--size 700m` (24 x 1536, the official 700M's shape).
 Case "predict": 1024 tokens after a 256-token context (block 16: 64 steps; block 1: 1024 steps).
 Case "hybrid": the official layout (nbp-gpt, text prefix of 8): 1280 tokens, 95 steps against 1280.
 "step ms" is the time of one decoding step after the prompt; "floor ms" is the time to read every weight a step
@@ -28,30 +30,33 @@ import torch
 from nbp.config import from_dict
 from nbp.generation import generate
 from nbp.models.transformer import Transformer, TransformerConfig
-from nbp.runtime import tune_cpu_allocator, use_bf16
+from nbp.runtime import describe_cpu, tune_cpu_allocator, use_bf16
 
-from report import emit_json, matmul_peak  # bench/report.py (scripts run from bench/)
+from report import emit_json, matmul_peak, synchronize  # bench/report.py (scripts run from bench/)
 
-SIZE = dict(n_layer=12, n_head=12, n_embd=768)
+SIZES = {"small": dict(n_layer=12, n_head=12, n_embd=768), "700m": dict(n_layer=24, n_head=16, n_embd=1536)}
 
 
-def memory_bandwidth(gigabytes: float = 1.0, repeats: int = 5) -> float:
+def memory_bandwidth(gigabytes: float = 1.0, repeats: int = 5, device="cpu") -> float:
     """GB/s of reading a large tensor (a sum streams it once)."""
-    x = torch.ones(int(gigabytes * 2**30 / 4))
+    x = torch.ones(int(gigabytes * 2**30 / 4), device=device)
     x.sum()
     times = []
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         x.sum()
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return x.numel() * 4 / min(times) / 1e9
 
 
-def build(block: int, layout: str, dtype) -> Transformer:
+def build(block: int, layout: str, dtype, size: str = "small", device="cpu") -> Transformer:
     extra = dict(condition="class", num_classes=101, cond_len=1) if layout == "predict" else \
         dict(arch="nbp-gpt", hybrid=True, condition="text", cond_len=8, text_vocab=32000)
     torch.manual_seed(0)
-    return Transformer(from_dict(TransformerConfig, dict(block=block, **SIZE, **extra))).to(dtype).eval()
+    config = from_dict(TransformerConfig, dict(block=block, **SIZES[size], **extra))
+    return Transformer(config).to(device=device, dtype=dtype).eval()
 
 
 def shared_weights(block16: dict, lm: Transformer) -> dict:
@@ -71,37 +76,42 @@ SAMPLING = {"official": dict(top_k=16000, top_p=0.9), "plain": {}, "greedy": dic
 def linears_ms(lm: Transformer, rows: int, repeats: int = 5) -> float:
     """Median time of applying every nn.Linear of `lm` once to `rows` rows (the matmuls of one decode step)."""
     layers = [m for m in lm.modules() if isinstance(m, torch.nn.Linear)]
-    dtype = layers[0].weight.dtype
-    inputs = {m.in_features: torch.randn(rows, m.in_features, dtype=dtype) for m in layers}
+    weight = layers[0].weight
+    inputs = {m.in_features: torch.randn(rows, m.in_features, dtype=weight.dtype, device=weight.device)
+              for m in layers}
     run = lambda: [layer(inputs[layer.in_features]) for layer in layers]
     run()
-    return 1000 * timed(run, repeats)
+    return 1000 * timed(run, repeats, weight.device)
 
 
-def timed(fn, repeats: int) -> float:
+def timed(fn, repeats: int, device="cpu") -> float:
     times = []
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         fn()
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def run_case(layout: str, block: int, batch: int, dtype, repeats: int, weights: dict, sampling: dict) -> dict:
-    lm = build(block, layout, dtype)
+def run_case(layout: str, block: int, batch: int, dtype, repeats: int, weights: dict, sampling: dict,
+             size: str = "small", device="cpu") -> dict:
+    lm = build(block, layout, dtype, size, device)
     if block == 1:  # the same weights as the block-16 model: only the decoding schedule differs
         lm.load_state_dict(shared_weights(weights[(layout, dtype)], lm))
     else:
         weights[(layout, dtype)] = lm.state_dict()
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator(device=device).manual_seed(0)
     if layout == "predict":
-        context = torch.randint(0, 64000, (batch, 256), generator=generator)
+        context = torch.randint(0, 64000, (batch, 256), generator=generator, device=device)
         kwargs, tokens = dict(context=context, class_ids=[3] * batch), 1024
     else:
-        kwargs, tokens = dict(text_ids=torch.randint(0, 32000, (batch, 8), generator=generator)), 1280
+        kwargs, tokens = dict(text_ids=torch.randint(0, 32000, (batch, 8), generator=generator, device=device)), 1280
     run = lambda n: generate(lm, n, generator=generator, **sampling, **kwargs)
-    prompt_only = timed(lambda: run(block if layout == "predict" else 1), repeats)
-    total = timed(lambda: run(tokens), repeats)
+    run(4 * block)  # warm-up: allocator, kernels (on a GPU, their first launches)
+    prompt_only = timed(lambda: run(block if layout == "predict" else 1), repeats, device)
+    total = timed(lambda: run(tokens), repeats, device)
     widths = lm.layout.step_widths(256 if layout == "predict" else 0, tokens)
     steps = len(widths)
     rows = [batch * (1 if width == 1 else block) for width in widths]  # positions computed per step
@@ -118,21 +128,29 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="batch 1 only, bf16 only")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--sampling", choices=sorted(SAMPLING), default="official")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--batches", type=int, nargs="+", help="default: 1 and 8 (--quick: 1)")
+    parser.add_argument("--hybrid-only", action="store_true", help="only the official hybrid case, in bf16")
     parser.add_argument("--json")
     args = parser.parse_args()
     tune_cpu_allocator()
-    bandwidth = memory_bandwidth()
-    bf16 = torch.bfloat16 if use_bf16(True, "cpu", "the bf16 rows") else torch.float32
-    dtypes = [bf16] if args.quick else list(dict.fromkeys([torch.float32, bf16]))
-    peaks = {str(dtype).removeprefix("torch."): matmul_peak(dtype) for dtype in dtypes}
-    batches = [1] if args.quick else [1, 8]
+    device = args.device
+    bandwidth = memory_bandwidth(device=device)
+    bf16 = torch.bfloat16 if use_bf16(True, device, "the bf16 rows") else torch.float32
+    dtypes = [bf16] if args.quick or args.hybrid_only else list(dict.fromkeys([torch.float32, bf16]))
+    peaks = {str(dtype).removeprefix("torch."): matmul_peak(dtype, device=device) for dtype in dtypes}
+    batches = args.batches or ([1] if args.quick else [1, 8])
     weights, rows = {}, []
-    for dtype in dtypes:
+    case = lambda layout, block, batch, dtype: run_case(layout, block, batch, dtype, args.repeats, weights,
+                                                        SAMPLING[args.sampling], args.size, device)
+    for dtype in ([] if args.hybrid_only else dtypes):
         for batch in batches:
             for block in (16, 1):
-                rows.append(run_case("predict", block, batch, dtype, args.repeats, weights, SAMPLING[args.sampling]))
-    for block in (16, 1):
-        rows.append(run_case("hybrid", block, 1, bf16, args.repeats, weights, SAMPLING[args.sampling]))
+                rows.append(case("predict", block, batch, dtype))
+    for batch in (batches if args.hybrid_only else [1]):
+        for block in (16, 1):
+            rows.append(case("hybrid", block, batch, bf16))
     for row in rows:
         add_bounds(row, bandwidth, peaks[row["dtype"]])
         del row["rows_per_step"]
@@ -152,8 +170,12 @@ def main() -> None:
               f"{r['seconds']:>8.2f} {r['speedup_vs_block1']:>7.1f}x {r['max_speedup']:>10.1f}x {r['step_ms']:>8.1f} "
               f"{r['floor_ms']:>8.1f} {r['step_ms'] / r['floor_ms']:>10.2f} {r['compute_ms']:>10.1f} "
               f"{r['linears_ms']:>10.1f}")
-    emit_json({"bandwidth_gb_s": bandwidth, "matmul_peak_flops": peaks, "sampling": args.sampling, "rows": rows},
-              args.json)
+    emit_json({"device": describe_device(device), "size": args.size, "bandwidth_gb_s": bandwidth,
+               "matmul_peak_flops": peaks, "sampling": args.sampling, "rows": rows}, args.json)
+
+
+def describe_device(device) -> str:
+    return torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else describe_cpu()
 
 
 def add_bounds(row: dict, bandwidth: float, peak: float) -> None:

@@ -2,12 +2,14 @@
 
     .venv/bin/python bench/far.py                 # CPU: a 4-layer, 256-wide FAR_Long, 128 frames, 10 Euler steps
     .venv/bin/python bench/far.py --preset far-b-long --layers 0 --frames 256 --steps 25 --device cuda  # FAR-B-Long
+    python bench/far.py --layers 0 --frames 256 --steps 25 --batch 4 --device cuda --bf16 --uncached-rollout  # the GPU check
 
 The cached rollout (KV cache inside the window, the multi-level cache past it) runs frame by frame to --frames from
 nothing, timing every frame, with the memory it holds (CUDA: peak allocated per frame; CPU: the process's resident
 size). Without caches (the official pipeline as its released long configs run it) every Euler step re-feeds the
 whole sequence; that path is timed for one frame at each --probe position, after random context latents. Weights
-are random (speed does not depend on them). Prints a table and JSON.
+are random (speed does not depend on them). `--uncached-rollout` also times the whole rollout without caches.
+Prints a table and JSON.
 """
 from __future__ import annotations
 
@@ -56,14 +58,14 @@ def build(args) -> FAR:
     return model.to(args.device, torch.bfloat16 if args.bf16 else torch.float32)
 
 
-def uncached_seconds(model: FAR, position: int, steps: int, device) -> float:
-    """One frame after `position` random context frames, re-feeding the whole sequence every step."""
+def uncached_seconds(model: FAR, position: int, steps: int, device, batch: int = 1, frames: int = 1) -> float:
+    """`frames` frames after `position` random context frames, re-feeding the whole sequence every step."""
     cfg = model.config
-    context = torch.randn(1, position, cfg.in_channels, cfg.sample_size, cfg.sample_size, device=device,
-                          dtype=next(model.parameters()).dtype)
-    actions = torch.zeros(1, position + 1, dtype=torch.long, device=device)
+    context = None if position == 0 else torch.randn(batch, position, cfg.in_channels, cfg.sample_size,
+                                                     cfg.sample_size, device=device, dtype=next(model.parameters()).dtype)
+    actions = torch.zeros(batch, position + frames, dtype=torch.long, device=device)
     start = time.perf_counter()
-    generate(model, context, num_frames=1, steps=steps, actions=actions, kv_cache=False,
+    generate(model, context, num_frames=frames, steps=steps, actions=actions, kv_cache=False, batch=batch,
              generator=torch.Generator().manual_seed(0))
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -80,6 +82,8 @@ def main() -> None:
     parser.add_argument("--probe", type=int, nargs="*", default=None, help="positions timed without caches")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--uncached-rollout", action="store_true", help="also time the whole rollout without caches")
     parser.add_argument("--json")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -87,12 +91,15 @@ def main() -> None:
     cfg, window = model.config, model.config.short_window
     probes = args.probe if args.probe is not None else sorted({window, args.frames // 4, args.frames // 2, args.frames - 1})
     clock = FrameClock(device)
-    generate(model, None, num_frames=args.frames, steps=args.steps, batch=1, on_frame=clock,
-             actions=torch.zeros(1, args.frames, dtype=torch.long, device=device),
+    generate(model, None, num_frames=args.frames, steps=args.steps, batch=args.batch, on_frame=clock,
+             actions=torch.zeros(args.batch, args.frames, dtype=torch.long, device=device),
              generator=torch.Generator().manual_seed(0))
     cached = clock.rows
-    rows = [{"position": p, "cached_s": cached[p]["seconds"], "uncached_s": uncached_seconds(model, p, args.steps, device),
+    rows = [{"position": p, "cached_s": cached[p]["seconds"],
+             "uncached_s": uncached_seconds(model, p, args.steps, device, args.batch),
              "cached_memory_mb": cached[p]["memory_mb"]} for p in probes]
+    uncached_total = (uncached_seconds(model, 0, args.steps, device, args.batch, args.frames)
+                      if args.uncached_rollout else None)
     early = sum(r["seconds"] for r in cached[window:2 * window]) / window
     late = sum(r["seconds"] for r in cached[-window:]) / window
     parameters = sum(p.numel() for p in model.parameters())
@@ -103,10 +110,11 @@ def main() -> None:
         print(f"| {r['position']} | {r['cached_s']:.3f} | {r['uncached_s']:.3f} | {r['uncached_s'] / r['cached_s']:.1f}x "
               f"| {r['cached_memory_mb']:.0f} |")
     total = sum(r["seconds"] for r in cached)
-    print(f"cached rollout of {args.frames} frames: {total:.1f} s; s/frame over frames {window}-{2 * window - 1}: "
-          f"{early:.3f}, over the last {window}: {late:.3f} (ratio {late / early:.2f})")
+    print(f"cached rollout of {args.frames} frames (batch {args.batch}): {total:.1f} s; s/frame over frames "
+          f"{window}-{2 * window - 1}: {early:.3f}, over the last {window}: {late:.3f} (ratio {late / early:.2f})"
+          + ("" if uncached_total is None else f"; without caches {uncached_total:.1f} s"))
     emit_json({"config": vars(args), "parameters": parameters, "probes": rows, "cached_frames": cached,
-               "cached_total_s": total, "flat_ratio": late / early}, args.json)
+               "cached_total_s": total, "uncached_total_s": uncached_total, "flat_ratio": late / early}, args.json)
 
 
 if __name__ == "__main__":

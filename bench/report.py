@@ -14,11 +14,20 @@ def emit_json(rows, path: str | None = None) -> None:
             json.dump(rows, f, indent=1)
 
 
-def matmul_peak(dtype=torch.bfloat16, size: int = 4096) -> float:
+def synchronize(device) -> None:
+    """Wait for the device's queued work (a GPU's kernels run asynchronously; the CPU's do not)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(dtype=torch.bfloat16, size: int = 4096, device="cpu") -> float:
     """FLOP/s of a large square matmul: the machine's matmul peak as PyTorch reaches it."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
+    repeats = 3 if torch.device(device).type == "cpu" else 50
     a @ b
+    synchronize(device)
     start = time.perf_counter()
-    for _ in range(3):
+    for _ in range(repeats):
         a @ b
-    return 3 * 2 * size**3 / (time.perf_counter() - start)
+    synchronize(device)
+    return repeats * 2 * size**3 / (time.perf_counter() - start)

@@ -1,5 +1,6 @@
 """Shared fixtures: the official goldens (../shared/golden) and checkpoints rebuilt from them."""
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -11,12 +12,14 @@ GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `cuda` run only where a CUDA GPU is."""
+    """Tests marked `cuda` run only where a CUDA GPU is (tests/test_cuda.py also with NBP_TEST_DEVICE=cpu, which
+    checks those tests on a CPU)."""
     if torch.cuda.is_available():
         return
+    on_cpu = os.environ.get("NBP_TEST_DEVICE") == "cpu"
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
-        if "cuda" in item.keywords:
+        if "cuda" in item.keywords and not (on_cpu and item.path.name == "test_cuda.py"):
             item.add_marker(skip)
 
 

@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -211,3 +212,23 @@ def test_a_resume_with_changed_settings_names_them(tokens, tmp_path, caplog):
     train_lm(config(tokens, tmp_path / "s", "run.steps=8", "lr=1e-3"))
     assert "settings changed since it began" in caplog.text and "lr: 0.003 -> 0.001" in caplog.text
     assert "run.steps: 4 -> 8" in caplog.text
+
+
+def test_bf16_mixed_clips_the_gradients_of_fused_adamw():
+    """Lightning refuses to clip a fused optimizer's gradients under any mixed precision (an fp16 scaler rule);
+    bf16 has no scaler, so nbp's plugin clips them as they are."""
+    from nbp.training.runner import BF16Mixed, RunConfig
+
+    weight = torch.nn.Parameter(torch.ones(10))
+    optimizer = torch.optim.AdamW([weight], fused=True)
+    weight.grad = torch.full((10,), 3.0)
+    BF16Mixed("bf16-mixed", "cpu").clip_gradients(optimizer, clip_val=1.0)
+    assert weight.grad.norm().item() == pytest.approx(1.0, rel=1e-5)
+    settings = RunConfig(precision="bf16-mixed", accelerator="cpu").precision_settings()
+    assert settings == {"precision": "32-true"} or isinstance(settings["plugins"][0], BF16Mixed)  # where emulated
+
+
+def test_a_bf16_mixed_run_with_gradient_clipping_trains(tokens, tmp_path):
+    train_lm(config(tokens, tmp_path / "bf16", "run.steps=3", "run.precision=bf16-mixed", "grad_clip=1.0"))
+    losses = [float(r["train/loss"]) for r in read_metrics(tmp_path / "bf16") if r.get("train/loss")]
+    assert len(losses) == 3 and all(np.isfinite(losses))

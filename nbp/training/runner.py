@@ -19,6 +19,8 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+from lightning.pytorch.utilities import GradClipAlgorithmType
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 
@@ -33,6 +35,13 @@ from nbp.training.run_folder import locked, record_settings, remove_stale_tempor
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
+
+
+class BF16Mixed(MixedPrecision):
+    """bf16 autocast without a gradient scaler: gradients are clipped as they are, fused optimizers included."""
+
+    def clip_gradients(self, optimizer, clip_val=0.0, gradient_clip_algorithm=GradClipAlgorithmType.NORM) -> None:
+        Precision.clip_gradients(self, optimizer, clip_val, gradient_clip_algorithm)
 
 
 @dataclass
@@ -64,13 +73,25 @@ class RunConfig:
     def lightning_precision(self) -> str:
         """The precision to train in: bf16 only where it is native (on CPU: AMX or AVX-512 BF16, else float32
         with a notice); "auto" picks bf16-mixed there."""
-        device = "cuda" if self.accelerator in ("gpu", "cuda") or (self.accelerator == "auto"
-                                                                  and torch.cuda.is_available()) else "cpu"
+        device = self.device_type
         if self.precision == "auto":
             return "bf16-mixed" if native_bf16(device) else "32-true"
         if self.precision.startswith("bf16") and not use_bf16(True, device, "training"):
             return "32-true"
         return self.precision
+
+    @property
+    def device_type(self) -> str:
+        return "cuda" if self.accelerator in ("gpu", "cuda") or (self.accelerator == "auto"
+                                                                and torch.cuda.is_available()) else "cpu"
+
+    def precision_settings(self) -> dict:
+        """The Trainer's `precision`, or for bf16-mixed outside DeepSpeed the plugin that clips fused AdamW's
+        gradients (Lightning refuses to, a rule for fp16's gradient scaler, which bf16 does not use)."""
+        precision = self.lightning_precision()
+        if precision != "bf16-mixed" or self.deepspeed:
+            return {"precision": precision}
+        return {"plugins": [BF16Mixed("bf16-mixed", self.device_type)]}
 
     def lightning_strategy(self):
         """Lightning strategy from its name; DeepSpeed runs on CPU processes too (see CPUDeepSpeedStrategy)."""
@@ -205,7 +226,7 @@ def build_trainer(run: RunConfig, callbacks=(), grad_clip: float | None = None, 
     logger = CSVLogger(str(run_dir), name="logs", flush_logs_every_n_steps=run.log_every)
     val_every = run.val_every if validate else 0
     return L.Trainer(
-        default_root_dir=str(run_dir), max_epochs=-1, max_steps=-1, precision=run.lightning_precision(), devices=run.devices,
+        default_root_dir=str(run_dir), max_epochs=-1, max_steps=-1, **run.precision_settings(), devices=run.devices,
         num_nodes=run.num_nodes, strategy=run.lightning_strategy(), accelerator=run.accelerator, logger=logger,
         log_every_n_steps=run.log_every,
         callbacks=[AtomicCheckpoint(run_dir / "checkpoints", run.checkpoint_every, run.keep_last),
