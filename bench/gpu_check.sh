@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check (issue 21), one script under 8 minutes on one H200: the CUDA tests, then the GPU benchmarks,
 # written to one JSON and a markdown table. Run on the GPU machine from the repository root, with the wheels of
-# bench/gpu_wheels.sh in .whl/:
+# bench/gpu_wheels.sh in .whl/ and the goldens in .golden/ (device tool: carry [".whl", ".golden"]):
 #     bash bench/gpu_check.sh "$OUT"
 # GPU_CHECK_DEVICE=cpu GPU_CHECK_QUICK=1 bash bench/gpu_check.sh runs/gpu_check checks the plumbing on a CPU.
 set -uo pipefail
@@ -18,6 +18,7 @@ if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
     export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
+[ -d .golden ] && export NBP_GOLDEN_DIR=$PWD/.golden
 status=0
 step() {  # name, timeout seconds, command...: a step that fails or runs over is recorded and the next runs
     local name=$1 limit=$2; shift 2

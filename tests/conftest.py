@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
+# ../shared/golden beside the checkout, or where NBP_GOLDEN_DIR says (a copy carried to a GPU machine)
+GOLDEN = Path(os.environ.get("NBP_GOLDEN_DIR") or Path(__file__).resolve().parents[2] / "shared" / "golden")
 
 
 def pytest_collection_modifyitems(config, items):
