@@ -102,6 +102,15 @@ def resolved_yaml(cls: type, preset: str | None = None, recipes: list[str | Path
     return OmegaConf.to_yaml(OmegaConf.merge(_base(cls, layers), *layers))
 
 
+def with_protocol(config: C, protocols: dict[str, dict[str, Any]]) -> C:
+    """`config` with the fields its named `protocol` fixes ("custom": as it is), or a clear error."""
+    if config.protocol == "custom":
+        return config
+    if config.protocol not in protocols:
+        raise ConfigError(f"protocol must be one of {sorted(protocols)} or 'custom', got {config.protocol!r}")
+    return dataclasses.replace(config, **protocols[config.protocol])
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 

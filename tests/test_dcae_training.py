@@ -3,16 +3,13 @@ import torch
 
 from nbp.checkpoint import load_dcae
 from nbp.config import ConfigError, build_config
-from nbp.data.synthetic import make_dataset
 from nbp.training.dcae import DCAESystem, DCAETrainConfig, train_dcae
 from nbp.training.runner import read_metrics
 
+import test_tokenizer_training
 from test_tokenizer_training import KillAt
 
-
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("synth"), videos_per_class=3, size=32, seed=5)
+synthetic = test_tokenizer_training.synthetic  # the tokenizer tests' video dataset (fixture)
 
 
 def config(root, run_dir, *overrides):

@@ -355,6 +355,8 @@ def test_far_eval_keeps_the_best_of_its_trajectories(official_files, far_golden,
     assert main(["far-eval", f"far={official_files['action']}", f"dcae={official_files['dcae']}", f"data={folder}",
                  f"out={tmp_path / 'cli'}", "protocol=bair-short"]) == 2  # 2 + 28 frames: none long enough
     assert "has 30 frames" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="protocol must be one of"):
+        evaluate_far(FAREvalConfig(**{**cfg.__dict__, "protocol": "ucf-long"}))
 
 
 def test_far_eval_lpips_is_the_best_trajectory_and_fvd_the_mean_over_trajectories(official_files, tmp_path,

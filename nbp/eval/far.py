@@ -19,14 +19,14 @@ context as the DC-AE reconstructs it) and `lpips_unnormalized` ([0, 1] images fe
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from nbp.checkpoint.perceptual import PerceptualConfig, load_perceptual
-from nbp.config import ConfigError, InputError
+from nbp.config import InputError, with_protocol
 from nbp.data.episodes import list_episodes, load_episode
 from nbp.data.video import probe, read_frames
 from nbp.io import write_json
@@ -37,11 +37,11 @@ from nbp.metrics import frechet_distance, i3d_features, load_i3d
 from nbp.metrics.video import UINT8_PSNR, per_frame_psnr, per_frame_ssim
 from nbp.pipelines.far import FARPipeline
 
-PROTOCOLS = {  # (context, horizon, trajectories, guidance)
+PROTOCOLS = {name: dict(context=c, horizon=h, trajectories=n, guidance=g) for name, (c, h, n, g) in {
     "ucf-short": (4, 12, 100, 1.0), "bair-short": (2, 28, 100, 1.0),
     "dmlab-long": (144, 156, 1, 1.5), "minecraft-long": (144, 156, 1, 1.5),
     "dmlab-long-fvd": (36, 264, 1, -1.0), "minecraft-long-fvd": (36, 264, 1, 1.5),
-}
+}.items()}
 
 
 @dataclass
@@ -67,14 +67,6 @@ class FAREvalConfig:
     perceptual: PerceptualConfig = field(default_factory=lambda: PerceptualConfig(net="alex"))  # LPIPS's files
     seed: int = 0
     device: str = "cpu"
-
-    def resolved(self) -> FAREvalConfig:
-        if self.protocol == "custom":
-            return self
-        if self.protocol not in PROTOCOLS:
-            raise ConfigError(f"protocol must be one of {sorted(PROTOCOLS)} or 'custom', got {self.protocol!r}")
-        context, horizon, trajectories, guidance = PROTOCOLS[self.protocol]
-        return replace(self, context=context, horizon=horizon, trajectories=trajectories, guidance=guidance)
 
 
 def evaluation_items(cfg: FAREvalConfig) -> list[tuple[np.ndarray, np.ndarray | None, str]]:
@@ -165,7 +157,7 @@ class Scores:
 
 
 def evaluate_far(cfg: FAREvalConfig) -> dict:
-    cfg = cfg.resolved()
+    cfg = with_protocol(cfg, PROTOCOLS)
     fields = {} if cfg.short_window is None else {"short_window": cfg.short_window}
     pipeline = FARPipeline.from_files(cfg.dcae, cfg.far, cfg.device, resolution=cfg.resolution, **fields)
     items, scores = evaluation_items(cfg), Scores(cfg)

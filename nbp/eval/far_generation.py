@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nbp.config import ConfigError
+from nbp.config import ConfigError, with_protocol
 from nbp.data.dataset import ClipConfig
 from nbp.data.video import read_frames
 from nbp.io import write_json
@@ -47,12 +47,6 @@ class FARGenerationEvalConfig:
     batch_size: int = 16
     device: str = "cpu"
 
-    def resolved(self) -> FARGenerationEvalConfig:
-        if self.protocol == "custom":
-            return self
-        if self.protocol not in PROTOCOLS:
-            raise ConfigError(f"protocol must be one of {sorted(PROTOCOLS)} or 'custom', got {self.protocol!r}")
-        return replace(self, **PROTOCOLS[self.protocol])
 
 
 def balanced_subset(labels: list[int], n: int, generator: np.random.Generator) -> list[int]:
@@ -91,7 +85,7 @@ def generated_clips(pipeline: FARPipeline, labels: list[int], cfg: FARGeneration
 
 
 def evaluate_far_generation(cfg: FARGenerationEvalConfig) -> dict:
-    cfg = cfg.resolved()
+    cfg = with_protocol(cfg, PROTOCOLS)
     pipeline = FARPipeline.from_files(cfg.dcae, cfg.far, cfg.device, resolution=cfg.clips.resolution)
     if pipeline.far.config.condition != "label":
         raise ConfigError("far-gen-eval samples class-conditional videos; this FAR model has no label condition")
