@@ -134,7 +134,8 @@ def test_bf16_mixed_training_of_the_tiny_tokenizer_lowers_its_loss(synthetic, tm
 
 def test_deepspeed_zero2_on_one_gpu_runs_and_exports(tokens, tmp_path):
     gpu_only("DeepSpeed on NCCL")
-    path = train_lm(test_lm_training.config(tokens, tmp_path / "zero", "run.strategy=deepspeed_stage_2", *ON_GPU))
+    path = train_lm(test_lm_training.config(tokens, tmp_path / "zero", "run.strategy=deepspeed_stage_2", "run.steps=12",
+                                            *ON_GPU))
     losses = [float(r["train/loss"]) for r in read_metrics(tmp_path / "zero") if r.get("train/loss")]
-    assert len(losses) == 8 and all(np.isfinite(losses))
-    assert test_lm_training.final_weights(path)
+    assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3])
+    assert all(torch.isfinite(w).all() for w in test_lm_training.final_weights(path).values())
