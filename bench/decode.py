@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/decode.py                   # ~6 minutes on 2 cores
     .venv/bin/python bench/decode.py --quick           # fewer rows
-    python bench/decode.py --device cuda --size 700m --batches 1 16 --hybrid-only   # the GPU check (gpu_check.sh)
+    python bench/decode.py --device cuda --size 700m --batches 1 16 --hybrid-only \
+        --decodings dynamic cuda-graphs compiled                                  # the GPU check (gpu_check.sh)
 
 Model: the modern architecture at 12 layers x 768 (183M parameters with its 64k-entry embedding and head), or
 `--size 700m` (24 x 1536, the official 700M's shape).
@@ -16,6 +17,8 @@ for the weights, whatever the rest of the implementation does; "compute ms" is t
 x weights x rows) at the matmul peak measured in the same run (a 4096^2 product), the other bound on a step: a
 16-row bf16 step cannot be faster than max(floor, compute), and "max speedup" is the block-16 speedup that two
 implementations at their bounds would show.
+`--decodings` compares the decoders of `nbp.generation.generate` (dynamic cache, static cache, CUDA graphs, CUDA
+graphs of the compiled step; "auto" picks CUDA graphs on a GPU and the dynamic cache on a CPU).
 `--sampling official` draws with top-k 16,000 and top-p 0.9 as the official evaluation; `plain` from the full
 distribution; `greedy` takes the argmax.
 """
@@ -29,6 +32,7 @@ import torch
 
 from nbp.config import from_dict
 from nbp.generation import generate
+from nbp.generation.tokens import DECODINGS
 from nbp.models.transformer import Transformer, TransformerConfig
 from nbp.runtime import describe_cpu, tune_cpu_allocator, use_bf16
 
@@ -96,7 +100,7 @@ def timed(fn, repeats: int, device="cpu") -> float:
 
 
 def run_case(layout: str, block: int, batch: int, dtype, repeats: int, weights: dict, sampling: dict,
-             size: str = "small", device="cpu") -> dict:
+             size: str = "small", device="cpu", decoding: str = "auto") -> dict:
     lm = build(block, layout, dtype, size, device)
     if block == 1:  # the same weights as the block-16 model: only the decoding schedule differs
         lm.load_state_dict(shared_weights(weights[(layout, dtype)], lm))
@@ -108,7 +112,7 @@ def run_case(layout: str, block: int, batch: int, dtype, repeats: int, weights: 
         kwargs, tokens = dict(context=context, class_ids=[3] * batch), 1024
     else:
         kwargs, tokens = dict(text_ids=torch.randint(0, 32000, (batch, 8), generator=generator, device=device)), 1280
-    run = lambda n: generate(lm, n, generator=generator, **sampling, **kwargs)
+    run = lambda n: generate(lm, n, generator=generator, decoding=decoding, **sampling, **kwargs)
     run(4 * block)  # warm-up: allocator, kernels (on a GPU, their first launches)
     prompt_only = timed(lambda: run(block if layout == "predict" else 1), repeats, device)
     total = timed(lambda: run(tokens), repeats, device)
@@ -116,7 +120,8 @@ def run_case(layout: str, block: int, batch: int, dtype, repeats: int, weights: 
     steps = len(widths)
     rows = [batch * (1 if width == 1 else block) for width in widths]  # positions computed per step
     params = sum(p.numel() for p in lm.parameters())
-    return dict(case=layout, block=block, batch=batch, dtype=str(dtype).removeprefix("torch."), tokens=tokens,
+    return dict(case=layout, block=block, batch=batch, dtype=str(dtype).removeprefix("torch."), decoding=decoding,
+                tokens=tokens,
                 steps=steps, rows_per_step=rows, seconds=total, step_ms=1000 * (total - prompt_only) / (steps - 1), params=params,
                 linears_ms=linears_ms(lm, batch * block),
                 weight_bytes=sum(p.numel() * p.element_size() for name, p in lm.named_parameters()
@@ -132,6 +137,9 @@ def main() -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--batches", type=int, nargs="+", help="default: 1 and 8 (--quick: 1)")
     parser.add_argument("--hybrid-only", action="store_true", help="only the official hybrid case, in bf16")
+    parser.add_argument("--decodings", nargs="+", choices=DECODINGS, default=["auto"])
+    parser.add_argument("--blocks", type=int, nargs="+", choices=[16, 1], default=[16, 1],
+                        help="block 16 and its block-1 twin (the speedup needs both)")
     parser.add_argument("--json")
     args = parser.parse_args()
     tune_cpu_allocator()
@@ -142,36 +150,41 @@ def main() -> None:
     peaks = {str(dtype).removeprefix("torch."): matmul_peak(dtype, device=device) for dtype in dtypes}
     batches = args.batches or ([1] if args.quick else [1, 8])
     weights, rows = {}, []
-    case = lambda layout, block, batch, dtype: run_case(layout, block, batch, dtype, args.repeats, weights,
-                                                        SAMPLING[args.sampling], args.size, device)
-    for dtype in ([] if args.hybrid_only else dtypes):
-        for batch in batches:
-            for block in (16, 1):
-                rows.append(case("predict", block, batch, dtype))
-    for batch in (batches if args.hybrid_only else [1]):
-        for block in (16, 1):
-            rows.append(case("hybrid", block, batch, bf16))
+    case = lambda layout, block, batch, dtype, decoding: run_case(
+        layout, block, batch, dtype, args.repeats, weights, SAMPLING[args.sampling], args.size, device, decoding)
+    for decoding in args.decodings:
+        for dtype in ([] if args.hybrid_only else dtypes):
+            for batch in batches:
+                for block in args.blocks:
+                    rows.append(case("predict", block, batch, dtype, decoding))
+        for batch in (batches if args.hybrid_only else [1]):
+            for block in args.blocks:
+                rows.append(case("hybrid", block, batch, bf16, decoding))
     for row in rows:
         add_bounds(row, bandwidth, peaks[row["dtype"]])
         del row["rows_per_step"]
     for row in rows:
-        twin = next(r for r in rows if r["case"] == row["case"] and r["batch"] == row["batch"]
-                    and r["dtype"] == row["dtype"] and r["block"] == 1)
-        row["speedup_vs_block1"] = twin["seconds"] / row["seconds"]
-        row["max_speedup"] = twin["steps"] * twin["bound_ms"] / (row["steps"] * row["bound_ms"])
+        twin = next((r for r in rows if r["case"] == row["case"] and r["batch"] == row["batch"]
+                     and r["dtype"] == row["dtype"] and r["decoding"] == row["decoding"] and r["block"] == 1), None)
+        row["speedup_vs_block1"] = twin and twin["seconds"] / row["seconds"]
+        row["max_speedup"] = twin and twin["steps"] * twin["bound_ms"] / (row["steps"] * row["bound_ms"])
     print(f"memory bandwidth {bandwidth:.1f} GB/s; matmul peak " + ", ".join(
         f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()) +
         f"; model {rows[0]['params'] / 1e6:.0f}M parameters; sampling {args.sampling}")
-    print(f"{'case':<8} {'block':>5} {'batch':>5} {'dtype':<9} {'tokens':>6} {'steps':>5} {'seconds':>8} "
+    print(f"{'case':<8} {'decoding':<11} {'block':>5} {'batch':>5} {'dtype':<9} {'tokens':>6} {'steps':>5} {'seconds':>8} "
           f"{'speedup':>8} {'max speedup':>11} {'step ms':>8} {'floor ms':>8} {'step/floor':>10} {'compute ms':>10} "
           f"{'linears ms':>10}")
     for r in rows:
-        print(f"{r['case']:<8} {r['block']:>5} {r['batch']:>5} {r['dtype']:<9} {r['tokens']:>6} {r['steps']:>5} "
-              f"{r['seconds']:>8.2f} {r['speedup_vs_block1']:>7.1f}x {r['max_speedup']:>10.1f}x {r['step_ms']:>8.1f} "
+        print(f"{r['case']:<8} {r['decoding']:<11} {r['block']:>5} {r['batch']:>5} {r['dtype']:<9} {r['tokens']:>6} {r['steps']:>5} "
+              f"{r['seconds']:>8.2f} {ratio(r['speedup_vs_block1']):>8} {ratio(r['max_speedup']):>11} {r['step_ms']:>8.2f} "
               f"{r['floor_ms']:>8.1f} {r['step_ms'] / r['floor_ms']:>10.2f} {r['compute_ms']:>10.1f} "
               f"{r['linears_ms']:>10.1f}")
     emit_json({"device": describe_device(device), "size": args.size, "bandwidth_gb_s": bandwidth,
                "matmul_peak_flops": peaks, "sampling": args.sampling, "rows": rows}, args.json)
+
+
+def ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}x"
 
 
 def describe_device(device) -> str:

@@ -37,9 +37,16 @@ else
     step cuda_tests 600 env NBP_TEST_DEVICE=cpu $python -m pytest -p no:cacheprovider -o addopts="" -q tests/test_cuda.py
 fi
 size=700m; frames=256; far_steps=25; far_layers=0; tok_size=128; batch=8; batches="1 16"
+graphs=cuda-graphs; compiled=compiled
+[ "$device" = cuda ] || { graphs=static; compiled=static; }  # a CPU runs the same static step eagerly
 if [ -n "$quick" ]; then size=small; frames=12; far_steps=3; far_layers=2; tok_size=32; batch=1; batches=1; fi
 cd bench
-step decode 100 $python decode.py --device "$device" --size "$size" --batches $batches --hybrid-only --json "$out/decode.json"
+step decode 100 $python decode.py --device "$device" --size "$size" --batches $batches --hybrid-only \
+    --decodings $graphs --json "$out/decode.json"
+step decode_dynamic 40 $python decode.py --device "$device" --size "$size" --batches 1 --blocks 16 --hybrid-only \
+    --decodings dynamic --json "$out/decode_dynamic.json"
+step decode_compiled 120 $python decode.py --device "$device" --size "$size" --batches 1 --blocks 16 --hybrid-only \
+    --decodings $compiled --json "$out/decode_compiled.json"
 step tokenizer 60 $python tokenizer.py --presets nbp-magvit2 --size "$tok_size" --batch "$batch" --repeats 3 \
     --device "$device" --json "$out/tokenizer.json"
 step train_lm 90 $python train_lm.py --device "$device" --size "${size/small/bench}" --dtype bf16 --batch "$batch" \

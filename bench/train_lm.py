@@ -45,13 +45,14 @@ class Shape:
 SHAPES = {"bench": Shape(), "700m": Shape(width=1536, layers=24, heads=16, hidden=4096)}
 
 
-def nbp_model(fused_loss: bool, shape: Shape):
+def nbp_model(fused_loss: bool, shape: Shape, checkpointing: bool = False):
     from nbp.config import from_dict
     from nbp.models.transformer import Transformer, TransformerConfig
 
     cfg = from_dict(TransformerConfig, dict(n_layer=shape.layers, n_head=shape.heads, n_embd=shape.width,
                                             mlp_ratio=shape.hidden * 1.5 / shape.width, condition="class",
-                                            num_classes=1, cond_len=1, latent_shape=[5, 16, 16]))
+                                            num_classes=1, cond_len=1, latent_shape=[5, 16, 16],
+                                            activation_checkpointing=checkpointing))
     model = Transformer(cfg)
 
     def step(ids, targets):
@@ -93,7 +94,10 @@ class Variant:
                  compile: bool = False):
         torch.manual_seed(0)
         self.name, self.bf16, self.shape, self.device, self.batch = name, bf16, shape, device, batch
-        self.model, self.loss = (hf_model if name == "hf-llama" else nbp_model)(name == "nbp", shape)
+        if name == "hf-llama":
+            self.model, self.loss = hf_model(False, shape)
+        else:  # "nbp" (fused head + loss), "nbp-plain-loss", "nbp-checkpointed" (fused, layers recomputed)
+            self.model, self.loss = nbp_model(name != "nbp-plain-loss", shape, name == "nbp-checkpointed")
         self.model.to(device)
         if compile:
             self.loss = torch.compile(self.loss)
@@ -167,7 +171,7 @@ def gpu_rows(dtypes, args) -> list[dict]:
     """On a GPU: each variant in turn in this process, with the shape, batch and compilation asked for."""
     rows = []
     for bf16 in dtypes:
-        for name in ("hf-llama", "nbp"):
+        for name in ("hf-llama", "nbp", "nbp-checkpointed"):
             variant = Variant(name, bf16, SHAPES[args.size], args.device, args.batch, args.compile)
             times = [variant.step() for _ in range(args.steps + 2)][2:]  # two warm-up steps (compilation)
             row = variant.row()

@@ -12,10 +12,12 @@ import torch.nn.functional as F
 
 from nbp.checkpoint import load_magvit2
 from nbp.config import from_preset
+from nbp.generation import generate as generate_codes
 from nbp.metrics import psnr
 from nbp.models.attention import AttentionMask, attend, nbp_mask
 from nbp.models.far import FAR, FARConfig
 from nbp.models.fused_ce import linear_cross_entropy
+from nbp.models.transformer import Transformer, TransformerConfig
 from nbp.pipelines.far import generate
 from nbp.training.lm import train_lm
 from nbp.training.runner import read_metrics
@@ -118,6 +120,50 @@ def test_far_sampling_with_caches_equals_sampling_without(dtype):
                      for cache in (True, False))
     tolerance = 1e-4 if dtype == torch.float32 else 0.1
     torch.testing.assert_close(cached.float(), plain.float(), atol=tolerance, rtol=0)
+
+
+def hybrid_lm(dtype) -> Transformer:
+    """The official layout (nbp-gpt, text prefix, first row token by token) at 4 layers, 64,000 codes."""
+    torch.manual_seed(0)
+    config = TransformerConfig(arch="nbp-gpt", n_layer=4, n_head=4, n_embd=256, hybrid=True, condition="text",
+                               cond_len=8, text_vocab=32000)
+    return Transformer(config).to(DEVICE, dtype).eval()
+
+
+@torch.no_grad()
+def test_cuda_graph_decoding_replays_the_static_step_exactly():
+    """Greedy and sampled (top-k 16,000, top-p 0.9, guidance; one generator or one per row): replayed graphs give
+    the eager static step's codes (the same kernels and draws); in fp32 both give the dynamic cache's greedy codes."""
+    gpu_only("CUDA graphs")
+    text = torch.randint(0, 32000, (2, 8), generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    for dtype in (torch.float32, torch.bfloat16):
+        lm = hybrid_lm(dtype)
+        run = lambda decoding, lm=lm, **kw: generate_codes(lm, 64, text_ids=text, decoding=decoding, **kw)
+        greedy = run("cuda-graphs", greedy=True)
+        assert torch.equal(greedy, run("static", greedy=True))
+        if dtype == torch.float32:
+            assert torch.equal(greedy, run("dynamic", greedy=True))
+        official = dict(top_k=16000, top_p=0.9, cfg_scale=2.0)
+        sampled = [run(decoding, generator=torch.Generator(DEVICE).manual_seed(1), **official)
+                   for decoding in ("cuda-graphs", "static", "cuda-graphs")]
+        assert torch.equal(sampled[0], sampled[2]) and torch.equal(sampled[0], sampled[1])
+        assert len(set(sampled[0].flatten().tolist())) > 50
+        per_row = [run(decoding, generator=[torch.Generator(DEVICE).manual_seed(i) for i in (5, 6)], **official)
+                   for decoding in ("cuda-graphs", "static")]  # as `nbp sample` draws: one seed per sample
+        assert torch.equal(*per_row)
+
+
+@torch.no_grad()
+def test_compiled_graph_decoding_agrees_with_the_full_forward():
+    """The compiled step's fused kernels round differently: greedy codes are the argmax of the full forward over
+    themselves (as for the dynamic cache in bf16)."""
+    gpu_only("compiled CUDA graphs")
+    lm = hybrid_lm(torch.bfloat16)
+    text = torch.randint(0, 32000, (2, 8), generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    codes = generate_codes(lm, 64, text_ids=text, greedy=True, decoding="compiled")
+    logits = lm.layout.video_outputs(lm(lm.layout.inputs(codes, lm.condition_ids(text_ids=text))))
+    agree = (logits[..., lm.config.video_offset:].argmax(-1)[:, -64:] == codes).float().mean()
+    assert agree > 0.95
 
 
 def test_bf16_mixed_training_of_the_tiny_lm_lowers_its_loss(tokens, tmp_path):

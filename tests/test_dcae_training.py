@@ -40,7 +40,8 @@ def test_two_phases_freeze_the_encoder_export_both_layouts_and_resume_exactly(sy
         assert torch.equal(a, b)
     live_bn = at_10["tokenizer.decoder.up_blocks.2.1.norm.running_mean"]
     assert torch.equal(ours.state_dict()["decoder.up_blocks.2.1.norm.running_mean"], live_bn)  # stats: the live model's
-    assert torch.equal(ours.encode_video(video), official.encode_video(video))
+    frames = video[0] * 2 - 1
+    assert torch.equal(ours.encoder(frames), official.encoder(frames))  # the scales differ: see the test below
 
     with pytest.raises(RuntimeError, match="killed"):
         train_dcae(config(synthetic, tmp_path / "b"), callbacks=[KillAt(9)])
@@ -57,6 +58,23 @@ def test_reconstruction_improves_on_its_start(synthetic, tmp_path):
     error = lambda model: (model(clips).clamp(0, 1) - clips).abs().mean()
     with torch.no_grad():
         assert error(trained) < 0.7 * error(start)
+
+
+def test_export_scales_the_latents_to_unit_std_unless_told(synthetic, tmp_path):
+    cfg = config(synthetic, tmp_path / "e", "run.steps=4", "adversarial_weight=0", "scale_clips=3")
+    dcae = load_dcae(train_dcae(cfg))
+    dataset = cfg.data.dataset(cfg.data.train, training=True)
+    clips = torch.stack([dataset.load_clip(i, draw=i)["video"] for i in range(3)]).transpose(1, 2)
+    with torch.no_grad():
+        latents = dcae.encode_video(clips).double()
+    assert dcae.config.scaling_factor != 0.2889
+    assert abs(latents.std(unbiased=False).item() - 1) < 1e-5
+    fixed = load_dcae(train_dcae(config(synthetic, tmp_path / "f", "run.steps=4", "adversarial_weight=0",
+                                        "scaling_factor=0.5")))
+    assert fixed.config.scaling_factor == 0.5
+    tuned = load_dcae(train_dcae(config(synthetic, tmp_path / "g", "run.steps=4", "adversarial_weight=0",
+                                        f"init_from={tmp_path / 'f' / 'dcae.safetensors'}")))
+    assert tuned.config.scaling_factor == 0.5  # a fine-tuned model keeps its own
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -2,6 +2,7 @@
 resumably, a tiny run whose export loads, and a resumed run equal to an uninterrupted one."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,8 +12,8 @@ import torch
 
 from nbp.checkpoint import save_model
 from nbp.cli import main
-from nbp.config import ConfigError, from_dict, from_preset
-from nbp.data.latents import ExtractLatentsConfig, LatentDataset, extract_latents
+from nbp.config import ConfigError, InputError, from_dict, from_preset
+from nbp.data.latents import ExtractLatentsConfig, LatentDataset, extract_latents, write_item
 from nbp.download import load_dcae, load_far
 from nbp.eval.world import WorldEvalConfig, evaluate_world, frame_psnr, shuffled_in_time
 from nbp.models.dcae import DCAE, DCAEConfig
@@ -63,7 +64,8 @@ def latent_episodes(golden_far, tmp_path_factory):
     save_model(dcae, folder / "dcae.safetensors")
     cfg = ExtractLatentsConfig(dcae=str(folder / "dcae.safetensors"), out=str(folder / "latents"),
                                episodes=str(folder))
-    assert extract_latents(cfg) == {"written": 4, "kept": 0}
+    counts = extract_latents(cfg)
+    assert (counts["written"], counts["kept"]) == (4, 0) and 0 < counts["latent_std"] < 10  # the std is logged
     assert extract_latents(cfg) == {"written": 0, "kept": 4}  # a rerun keeps what is there
     return folder
 
@@ -80,6 +82,17 @@ def test_latents_are_the_dcae_encoding_of_every_frame(latent_episodes):
     window = LatentDataset(latent_episodes / "latents", frames=6)[(1, 5)]
     start = next(s for s in range(5) if torch.equal(window["latents"], item["latents"][s:s + 6]))
     assert window["actions"].tolist() == item["actions"][start:start + 6].tolist()
+
+
+def test_items_too_short_for_a_clip_are_skipped_with_a_count(latent_episodes, tmp_path, caplog):
+    shutil.copytree(latent_episodes / "latents", tmp_path / "latents")
+    with np.load(tmp_path / "latents" / "000002.npz") as item:
+        write_item(tmp_path / "latents", 2, item["latents"][:7], item["actions"][:7], -1, "short")
+    data = LatentDataset(tmp_path / "latents", frames=8)
+    assert (len(data), data.skipped) == (3, ["000002.npz"])
+    assert "1 of 4 items have fewer than 8 frames and are skipped" in caplog.text
+    with pytest.raises(InputError, match="holds no latents of 11 frames or more"):
+        LatentDataset(tmp_path / "latents", frames=11)
 
 
 def far_run(folder, run_dir, steps, **extra):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nbp.checkpoint import CheckpointError, load_model, save_model
-from nbp.config import ConfigError, from_dict, from_preset
+from nbp.config import ConfigError, InputError, from_dict, from_preset
 from nbp.download import load_transformer
 from nbp.generation import generate
 from nbp.generation.sampling import filter_logits, guidance_scale, guide, sample
@@ -220,6 +220,51 @@ def test_greedy_generation_is_consistent_with_teacher_forcing(layout):
     torch.testing.assert_close(predicted[:, -24:], expected[:, -24:], rtol=0, atol=0)
 
 
+@torch.no_grad()
+@pytest.mark.parametrize("arch, layout, block", [case for case in CACHE_CASES if case[2] > 1])
+def test_static_cache_decoding_equals_the_dynamic_cache(arch, layout, block):
+    """The fixed-shape step of CUDA-graph decoding (run eagerly here) samples the same codes, guided or not."""
+    torch.manual_seed(3)
+    lm = Transformer(small_config(arch, layout, block)).eval()
+    torch.nn.init.normal_(lm.uncond_embedding)
+    cfg = lm.config
+    kwargs = {"class_ids": torch.tensor([2, 3])} if cfg.condition == "class" else {}
+    kwargs |= {"text_ids": torch.randint(0, 50, (2, 3))} if cfg.condition == "text" else {}
+    kwargs |= {"context": torch.randint(0, 97, (2, block))} if not cfg.begin else {}
+    kwargs |= {"cfg_scale": 2.0, "cfg_schedule": "linear"} if cfg.condition != "none" else {}
+    draw = lambda decoding, **sampling: generate(lm, 32, decoding=decoding, **kwargs, **sampling,
+                                                 generator=torch.Generator().manual_seed(0))
+    for sampling in (dict(greedy=True), dict(top_k=40, top_p=0.9, temperature=1.5)):
+        static = draw("static", **sampling)
+        torch.testing.assert_close(static, draw("dynamic", **sampling), rtol=0, atol=0)
+    assert len(set(static.flatten().tolist())) > 10  # the sampled codes vary
+
+
+def test_decoding_choices_are_checked():
+    lm = Transformer(small_config("modern", "begin-class", 4)).eval()
+    with pytest.raises(InputError, match="decoding must be one of"):
+        generate(lm, 8, class_ids=[1], decoding="fast")
+    with pytest.raises(InputError, match="need the model on a CUDA device"):
+        generate(lm, 8, class_ids=[1], decoding="cuda-graphs")
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients():
+    torch.manual_seed(4)
+    plain = Transformer(small_config("modern", "begin-class", 4)).train()
+    recomputed = Transformer(from_dict(TransformerConfig, {**vars(plain.config), "activation_checkpointing": True}))
+    recomputed.load_state_dict(plain.state_dict())
+    ids = torch.randint(0, plain.config.vocab_size, (2, 40))
+    grads, calls = [], []
+    for lm in (plain, recomputed):
+        calls.append([])
+        lm.layers[0].mlp.register_forward_pre_hook(lambda *_, seen=calls[-1]: seen.append(1))
+        lm(ids).square().mean().backward()
+        grads.append([p.grad for p in lm.parameters()])
+    assert [len(c) for c in calls] == [1, 2]  # the checkpointed layer ran again in the backward
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
 def test_step_counts():
     hybrid = small_config("nbp-gpt", "hybrid-text", 16).layout
     assert hybrid.step_widths(0, 48) == [1] * 16 + [16, 16]  # 16 tokens one by one, then 2 blocks
@@ -371,16 +416,17 @@ def test_layers_keep_the_official_state_dict_names():
 
 @pytest.mark.cuda
 @torch.no_grad()
+@pytest.mark.parametrize("decoding", ["dynamic", "cuda-graphs"])
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
-def test_cached_bf16_decoding_on_cuda_equals_the_full_forward(layout):
-    """On the GPU (SDPA chunks for the prompt, explicit matmuls for the steps), in bf16: greedy codes are the argmax
-    of the full forward over themselves."""
+def test_cached_bf16_decoding_on_cuda_equals_the_full_forward(layout, decoding):
+    """On the GPU (SDPA chunks for the prompt, explicit matmuls or replayed graphs for the steps), in bf16: greedy
+    codes are the argmax of the full forward over themselves."""
     torch.manual_seed(1)
     lm = Transformer(small_config("modern", layout, 4)).cuda().to(torch.bfloat16).eval()
     kwargs = {"class_ids": [2, 3]} if lm.config.condition == "class" else {}
     kwargs |= {"text_ids": torch.randint(0, 50, (2, 3))} if lm.config.condition == "text" else {}
     context = torch.randint(0, 97, (2, 8)).cuda() if not lm.config.begin else None
-    codes = generate(lm, 24, context=context, greedy=True, **kwargs)
+    codes = generate(lm, 24, context=context, greedy=True, decoding=decoding, **kwargs)
     everything = codes if context is None else torch.cat([context, codes], dim=1)
     logits = lm.layout.video_outputs(lm(lm.layout.inputs(everything, lm.condition_ids(**kwargs))))
     expected = everything if lm.config.begin else everything[:, lm.config.block:]

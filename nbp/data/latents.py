@@ -10,6 +10,7 @@ Each item file is written atomically, so a rerun skips the finished ones and an 
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ from nbp.data.dataset import ClipConfig
 from nbp.data.episodes import list_episodes, load_episode
 from nbp.io import atomic_write, write_json
 from nbp.io.progress import progress
+
+log = logging.getLogger(__name__)
 
 META = "meta.json"
 
@@ -52,15 +55,18 @@ class LatentDataset(Dataset):
             raise FileNotFoundError(f"{self.folder} is not a latent dataset (no {META}); make one with "
                                     "`nbp extract-latents`")
         self.meta = json.loads((self.folder / META).read_text())
-        self.files = sorted(self.folder.glob("[0-9]*.npz"))
-        self.lengths = [int(np.load(f, mmap_mode="r")["latents"].shape[0]) for f in self.files]
+        files = sorted(self.folder.glob("[0-9]*.npz"))
+        lengths = [int(np.load(f, mmap_mode="r")["latents"].shape[0]) for f in files]
         self.frames = frames
-        short = [f.name for f, n in zip(self.files, self.lengths) if n < frames]
-        if short:
-            raise InputError(f"{len(short)} items of {self.folder} have fewer than {frames} frames (first: {short[0]}); "
-                             "extract longer episodes or train on shorter clips")
+        self.skipped = [f.name for f, n in zip(files, lengths) if n < frames]  # too short for one clip
+        self.files = [f for f, n in zip(files, lengths) if n >= frames]
+        self.lengths = [n for n in lengths if n >= frames]
         if not self.files:
-            raise InputError(f"{self.folder} holds no latents")
+            raise InputError(f"{self.folder} holds no latents of {frames} frames or more ({len(files)} items, "
+                             f"{len(self.skipped)} shorter); extract longer episodes or train on shorter clips")
+        if self.skipped:
+            log.warning("%s: %d of %d items have fewer than %d frames and are skipped (first: %s)", self.folder,
+                        len(self.skipped), len(files), frames, self.skipped[0])
 
     @property
     def classes(self) -> list[str]:
@@ -129,7 +135,7 @@ def extract_latents(cfg: ExtractLatentsConfig) -> dict:
     write_json(folder / META, {"latent_shape": [dcae.config.latent_channels, dcae.config.latent_size,
                                                 dcae.config.latent_size], "classes": classes,
                                "dcae": Path(cfg.dcae).name, "source": cfg.episodes or cfg.clips.root})
-    counts = {"written": 0, "kept": 0}
+    counts, moments = {"written": 0, "kept": 0}, np.zeros(3)  # moments: count, sum, sum of squares
     for index, (load, label, source) in enumerate(progress(items, "extract latents", "video")):
         if item_path(folder, index).exists():
             counts["kept"] += 1
@@ -140,7 +146,25 @@ def extract_latents(cfg: ExtractLatentsConfig) -> dict:
             latents = dcae.encode_video(frames, cfg.frames_per_batch)[0].cpu().numpy()
         write_item(folder, index, latents, actions, label, source)
         counts["written"] += 1
+        moments += (latents.size, latents.sum(dtype=np.float64), np.square(latents, dtype=np.float64).sum())
+    if counts["written"]:
+        counts["latent_std"] = check_latent_std(moments, dcae.config.scaling_factor)
     return counts
+
+
+def check_latent_std(moments: np.ndarray, scaling_factor: float) -> float:
+    """The std of the latents written (from count, sum, sum of squares); a warning when FAR's unit-variance
+    assumption is far off."""
+    count, total, squares = moments
+    std = float(np.sqrt(max(squares / count - (total / count) ** 2, 0.0)))
+    if not 0.5 <= std <= 2.0:
+        log.warning("the latents' std is %.3f: FAR's flow starts from unit-variance noise, so it learns poorly on "
+                    "these. The DC-AE needs scaling_factor %.4f instead of %.4f: nbp train-dcae measures it when it "
+                    "exports (rerun it on the finished run folder), then extract again",
+                    std, scaling_factor / max(std, 1e-12), scaling_factor)
+    else:
+        log.info("latent std %.3f", std)
+    return std
 
 
 def source_items(cfg: ExtractLatentsConfig) -> tuple[list, list[str]]:

@@ -34,7 +34,7 @@ def sample(logits: torch.Tensor, greedy: bool = False, generator: torch.Generato
     return flat.view(probs.shape[:-1])
 
 
-def guide(conditional: torch.Tensor, unconditional: torch.Tensor, scale: float) -> torch.Tensor:
+def guide(conditional: torch.Tensor, unconditional: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
     """Classifier-free guidance: u + scale * (c - u)."""
     return unconditional + scale * (conditional - unconditional)
 

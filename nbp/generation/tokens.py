@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import torch
 
+from nbp.config import InputError
 from nbp.data.text import text_ids_for
 from nbp.generation.sampling import double_rows, guidance_scale, guide, guided, sample_logits
+from nbp.generation.static import StaticDecoder
 from nbp.models.transformer import KVCache, Transformer
 
 
@@ -24,7 +26,7 @@ def decode_step(model: Transformer, ids: torch.Tensor, cache: KVCache, drop: tor
     return model(ids, drop_condition=drop, cache=cache, last=model.config.block)
 
 
-def sample_step(model: Transformer, logits: torch.Tensor, batch: int, scale: float | None,
+def sample_step(model: Transformer, logits: torch.Tensor, batch: int, scale: float | torch.Tensor | None,
                 generator: torch.Generator | None, **sampling) -> torch.Tensor:
     """Codes in model ids (B, width) from the logits (rows, width, V) of one step; with a guidance `scale`, the
     rows are the batch conditional, then unconditional."""
@@ -37,13 +39,48 @@ def sample_step(model: Transformer, logits: torch.Tensor, batch: int, scale: flo
     return ids if cfg.sample_full_vocab else ids + cfg.video_offset
 
 
+class DynamicDecoder:
+    """The growing `KVCache` (`prefill`, `decode_step`), sampling after each forward; the CPU's path (its keys'
+    layout suits CPU matmuls). `nbp.generation.static.StaticDecoder` has the same interface, for GPUs."""
+
+    def __init__(self, model: Transformer, rows: int, capacity: int, sample):
+        weight = model.tok_emb.weight
+        self.model, self.sample, self.drop = model, sample, None
+        self.cache = KVCache(model.config, rows, capacity, weight.device, weight.dtype)
+
+    def prefill(self, prompt: torch.Tensor, drop: torch.Tensor | None, width: int) -> torch.Tensor:
+        self.drop = drop
+        return self.sample(prefill(self.model, prompt, self.cache, drop)[:, -width:])
+
+    def step(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.sample(decode_step(self.model, ids, self.cache, self.drop)[:, -ids.shape[1]:])
+
+
+DECODINGS = ("auto", "dynamic", "static", "cuda-graphs", "compiled")
+
+
+def make_decoder(model: Transformer, rows: int, capacity: int, sample, decoding: str, generator):
+    """`decoding`: "dynamic" (growing cache), "static" (fixed shapes, eager), "cuda-graphs" (static, each step a
+    replayed CUDA graph), "compiled" (the same with the step `torch.compile`d first), "auto": CUDA graphs on a
+    GPU, dynamic elsewhere."""
+    if decoding not in DECODINGS:
+        raise InputError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
+    if decoding == "auto":
+        decoding = "cuda-graphs" if model.tok_emb.weight.is_cuda else "dynamic"
+    if decoding == "dynamic":
+        return DynamicDecoder(model, rows, capacity, sample)
+    generators = [] if generator is None else list(generator) if isinstance(generator, (list, tuple)) else [generator]
+    return StaticDecoder(model, rows, capacity, sample, graphs=decoding in ("cuda-graphs", "compiled"),
+                         compile=decoding == "compiled", generators=generators)
+
+
 @torch.no_grad()
 def generate(model: Transformer, num_tokens: int, *, batch_size: int | None = None, text_ids=None, text=None,
              class_ids=None, context=None, greedy: bool = False, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, cfg_scale: float | None = None, cfg_schedule: str = "constant",
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, decoding: str = "auto") -> torch.Tensor:
     """`num_tokens` video codes (B, num_tokens) in [0, video_vocab), one block per step (the first row token by
-    token for hybrid models), after the optional `context` codes (B, n)."""
+    token for hybrid models), after the optional `context` codes (B, n); `decoding` as in `make_decoder`."""
     layout = model.layout
     if text is not None:
         text_ids = text_ids_for(model.config, text)
@@ -53,20 +90,23 @@ def generate(model: Transformer, num_tokens: int, *, batch_size: int | None = No
     cond = model.condition_ids(text_ids, class_ids)
     guide_rows = guided(cfg_scale, cond is not None)
     drop = torch.arange(2 * batch, device=context.device) >= batch if guide_rows else None
+    scale = torch.ones((), device=context.device)  # a tensor, so that a captured step reads it at each replay
+    sampling = dict(greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p)
+
+    def sample(logits: torch.Tensor) -> torch.Tensor:
+        return sample_step(model, logits, batch, scale if guide_rows else None, generator, **sampling)
 
     prompt = double_rows(layout.sequence(context, cond), guide_rows)
-    cache = KVCache(model.config, len(prompt), prompt.shape[1] + num_tokens + layout.block, context.device,
-                    model.tok_emb.weight.dtype)
-    logits = prefill(model, prompt, cache, drop)
     widths = layout.step_widths(context.shape[1], num_tokens)
+    decoder = make_decoder(model, len(prompt), prompt.shape[1] + num_tokens + layout.block, sample, decoding,
+                           generator)
     done, out = context.shape[1], []
-    sampling = dict(greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p)
     for step, width in enumerate(widths):
-        scale = guidance_scale(cfg_scale, step, len(widths), cfg_schedule) if guide_rows else None
-        ids = sample_step(model, logits[:, -width:], batch, scale, generator, **sampling)
+        if guide_rows:
+            scale.fill_(guidance_scale(cfg_scale, step, len(widths), cfg_schedule))
+        ids = (decoder.prefill(prompt, drop, width) if step == 0 else
+               decoder.step(double_rows(layout.step_inputs(out[-1], done), guide_rows)))
         out.append(ids)
         done += width
-        if step + 1 < len(widths):
-            logits = decode_step(model, double_rows(layout.step_inputs(ids, done), guide_rows), cache, drop)
     codes = torch.cat(out, dim=1)[:, :num_tokens] - model.config.video_offset
     return codes.clamp(0, model.config.video_vocab - 1)

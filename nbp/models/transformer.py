@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from nbp.config import ConfigError, InputError, register_presets
 from nbp.models.attention import BACKENDS, AttentionMask, attend
@@ -62,6 +63,7 @@ class TransformerConfig:
     rope_base: float = 10000.0
     sample_full_vocab: bool = False  # official sampling: argmax/multinomial over every id, codes clamped after
     attention: str = "sdpa"  # "sdpa", or "flex": FlexAttention's block-sparse kernel over the same mask (CUDA)
+    activation_checkpointing: bool = False  # in training, keep only each layer's input and recompute the rest
 
     def validate(self) -> None:
         if self.arch not in ARCHS or self.condition not in CONDITIONS or self.attention not in BACKENDS:
@@ -300,8 +302,10 @@ class Transformer(nn.Module):
                    cache: KVCache | None = None, last: int | None = None, hidden: bool = False) -> torch.Tensor:
         """Embedded inputs x (B, n, C) at rotary coordinates (n, 3) -> logits (B, n, V) (see `forward`)."""
         rope = rope_tables(self.config, coords, x.dtype) if coords is not None else None
+        recompute = self.config.activation_checkpointing and torch.is_grad_enabled() and cache is None
         for i, layer in enumerate(self.layers):
-            x = layer(x, mask, rope, cache, i)
+            x = (checkpoint(layer, x, mask, rope, cache, i, use_reentrant=False) if recompute else
+                 layer(x, mask, rope, cache, i))
         if cache is not None:
             cache.commit()
         if last is not None:

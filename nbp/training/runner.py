@@ -147,7 +147,7 @@ class AtomicCheckpoint(L.Callback):
         if trainer.is_global_zero:
             self.folder.mkdir(parents=True, exist_ok=True)
         try:
-            trainer.save_checkpoint(temporary)  # a file, or a folder under DeepSpeed
+            trainer.save_checkpoint(temporary, weights_only=False)  # the full state; a file, or a DeepSpeed folder
         except OSError as error:  # a full disk: earlier checkpoints stay as they were
             if temporary.exists():
                 shutil.rmtree(temporary) if temporary.is_dir() else temporary.unlink()

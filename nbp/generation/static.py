@@ -1,0 +1,138 @@
+"""Decoding with shapes that never change, so a GPU can replay each step as one CUDA graph (gpt-fast's recipe).
+
+The dynamic `KVCache` attends over the filled prefix, which grows every step: every step has new shapes and
+host-side positions, so each of its kernels is launched from Python (about 15 per layer), and on a GPU a small
+model's step then costs many times the time it takes to read its weights. Here instead:
+- `StaticKVCache` holds every layer's keys and values at full capacity and writes a step at device-side positions
+  (`index_copy_`); attention covers the whole capacity, the columns not yet written masked out;
+- `StaticDecoder` runs the prompt eagerly, then captures each step width's forward and sampling once as a CUDA
+  graph (optionally of the `torch.compile`d step, whose fused kernels are fewer) and replays it: one launch per
+  step, and no host sync until the codes are read at the end.
+Without CUDA the same static step runs eagerly: that is how the tests check it against the dynamic path. Its
+logits equal the dynamic path's to rounding, so greedy and plain sampled codes agree; with top-k the order of the
+unsorted candidates follows the values, so the same seed may draw other (equally distributed) codes.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from nbp.config import InputError
+from nbp.models.transformer import Transformer
+
+
+class StaticKVCache:
+    """Keys and values (layers, B, H, capacity, d), zero where unwritten (a masked column's weight is exactly 0,
+    and 0 x garbage could be NaN); `positions` (n,) is where the step being run writes."""
+
+    def __init__(self, model: Transformer, batch: int, capacity: int):
+        cfg, weight = model.config, model.tok_emb.weight
+        shape = (cfg.n_layer, batch, cfg.n_head, capacity, cfg.n_embd // cfg.n_head)
+        self.keys = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
+        self.values = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
+        self.columns = torch.arange(capacity, device=weight.device)
+        self.positions = self.columns[:0]
+        # (capacity, 3) rotary coordinates of every position (None: the official model's learned positions)
+        self.coords = model.layout.positions(capacity, weight.device) if cfg.arch == "modern" else None
+
+    @property
+    def capacity(self) -> int:
+        return self.keys.shape[3]
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Write k, v (B, H, n, d) at `positions`; return the layer's whole keys and values (B, H, capacity, d)."""
+        self.keys[layer].index_copy_(2, self.positions, k)
+        self.values[layer].index_copy_(2, self.positions, v)
+        return self.keys[layer], self.values[layer]
+
+    def commit(self) -> None:
+        """Nothing to count: the positions say where each step writes."""
+
+
+def static_prefill(model: Transformer, prompt: torch.Tensor, cache: StaticKVCache, drop: torch.Tensor | None,
+                   last: int) -> torch.Tensor:
+    """Logits (B, last, V) of the prompt (B, n) run into the empty cache under the layout's mask."""
+    n = prompt.shape[1]
+    mask = torch.zeros(n, cache.capacity, dtype=torch.bool, device=prompt.device)
+    mask[:, :n] = model.layout.mask(n, prompt.device).dense
+    cache.positions = cache.columns[:n]
+    return model.run_layers(model.embed(prompt, 0, drop), mask, coords_at(cache, cache.positions), cache, last)
+
+
+def static_step(model: Transformer, ids: torch.Tensor, positions: torch.Tensor, cache: StaticKVCache,
+                last: int) -> torch.Tensor:
+    """Logits (B, last, V) after feeding ids (B, n) at device positions (n,), the cached positions before them
+    visible (a step's inputs see each other: the block is attended in full). Decode steps come after the
+    condition prefix, so no condition is dropped here."""
+    x = model.tok_emb(ids)
+    if model.config.arch == "nbp-gpt":
+        x = x + model.pos_emb[0, positions]
+    visible = (cache.columns <= positions[-1])[None]  # (1, capacity)
+    cache.positions = positions
+    return model.run_layers(x, visible, coords_at(cache, positions), cache, last)
+
+
+def coords_at(cache: StaticKVCache, positions: torch.Tensor) -> torch.Tensor | None:
+    return None if cache.coords is None else cache.coords[positions]
+
+
+class StaticDecoder:
+    """A static cache and the decode step for `rows` sequences; `sample` (logits (rows, width, V) -> ids (B, width))
+    is part of the step, which samples as many positions as it feeds. With `graphs`, each step width is captured
+    once as a CUDA graph and replayed; the `generators` that `sample` draws from (one, one per row, or none: the
+    default CUDA generator) are then registered with the graphs, so each replay draws new numbers from them."""
+
+    def __init__(self, model: Transformer, rows: int, capacity: int, sample: Callable, graphs: bool = False,
+                 compile: bool = False, generators: list[torch.Generator] = ()):
+        if graphs and not model.tok_emb.weight.is_cuda:
+            raise InputError("CUDA graphs need the model on a CUDA device")
+        self.model, self.sample, self.graphs, self.generators = model, sample, graphs, list(generators)
+        self.cache = StaticKVCache(model, rows, capacity)
+        self.length = 0
+        self.step_fn = torch.compile(self.run_step, dynamic=False) if compile else self.run_step
+        self.captured: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def run_step(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        n = ids.shape[1]
+        return self.sample(static_step(self.model, ids, positions, self.cache, n))
+
+    def prefill(self, prompt: torch.Tensor, drop: torch.Tensor | None, width: int) -> torch.Tensor:
+        """Sampled ids (B, width) of the prompt's last `width` positions."""
+        logits = static_prefill(self.model, prompt, self.cache, drop, width)
+        self.length = prompt.shape[1]
+        return self.sample(logits)
+
+    def step(self, ids: torch.Tensor) -> torch.Tensor:
+        """Feed ids (rows, n) after the cached positions; the sampled ids of the step's logits."""
+        n = ids.shape[1]
+        if self.length + n > self.cache.capacity:
+            raise InputError(f"KV cache holds {self.cache.capacity} positions; {self.length + n} needed")
+        positions = self.cache.columns[self.length:self.length + n]
+        self.length += n
+        if not self.graphs:
+            return self.step_fn(ids, positions)
+        if n not in self.captured:
+            self.captured[n] = self.capture(ids, positions)
+        graph, ids_in, positions_in, out = self.captured[n]
+        ids_in.copy_(ids)
+        positions_in.copy_(positions)
+        graph.replay()
+        return out.clone()  # the next replay overwrites `out`
+
+    def capture(self, ids: torch.Tensor, positions: torch.Tensor):
+        """A CUDA graph of one step of width n, its static inputs and output. The warm-up runs write the cache at
+        the step's own positions, which the replay then writes again."""
+        ids_in, positions_in = ids.clone(), positions.clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self.step_fn(ids_in, positions_in)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        for generator in self.generators:
+            graph.register_generator_state(generator)
+        with torch.cuda.graph(graph):
+            out = self.step_fn(ids_in, positions_in)
+        return graph, ids_in, positions_in, out
