@@ -114,7 +114,9 @@ def test_zero_on_two_cpu_processes_matches_single_process(tokens, tmp_path, stag
     assert done.returncode == 0, done.stderr[-2000:]
     expected, got = final_weights(single / "lm.safetensors"), final_weights(converted)
     for name, value in expected.items():
-        torch.testing.assert_close(got[name], value, rtol=1e-4, atol=1e-5, msg=name)
+        # 4 Adam steps of lr 3e-3 from gradients summed in another order: on the Intel AMX machine one weight in
+        # 4,096 ended 1.3e-5 off (1/200 of a step)
+        torch.testing.assert_close(got[name], value, rtol=1e-4, atol=3e-5, msg=name)
     torch.testing.assert_close(final_weights(zero / "lm.safetensors")["head.weight"], got["head.weight"])
 
 
