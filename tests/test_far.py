@@ -178,6 +178,24 @@ def test_label_presets_of_101_classes_have_the_official_sizes():
     assert (sum(v.numel() for v in state.values()), len(state)) == (673_821_088, 515)
 
 
+def test_a_new_model_has_fars_initialization():
+    """adaLN-Zero as FAR's `initialize_weights`: a zero velocity, so the first gradient reaches the output layers only;
+    Xavier-uniform linears elsewhere, N(0, 0.02) embeddings."""
+    torch.manual_seed(0)
+    model = FAR(from_preset(FARConfig, "far-tiny-long", num_classes=17))
+    latents, timesteps = torch.randn(2, 6, 32, 8, 8), torch.rand(2, 6) * 1000
+    velocity = model(latents, timesteps, actions=torch.randint(0, 17, (2, 6)))
+    assert velocity.shape == latents.shape and not velocity.any()
+    velocity.sum().backward()
+    reached = {name for name, p in model.named_parameters() if p.grad is not None and p.grad.any()}
+    assert reached == {f"{out}.{p}" for out in ("proj_out", "context_proj_out") for p in ("weight", "bias")}
+    query = model.transformer_blocks[0].attn.to_q.weight
+    bound = (6 / sum(query.shape)) ** 0.5
+    assert query.abs().max() <= bound and abs(query.std() / (bound / 3 ** 0.5) - 1) < 0.05
+    assert abs(model.action_embedder.embedding_table.weight.std() - 0.02) < 0.004
+    assert not model.transformer_blocks[1].norm2.linear.weight.any() and not model.transformer_blocks[0].attn.to_q.bias.any()
+
+
 def test_bad_configs_and_conditions_are_refused():
     with pytest.raises(ConfigError, match="num_classes > 0"):
         FAR(from_preset(FARConfig, "far-tiny", condition="label"))

@@ -238,6 +238,26 @@ class FAR(nn.Module):
         if cfg.long:
             self.context_embedder = nn.Linear(cfg.in_channels * c * c, width)
             self.context_proj_out = nn.Linear(width, cfg.in_channels * c * c)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """FAR's initialization (DiT's adaLN-Zero): Xavier-uniform linears with zero biases, embeddings N(0, 0.02),
+        and every block's modulation and the output layers zero, so each block starts as the identity and the model
+        predicts a zero velocity. Training from scratch depends on it; loaded weights replace it."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        condition = getattr(self, f"{self.config.condition}_embedder", None)
+        if condition is not None:
+            nn.init.normal_(condition.embedding_table.weight, std=0.02)
+        for linear in (self.timestep_embedder.linear_1, self.timestep_embedder.linear_2):
+            nn.init.normal_(linear.weight, std=0.02)
+        zeroed = [norm.linear for block in self.transformer_blocks for norm in (block.norm1, block.norm2)]
+        zeroed += [self.norm_out.linear, self.proj_out] + ([self.context_proj_out] if self.config.long else [])
+        for linear in zeroed:
+            nn.init.zeros_(linear.weight)
+            nn.init.zeros_(linear.bias)
 
     @property
     def null_id(self) -> int:
