@@ -52,7 +52,7 @@ step tokenizer 60 $python tokenizer.py --presets nbp-magvit2 --size "$tok_size" 
 step train_lm 90 $python train_lm.py --device "$device" --size "${size/small/bench}" --dtype bf16 --batch "$batch" \
     --steps 5 --json "$out/train_lm.json"
 step far 100 $python far.py --layers "$far_layers" --heads 12 --frames "$frames" --steps "$far_steps" --batch 4 --device "$device" \
-    --bf16 --uncached-rollout --probe --json "$out/far.json"
+    --bf16 --uncached-rollout --probe --decoding "$graphs" --dynamic-rollout --json "$out/far.json"
 cd ..
 $python bench/gpu_report.py "$out" || status=1
 exit $status

@@ -69,7 +69,9 @@ def floors(figures: dict) -> list[tuple[str, str, str, bool | None]]:
                          ">= 45% MFU", nbp["mfu"] >= 0.45))
     far = figures.get("far")
     if far:
-        rows.append(("FAR-B-Long 256-frame rollout, batch 4", f"{far['cached_total_s']:.1f} s cached, "
+        decoding = far["config"].get("decoding", "auto")
+        rows.append(("FAR-B-Long 256-frame rollout, batch 4", f"{far['cached_total_s']:.1f} s cached ({decoding}), "
+                     f"{far.get('dynamic_total_s') or float('nan'):.1f} s dynamic cache, "
                      f"{far['uncached_total_s'] or float('nan'):.1f} s without caches",
                      f"<= {FAR_PUBLISHED_S / 5:.0f} s (5x FAR's ~100 s)", far["cached_total_s"] <= FAR_PUBLISHED_S / 5))
     tokenizer = figures.get("tokenizer")

@@ -122,6 +122,25 @@ def test_far_sampling_with_caches_equals_sampling_without(dtype):
     torch.testing.assert_close(cached.float(), plain.float(), atol=tolerance, rtol=0)
 
 
+@torch.no_grad()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_far_frames_replayed_as_cuda_graphs_equal_the_eager_steps(dtype):
+    """FAR_Long past its window with action guidance: each frame's steps replayed as one CUDA graph give exactly the
+    eager static steps, and those the dynamic cache's to rounding."""
+    gpu_only("CUDA graphs")
+    torch.manual_seed(0)
+    far = FAR(from_preset(FARConfig, "far-tiny-long", sample_size=8)).to(DEVICE, dtype).eval()
+    g = torch.Generator().manual_seed(1)
+    context = torch.randn(2, 6, 32, 8, 8, generator=g).to(DEVICE, dtype)
+    noise = torch.randn(2, 8, 32, 8, 8, generator=g).to(DEVICE)
+    actions = torch.randint(0, 4, (2, 14), generator=g).to(DEVICE)
+    graphs, static, dynamic = (generate(far, context, 8, steps=4, guidance=1.5, actions=actions, noise=noise,
+                                        decoding=decoding) for decoding in ("cuda-graphs", "static", "dynamic"))
+    torch.testing.assert_close(graphs, static, atol=0, rtol=0)
+    tolerance = 1e-4 if dtype == torch.float32 else 0.1
+    torch.testing.assert_close(static.float(), dynamic.float(), atol=tolerance, rtol=0)
+
+
 def hybrid_lm(dtype) -> Transformer:
     """The official layout (nbp-gpt, text prefix, first row token by token) at 4 layers, 64,000 codes."""
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ import torch
 from nbp.checkpoint import CheckpointError, load_model, save_model
 from nbp.checkpoint.perceptual import PerceptualConfig, load_perceptual
 from nbp.cli import main
-from nbp.config import ConfigError, from_preset
+from nbp.config import ConfigError, InputError, from_preset
 from nbp.data.dataset import ClipConfig
 from nbp.download import load_dcae, load_far
 from nbp.generation.far import FARSamplingConfig, flow_schedule, generate_latents
@@ -111,25 +111,31 @@ SAMPLING = [  # golden case, model file, conditions, guidance, with context
 ]
 
 
-@pytest.mark.parametrize("use_cache", [True, False], ids=["kv", "nokv"])
+# (use_cache, decoding, the golden's variant): "static" is the fixed-shape step a GPU replays as a CUDA graph, run eagerly
+CACHING = {"kv": (True, "dynamic", "kv"), "static": (True, "static", "kv"), "nokv": (False, "dynamic", "nokv")}
+
+
+@pytest.mark.parametrize("caching", CACHING)
 @pytest.mark.parametrize("case,name,condition,guidance,context", SAMPLING, ids=[c[0] for c in SAMPLING])
-def test_sampling_equals_the_official_pipeline(case, name, condition, guidance, context, use_cache, official_files,
+def test_sampling_equals_the_official_pipeline(case, name, condition, guidance, context, caching, official_files,
                                                far_golden):
     g = far_golden
+    use_cache, decoding, variant = CACHING[caching]
     conditions = {"labels": {"labels": g["pipe_label"]}, "actions": {"actions": g["pipe_action"]}, None: {}}[condition]
+    sampling = FARSamplingConfig(steps=4, guidance=guidance, use_cache=use_cache, decoding=decoding)
     out = generate_latents(load_far(official_files[name]), 3, g["pipe_ctx_latents"] if context else None,
-                           noise=g["pipe_noise"], sampling=FARSamplingConfig(steps=4, guidance=guidance,
-                                                                             use_cache=use_cache), **conditions)
-    torch.testing.assert_close(out, g[f"{case}_{'kv' if use_cache else 'nokv'}"], atol=1e-4, rtol=0)
+                           noise=g["pipe_noise"], sampling=sampling, **conditions)
+    torch.testing.assert_close(out, g[f"{case}_{variant}"], atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("use_cache", [True, False], ids=["multi-level-cache", "nokv"])
-def test_far_long_rollout_past_its_window_equals_the_official(use_cache, official_files, far_golden):
+@pytest.mark.parametrize("caching", CACHING)
+def test_far_long_rollout_past_its_window_equals_the_official(caching, official_files, far_golden):
     g = far_golden
+    use_cache, decoding, variant = CACHING[caching]
     out = generate_latents(load_far(official_files["long"], short_window=4), 5, g["lpipe_ctx_latents"],
                            actions=g["lpipe_action"], noise=g["lpipe_noise"],
-                           sampling=FARSamplingConfig(steps=4, guidance=1.5, use_cache=use_cache))
-    torch.testing.assert_close(out, g[f"lpipe_action_cfg_{'kv' if use_cache else 'nokv'}"], atol=1e-4, rtol=0)
+                           sampling=FARSamplingConfig(steps=4, guidance=1.5, use_cache=use_cache, decoding=decoding))
+    torch.testing.assert_close(out, g[f"lpipe_action_cfg_{variant}"], atol=1e-4, rtol=0)
 
 
 def test_dcae_maps_video_to_latents_and_back_as_far(official_files, far_golden):
@@ -208,6 +214,13 @@ def test_bad_configs_and_conditions_are_refused():
         generate_latents(model, 1, labels=torch.tensor([1]), sampling=FARSamplingConfig(steps=1, guidance=-1))
     with pytest.raises(ConfigError, match="steps must be"):
         generate_latents(model, 1, labels=torch.tensor([1]), sampling=FARSamplingConfig(steps=0))
+    with pytest.raises(ConfigError, match="needs use_cache"):
+        generate_latents(model, 1, labels=torch.tensor([1]), sampling=FARSamplingConfig(use_cache=False,
+                                                                                        decoding="static"))
+    with pytest.raises(ConfigError, match="decoding must be one of"):
+        generate_latents(model, 1, labels=torch.tensor([1]), sampling=FARSamplingConfig(decoding="graphs"))
+    with pytest.raises(InputError, match="CUDA graphs need"):
+        generate_latents(model, 1, labels=torch.tensor([1]), sampling=FARSamplingConfig(steps=1, decoding="cuda-graphs"))
 
 
 def test_training_loss_from_the_recorded_draws_equals_the_official(official_files, far_golden):

@@ -7,6 +7,12 @@ values are kept and every denoising step feeds only the noisy frame's tokens. FA
 levels: the long-term frames' keys (computed once, when a frame leaves the window) and the window's clean frames
 (recomputed once per generated frame, since their long-term context changed), so the cost per frame stays flat.
 
+On a GPU (`decoding`), a frame's N steps run over fixed shapes instead: the context's keys and values are copied
+into buffers of a fixed capacity (the columns not written masked out by the frame-causal mask), and the N steps,
+guidance and Euler updates included, are captured once as a CUDA graph and replayed for every frame, with the
+frame's noise, positions and action copied into the graph's inputs: one launch per frame instead of about
+20 x layers x N launched from Python.
+
 Guidance (FAR's pipeline): scale > 1 doubles the batch into [null, conditioned], the null branch with the null id
 for the label, or for the action of every frame (context included); v = v_null + scale (v_cond - v_null). For
 actions, scale -1 samples action-free (every action the null id); any other scale <= 1 is plain conditional.
@@ -24,6 +30,8 @@ from nbp.io.progress import progress_bar
 from nbp.models.far import FAR, KVLevel
 
 CLEAN = -1.0  # the timestep of a clean context frame
+UNWRITTEN = 2.0 ** 30  # the frame of a static context column not written: after every query, so masked out
+DECODINGS = ("auto", "dynamic", "static", "cuda-graphs", "compiled")
 
 
 @dataclass
@@ -31,12 +39,24 @@ class FARSamplingConfig:
     steps: int = 50  # Euler steps per frame (FAR: 50)
     guidance: float = 1.0  # FAR: 2.0 for labels, 1.5 for actions; -1: action-free
     use_cache: bool = True
+    # with the cache: "dynamic" (its shapes grow), "static" (fixed shapes, eager), "cuda-graphs" (a frame's steps
+    # replayed as one CUDA graph), "compiled" (the same of the torch.compile'd step); "auto": CUDA graphs on a GPU
+    decoding: str = "auto"
 
     def validate(self) -> None:
         if self.steps < 1:
             raise ConfigError(f"steps must be at least 1, got {self.steps}")
         if self.guidance < 0 and self.guidance != -1:
             raise ConfigError(f"guidance must be >= 0, or -1 (action-free sampling), got {self.guidance}")
+        if self.decoding not in DECODINGS:
+            raise ConfigError(f"decoding must be one of {DECODINGS}, got {self.decoding!r}")
+        if not self.use_cache and self.decoding not in ("auto", "dynamic"):
+            raise ConfigError(f"decoding={self.decoding!r} runs over the cache: it needs use_cache")
+
+    def resolved_decoding(self, device: torch.device) -> str:
+        if self.decoding != "auto":
+            return self.decoding
+        return "cuda-graphs" if device.type == "cuda" and self.use_cache else "dynamic"
 
 
 def flow_schedule(steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,6 +154,114 @@ def guided(v: torch.Tensor, cond: Conditions) -> torch.Tensor:
     return v_null + cond.scale * (v_cond - v_null)
 
 
+def denoise(model: FAR, past: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, sigmas: torch.Tensor,
+            cond: Conditions, cache: ContextCache | None) -> torch.Tensor:
+    """Frame j = past.shape[1] from its noise (B, C, H, W) by the schedule's Euler steps."""
+    x = noise
+    for i, t in enumerate(timesteps):
+        xs = torch.cat([x, x]) if cond.doubled else x
+        v = guided(noisy_frame_velocity(model, past, xs, t, cond, cache), cond)
+        x = (x.float() + (sigmas[i + 1] - sigmas[i]) * v.float()).to(v.dtype)
+    return x
+
+
+def context_capacity(model: FAR, first: int, end: int, height: int, width: int) -> int:
+    """The most context tokens the cache holds for a noisy frame j in [first, end)."""
+    cfg = model.config
+    window = (height // cfg.patch_size) * (width // cfg.patch_size)
+    long_term = (height // cfg.context_patch_size) * (width // cfg.context_patch_size)
+    return max((j - old) * window + old * long_term for j in range(first, end) for old in [model.long_term_frames(j + 1)])
+
+
+class StaticContext:
+    """The context's keys and values of every layer at a fixed capacity, as one `KVLevel` whose shapes never change:
+    columns past the written ones keep their old (finite) values and frame UNWRITTEN, so the mask gives them weight 0."""
+
+    def __init__(self, model: FAR, rows: int, capacity: int, like: torch.Tensor):
+        cfg = model.config
+        shape = (rows, cfg.num_heads, capacity, cfg.head_dim)
+        self.level = KVLevel([like.new_zeros(shape) for _ in range(cfg.num_layers)],
+                             [like.new_zeros(shape) for _ in range(cfg.num_layers)],
+                             torch.full((capacity,), UNWRITTEN, device=like.device))
+
+    def load(self, levels: list[KVLevel]) -> None:
+        """Copy the cache's levels in (once per frame)."""
+        length, capacity = sum(len(level.frames) for level in levels), len(self.level.frames)
+        if length > capacity:
+            raise InputError(f"the static context holds {capacity} tokens; {length} needed")
+        self.level.frames.fill_(UNWRITTEN)
+        if not levels:  # the first frame of a video from nothing
+            return
+        for layer, (keys, values) in enumerate(zip(self.level.keys, self.level.values)):
+            k, v = KVLevel.concat(levels, layer)
+            keys[:, :, :length].copy_(k)
+            values[:, :, :length].copy_(v)
+        self.level.frames[:length].copy_(torch.cat([level.frames for level in levels]))
+
+
+class FrameDenoiser:
+    """`denoise` over a `StaticContext`, every input of its steps in a fixed buffer: run eagerly, or captured once as
+    a CUDA graph (with `compile`, of the torch.compile'd step) and replayed for every frame."""
+
+    def __init__(self, model: FAR, cond: Conditions, steps: int, capacity: int, noise: torch.Tensor, graphs: bool,
+                 compile: bool = False):
+        if graphs and not noise.is_cuda:
+            raise InputError("CUDA graphs need the model on a CUDA device")
+        self.model, self.cond, self.graphs = model, cond, graphs
+        rows = noise.shape[0] * (2 if cond.doubled else 1)
+        self.context = StaticContext(model, rows, capacity, noise)
+        self.x = noise.clone()  # (B, C, H, W) the noise in, the graph's input
+        self.actions = None if cond.actions is None else cond.actions[:, :1].clone()  # (B', 1) the noisy frame's
+        self.rope, self.frames = model.positions(0, 1, *noise.shape[-2:], False, noise.device)
+        timesteps, sigmas = flow_schedule(steps)
+        self.timesteps, self.deltas = timesteps.to(noise.device), (sigmas[1:] - sigmas[:-1]).to(noise.device)
+        self.step_fn = torch.compile(self.step, dynamic=False) if compile else self.step
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.out: torch.Tensor | None = None
+
+    def step(self, x: torch.Tensor, t: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """One Euler step at timestep t (0-d), of size delta (0-d)."""
+        xs = torch.cat([x, x]) if self.cond.doubled else x
+        tokens = self.model.tokens(xs[:, None], t.expand(len(xs))[:, None], self.cond.labels, self.actions, self.rope,
+                                   self.frames)
+        runs, _ = self.model.run([tokens], [self.context.level])
+        v = guided(self.model.velocity(runs[0], 1)[:, 0], self.cond)
+        return (x.float() + delta * v.float()).to(v.dtype)
+
+    def denoise(self) -> torch.Tensor:
+        x = self.x
+        for t, delta in zip(self.timesteps, self.deltas):
+            x = self.step_fn(x, t, delta)
+        return x
+
+    def __call__(self, noise: torch.Tensor, frame: int, levels: list[KVLevel]) -> torch.Tensor:
+        """Frame `frame` from its noise (B, C, H, W), its context in `levels` (the cache's)."""
+        self.context.load(levels)
+        rope, _ = self.model.positions(frame, 1, *noise.shape[-2:], False, noise.device)
+        for buffer, value in zip((*self.rope, self.x), (*rope, noise)):
+            buffer.copy_(value)
+        self.frames.fill_(frame)
+        if self.actions is not None:
+            self.actions.copy_(self.cond.actions[:, frame:frame + 1])
+        if not self.graphs:
+            return self.denoise()
+        if self.graph is None:
+            self.capture()
+        self.graph.replay()
+        return self.out.clone()  # the next replay overwrites `out`
+
+    def capture(self) -> None:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # warm-up (and compile) off the graph
+                self.denoise()
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out = self.denoise()
+
+
 @torch.no_grad()
 def generate_latents(model: FAR, frames: int, context: torch.Tensor | None = None, *, batch: int | None = None,
                      labels: torch.Tensor | None = None, actions: torch.Tensor | None = None,
@@ -155,21 +283,27 @@ def generate_latents(model: FAR, frames: int, context: torch.Tensor | None = Non
     if actions is not None and actions.shape[1] < given + frames:
         raise InputError(f"actions cover {actions.shape[1]} frames; {given} given + {frames} generated need one each")
     if noise is None:
-        noise = torch.randn((b, frames, *context.shape[2:]), generator=generator, device="cpu").to(param.device)
+        noise = torch.randn((b, frames, *context.shape[2:]), generator=generator, device="cpu")
+    noise = noise.to(param.device, param.dtype)
     timesteps, sigmas = flow_schedule(sampling.steps)
     cond = conditions_for(model, labels, actions, sampling.guidance)
     video = context.to(param.dtype)
     cache = ContextCache(model) if sampling.use_cache else None
+    decoding = sampling.resolved_decoding(param.device)
+    denoiser = None
+    if decoding != "dynamic":
+        capacity = context_capacity(model, given, given + frames, *context.shape[-2:])
+        denoiser = FrameDenoiser(model, cond, sampling.steps, max(capacity, 1), noise[:, 0],
+                                 graphs=decoding in ("cuda-graphs", "compiled"), compile=decoding == "compiled")
     with progress_bar(frames, "FAR frames", "frame", disable=not show_progress) as bar:
         for k in range(frames):
             past = torch.cat([video, video]) if cond.doubled else video
             if cache is not None:
                 cache.update(past, cond)
-            x = noise[:, k].to(param.dtype)
-            for i, t in enumerate(timesteps):
-                xs = torch.cat([x, x]) if cond.doubled else x
-                v = guided(noisy_frame_velocity(model, past, xs, t, cond, cache), cond)
-                x = (x.float() + (sigmas[i + 1] - sigmas[i]) * v.float()).to(v.dtype)
+            if denoiser is not None:
+                x = denoiser(noise[:, k], given + k, cache.levels())
+            else:
+                x = denoise(model, past, noise[:, k], timesteps, sigmas, cond, cache)
             video = torch.cat([video, x[:, None]], dim=1)
             bar.update(1)
             if on_frame is not None:

@@ -147,6 +147,8 @@ class KVLevel:
     def concat(levels: list[KVLevel], layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         if not levels:
             return None
+        if len(levels) == 1:
+            return levels[0].keys[layer], levels[0].values[layer]
         return (torch.cat([level.keys[layer] for level in levels], dim=2),
                 torch.cat([level.values[layer] for level in levels], dim=2))
 
@@ -285,21 +287,34 @@ class FAR(nn.Module):
     def embed(self, latents: torch.Tensor, timesteps: torch.Tensor, first_frame: int, labels: torch.Tensor | None,
               actions: torch.Tensor | None, long_term: bool = False) -> Tokens:
         """Frames `first_frame`.. of the video as tokens: (B, F, C, H, W) latents with (B, F) timesteps."""
+        rope, frames = self.positions(first_frame, latents.shape[1], *latents.shape[-2:], long_term, latents.device)
+        return self.tokens(latents, timesteps, labels, actions, rope, frames, long_term)
+
+    def tokens(self, latents: torch.Tensor, timesteps: torch.Tensor, labels: torch.Tensor | None,
+               actions: torch.Tensor | None, rope: tuple[torch.Tensor, torch.Tensor], frames: torch.Tensor,
+               long_term: bool = False) -> Tokens:
+        """`embed` with the positions given (`positions`): device tensors only, so a CUDA graph can replay it."""
         cfg = self.config
-        batch, frames, _, height, width = latents.shape
+        batch, count, _, height, width = latents.shape
         c = cfg.context_patch_size if long_term else cfg.patch_size
         patches = rearrange(latents, "b f c (h p1) (w p2) -> b (f h w) (c p1 p2)", p1=c, p2=c)
         h = (self.context_embedder if long_term else self.x_embedder)(patches)
         t = timesteps * 2 if long_term else timesteps  # the official long-term frames carry 2t (clean: -2)
         sinusoid = get_timestep_embedding(t.flatten(), 256, flip_sin_to_cos=True, downscale_freq_shift=1)
-        temb = self.timestep_embedder(sinusoid.to(h.dtype)).view(batch, frames, -1)  # (B, F, D)
-        temb = temb + self.condition_embedding(labels, actions, batch, frames)
+        temb = self.timestep_embedder(sinusoid.to(h.dtype)).view(batch, count, -1)  # (B, F, D)
+        temb = temb + self.condition_embedding(labels, actions, batch, count)
         rows, cols = height // c, width // c
         temb = temb.repeat_interleave(rows * cols, dim=1)  # (B, F*rows*cols, D)
-        ids = torch.stack(torch.meshgrid(torch.arange(frames) + first_frame, torch.arange(rows) * (c // cfg.patch_size),
-                                         torch.arange(cols) * (c // cfg.patch_size), indexing="ij"), -1).reshape(-1, 3)
-        rope = rope_tables(ids.to(latents.device, torch.float32), cfg.rope_axes)
-        return Tokens(h, temb, rope, ids[:, 0].to(latents.device), long_term, (rows, cols))
+        return Tokens(h, temb, rope, frames, long_term, (rows, cols))
+
+    def positions(self, first_frame: int, frames: int, height: int, width: int, long_term: bool,
+                  device) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """Rotary tables (cos, sin) and the frame index of every token of frames `first_frame`.. of this size."""
+        cfg = self.config
+        c = cfg.context_patch_size if long_term else cfg.patch_size
+        ids = torch.stack(torch.meshgrid(torch.arange(frames) + first_frame, torch.arange(height // c) * (c // cfg.patch_size),
+                                         torch.arange(width // c) * (c // cfg.patch_size), indexing="ij"), -1).reshape(-1, 3)
+        return rope_tables(ids.to(device, torch.float32), cfg.rope_axes), ids[:, 0].to(device)
 
     def condition_embedding(self, labels, actions, batch: int, frames: int) -> torch.Tensor | float:
         """(B, F, D) or (B, 1, D) to add to the timestep embedding; a missing id is the null id."""
