@@ -30,7 +30,7 @@ from nbp.io.progress import progress_bar
 from nbp.models.far import FAR, KVLevel
 
 CLEAN = -1.0  # the timestep of a clean context frame
-UNWRITTEN = 2.0 ** 30  # the frame of a static context column not written: after every query, so masked out
+UNWRITTEN = 1 << 30  # the frame of a static context column not written: after every query, so masked out
 DECODINGS = ("auto", "dynamic", "static", "cuda-graphs", "compiled")
 
 
@@ -182,7 +182,7 @@ class StaticContext:
         shape = (rows, cfg.num_heads, capacity, cfg.head_dim)
         self.level = KVLevel([like.new_zeros(shape) for _ in range(cfg.num_layers)],
                              [like.new_zeros(shape) for _ in range(cfg.num_layers)],
-                             torch.full((capacity,), UNWRITTEN, device=like.device))
+                             torch.full((capacity,), UNWRITTEN, dtype=torch.long, device=like.device))
 
     def load(self, levels: list[KVLevel]) -> None:
         """Copy the cache's levels in (once per frame)."""
