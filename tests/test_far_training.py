@@ -50,6 +50,22 @@ def test_the_long_clip_sampler_covers_every_length_and_start():
     assert seen == {(start, length) for length in range(4, 12) for start in range(12 - length + 1)}
 
 
+def test_noise_levels_move_with_the_logit_mean_and_keep_the_official_draws_by_default():
+    cfg = from_dict(FARTrainConfig, {"model": {"preset": "far-tiny"}, "train": "unused"})
+    latents = torch.zeros(2, 6, 32, 8, 8)
+    generators = lambda: [torch.Generator().manual_seed(seed) for seed in (3, 4)]  # noqa: E731
+    official = far_training.draw(cfg, latents, False, generators())
+    normals = torch.stack([torch.randn(6, generator=g) for g in generators()])
+    assert torch.equal(official.u, torch.sigmoid(normals))  # FAR's u = sigmoid(N(0, 1))
+    cfg.logit_mean, cfg.logit_std = -1.0, 0.5
+    moved = far_training.draw(cfg, latents, False, generators())
+    torch.testing.assert_close(moved.u, torch.sigmoid(normals * 0.5 - 1), atol=0, rtol=0)
+    assert torch.equal(moved.noise, official.noise) and torch.equal(moved.clean, official.clean)
+    cfg.logit_std = 0
+    with pytest.raises(ConfigError, match="logit_std"):
+        cfg.validate()
+
+
 @pytest.fixture(scope="module")
 def latent_episodes(golden_far, tmp_path_factory):
     """Episodes as FAR's DMLab files (.npz: video, actions), a DC-AE file, and their latents."""

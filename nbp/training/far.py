@@ -1,9 +1,10 @@
 """FAR training: per-frame flow matching with clean context frames, on pre-extracted DC-AE latents (or on episode
 videos, each batch encoded by a frozen DC-AE, as FAR's 'video' batches).
 
-Each batch (FAR's `train_step`, official-formats.md §5.6): noise levels u = sigmoid(N(0, 1)) per frame (logit-normal),
-a share `clean_context_ratio` of the frames kept clean (timestep -1, out of the loss), labels or actions replaced by
-the null id with probability `cond_dropout` (for guidance), the loss over the last W frames (`far_loss`). FAR_Long
+Each batch (FAR's `train_step`, official-formats.md §5.6): noise levels u = sigmoid(N(0, 1)) per frame (logit-normal;
+`logit_mean` / `logit_std` move it), a share `clean_context_ratio` of the frames kept clean (timestep -1, out of the
+loss), labels or actions replaced by the null id with probability `cond_dropout` (for guidance), the loss over the
+last W frames (`far_loss`). FAR_Long
 (`model.long`) trains on clips of random length L in [W, clip_frames - 1] at a random start (FAR's clip sampler),
 the frames before the last W being clean long-term context. Every draw comes from a generator seeded by (seed,
 batch, rank), so a resumed run draws what the uninterrupted one would. AdamW with FAR's recipe (lr 1e-4, betas 0.9 /
@@ -49,6 +50,10 @@ class FARTrainConfig:
     ema_decay: float = 0.9999  # 0: no EMA; the export is the EMA weights when on
     clean_context_ratio: float = 0.1
     cond_dropout: float = 0.1
+    # noise levels: u = sigmoid(N(logit_mean, logit_std)), sigma = 1 - u (FAR: 0, 1); a negative mean trains more
+    # at high noise, where a frame must come from its context and its action rather than from its own noisy input
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
 
     def validate(self) -> None:
         if self.model.long and self.clip_frames <= self.model.short_window:
@@ -56,6 +61,8 @@ class FARTrainConfig:
                               "for FAR_Long (its clips have W to clip_frames - 1 frames)")
         if not 0 <= self.clean_context_ratio < 1 or not 0 <= self.cond_dropout <= 1:
             raise ConfigError("clean_context_ratio must be in [0, 1) and cond_dropout in [0, 1]")
+        if self.logit_std <= 0:
+            raise ConfigError(f"logit_std must be > 0, got {self.logit_std}")
 
 
 @dataclass
@@ -80,7 +87,7 @@ def draw(cfg: FARTrainConfig, latents: torch.Tensor, per_frame_condition: bool,
     t, shape = latents.shape[1], latents.shape[1:]
     u, noise, clean, dropped = [], [], [], []
     for generator in generators:
-        u.append(torch.sigmoid(torch.randn(t, generator=generator)))
+        u.append(torch.sigmoid(torch.randn(t, generator=generator) * cfg.logit_std + cfg.logit_mean))
         noise.append(torch.randn(shape, generator=generator))
         clean.append(torch.rand(t, generator=generator) < cfg.clean_context_ratio)
         dropped.append(torch.rand(t if per_frame_condition else 1, generator=generator) < cfg.cond_dropout)
