@@ -78,7 +78,10 @@ class LatentDataset(Dataset):
     def __getitem__(self, key) -> dict:
         index, draw = key if isinstance(key, tuple) else (key, None)
         free = self.lengths[index] - self.frames
-        start = 0 if draw is None else random.Random(draw).randint(0, free)
+        return self.clip(index, 0 if draw is None else random.Random(draw).randint(0, free))
+
+    def clip(self, index: int, start: int) -> dict:
+        """The clip of item `index` from frame `start`."""
         with np.load(self.files[index]) as item:
             out = {"latents": torch.from_numpy(item["latents"][start:start + self.frames].copy()),
                    "label": int(item["label"])}
