@@ -106,16 +106,23 @@ def test_tokenizer_is_exact_in_fp32_and_within_40_db_of_it_in_bf16(official_magv
     assert psnr(latents_bf16, latents, data_range=span).item() > 40  # before FSQ, whose bins may flip near edges
 
 
-@torch.no_grad()
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_far_sampling_with_caches_equals_sampling_without(dtype):
-    """FAR_Long past its window (6 context frames, 8 new, W = 4): the KV and two-level caches change nothing."""
+def far_long_rollout(dtype) -> tuple[FAR, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A tiny FAR_Long (W = 4) and the inputs of a rollout past its window: 6 context frames, noise for 8 new ones,
+    actions for all 14."""
     torch.manual_seed(0)
     far = FAR(from_preset(FARConfig, "far-tiny-long", sample_size=8)).to(DEVICE, dtype).eval()
     g = torch.Generator().manual_seed(1)
     context = torch.randn(2, 6, 32, 8, 8, generator=g).to(DEVICE, dtype)
     noise = torch.randn(2, 8, 32, 8, 8, generator=g).to(DEVICE)
     actions = torch.randint(0, 4, (2, 14), generator=g).to(DEVICE)
+    return far, context, noise, actions
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_far_sampling_with_caches_equals_sampling_without(dtype):
+    """FAR_Long past its window (6 context frames, 8 new, W = 4): the KV and two-level caches change nothing."""
+    far, context, noise, actions = far_long_rollout(dtype)
     cached, plain = (generate(far, context, 8, steps=4, guidance=1.5, actions=actions, noise=noise, kv_cache=cache)
                      for cache in (True, False))
     tolerance = 1e-4 if dtype == torch.float32 else 0.1
@@ -128,12 +135,7 @@ def test_far_frames_replayed_as_cuda_graphs_equal_the_eager_steps(dtype):
     """FAR_Long past its window with action guidance: each frame's steps replayed as one CUDA graph give exactly the
     eager static steps, and those the dynamic cache's to rounding."""
     gpu_only("CUDA graphs")
-    torch.manual_seed(0)
-    far = FAR(from_preset(FARConfig, "far-tiny-long", sample_size=8)).to(DEVICE, dtype).eval()
-    g = torch.Generator().manual_seed(1)
-    context = torch.randn(2, 6, 32, 8, 8, generator=g).to(DEVICE, dtype)
-    noise = torch.randn(2, 8, 32, 8, 8, generator=g).to(DEVICE)
-    actions = torch.randint(0, 4, (2, 14), generator=g).to(DEVICE)
+    far, context, noise, actions = far_long_rollout(dtype)
     graphs, static, dynamic = (generate(far, context, 8, steps=4, guidance=1.5, actions=actions, noise=noise,
                                         decoding=decoding) for decoding in ("cuda-graphs", "static", "dynamic"))
     torch.testing.assert_close(graphs, static, atol=0, rtol=0)

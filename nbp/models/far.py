@@ -245,7 +245,7 @@ class FAR(nn.Module):
     def initialize_weights(self) -> None:
         """FAR's initialization (DiT's adaLN-Zero): Xavier-uniform linears with zero biases, embeddings N(0, 0.02),
         and every block's modulation and the output layers zero, so each block starts as the identity and the model
-        predicts a zero velocity. Training from scratch depends on it; loaded weights replace it."""
+        predicts a zero velocity. It is what the official training starts from; loaded weights replace it."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
