@@ -12,6 +12,7 @@ from nbp.cli import main
 from nbp.config import ConfigError, InputError, from_preset
 from nbp.data.dataset import ClipConfig
 from nbp.download import load_dcae, load_far
+from nbp.generation import far as far_sampling
 from nbp.generation.far import FARSamplingConfig, flow_schedule, generate_latents
 from nbp.models.far import FAR, FARConfig
 from nbp.pipelines.far import FARPipeline, far_loss, far_loss_terms, generate
@@ -129,13 +130,19 @@ def test_sampling_equals_the_official_pipeline(case, name, condition, guidance, 
 
 
 @pytest.mark.parametrize("caching", CACHING)
-def test_far_long_rollout_past_its_window_equals_the_official(caching, official_files, far_golden):
+def test_far_long_rollout_past_its_window_equals_the_official(caching, official_files, far_golden, monkeypatch):
     g = far_golden
     use_cache, decoding, variant = CACHING[caching]
+    frames_denoised = []  # the fixed-shape steps must run (not the dynamic ones) exactly when asked for
+    denoise_frame = far_sampling.FrameDenoiser.__call__
+    monkeypatch.setattr(far_sampling.FrameDenoiser, "__call__",
+                        lambda self, noise, frame, levels: frames_denoised.append(frame) or denoise_frame(self, noise, frame, levels))
     out = generate_latents(load_far(official_files["long"], short_window=4), 5, g["lpipe_ctx_latents"],
                            actions=g["lpipe_action"], noise=g["lpipe_noise"],
                            sampling=FARSamplingConfig(steps=4, guidance=1.5, use_cache=use_cache, decoding=decoding))
     torch.testing.assert_close(out, g[f"lpipe_action_cfg_{variant}"], atol=1e-4, rtol=0)
+    given = g["lpipe_ctx_latents"].shape[1]
+    assert frames_denoised == (list(range(given, given + 5)) if decoding == "static" else [])
 
 
 def test_dcae_maps_video_to_latents_and_back_as_far(official_files, far_golden):
