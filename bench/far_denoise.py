@@ -5,7 +5,8 @@ action alone: that row says whether the model has learned to carry the context o
 
     .venv/bin/python bench/far_denoise.py runs/far_crafter_tiny/far.safetensors data/crafter_latents/val
 
-Each clip is W frames of an item (W = the model's window; clean context, the last frame noisy at sigma, its noise
+Each clip is `--frames` frames of an item (default W, the model's window; more: FAR_Long's long-term context as
+a rollout meets it; clean context, the last frame noisy at sigma, its noise
 drawn once per clip and level). The clean-frame estimate is x0 = x_sigma - sigma * v. Prints a table and JSON.
 """
 from __future__ import annotations
@@ -39,11 +40,12 @@ def main() -> None:
     parser.add_argument("latents", help="a latent dataset with actions (`nbp extract-latents`)")
     parser.add_argument("--sigmas", type=float, nargs="+", default=[1.0, 0.8, 0.5, 0.2])
     parser.add_argument("--clips", type=int, default=3, help="clips per item, evenly spaced")
+    parser.add_argument("--frames", type=int, help="frames per clip, the last one predicted (default: the window)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json")
     args = parser.parse_args()
     far = load_far(args.far)
-    window = far.config.short_window
+    window = args.frames or far.config.short_window
     data = LatentDataset(args.latents, window)
     generator = torch.Generator().manual_seed(args.seed)
     clips = [data.clip(index, start) for index, length in enumerate(data.lengths)

@@ -145,6 +145,39 @@ def test_far_long_rollout_past_its_window_equals_the_official(caching, official_
     assert frames_denoised == (list(range(given, given + 5)) if decoding == "static" else [])
 
 
+def test_context_noise_shows_generated_window_frames_noisy_and_every_decoding_agrees(official_files, far_golden,
+                                                                                    monkeypatch):
+    g = far_golden
+    model = load_far(official_files["long"], short_window=4)
+    seen = []  # (first frame, frames, long-term, timesteps) of every embedding of clean or noised context frames
+    embed, denoising = FAR.embed, flow_schedule(3)[0].tolist()
+
+    def recording(self, latents, timesteps, first_frame, labels, actions, long_term=False):
+        if latents.shape[1] > 1 or timesteps[0, 0].item() not in denoising:
+            seen.append((first_frame, latents.shape[1], long_term, timesteps[0].tolist()))
+        return embed(self, latents, timesteps, first_frame, labels, actions, long_term)
+
+    def rollout(use_cache=True, decoding="dynamic", context_noise=0.2):
+        sampling = FARSamplingConfig(steps=3, use_cache=use_cache, decoding=decoding, context_noise=context_noise)
+        return generate_latents(model, 5, g["lpipe_ctx_latents"], actions=g["lpipe_action"], sampling=sampling,
+                                generator=torch.Generator().manual_seed(0))
+
+    clean = rollout(context_noise=0.0)
+    monkeypatch.setattr(FAR, "embed", recording)
+    noisy = rollout()
+    given = g["lpipe_ctx_latents"].shape[1]
+    assert torch.equal(noisy[:, :given], g["lpipe_ctx_latents"]) and not torch.allclose(noisy, clean)
+    for first, frames, long_term, timesteps in seen:
+        generated = [first + i >= given for i in range(frames)]
+        expected = [200.0 if new and not long_term else -1.0 for new in generated]
+        assert timesteps == pytest.approx(expected), (first, frames, long_term)
+    assert any(t > 0 for *_, timesteps in seen for t in timesteps)  # a generated frame was seen noisy
+    assert any(lt and first + n > given for first, n, lt, _ in seen)  # and a generated frame went long-term, clean
+    monkeypatch.undo()
+    for use_cache, decoding in ((True, "static"), (False, "dynamic")):
+        torch.testing.assert_close(rollout(use_cache, decoding), noisy, atol=1e-4, rtol=0)
+
+
 def test_dcae_maps_video_to_latents_and_back_as_far(official_files, far_golden):
     g = far_golden
     dcae = load_dcae(official_files["dcae"])
@@ -226,6 +259,8 @@ def test_bad_configs_and_conditions_are_refused():
                                                                                         decoding="static"))
     with pytest.raises(ConfigError, match="decoding must be one of"):
         generate_latents(model, 1, labels=torch.tensor([1]), sampling=FARSamplingConfig(decoding="graphs"))
+    with pytest.raises(ConfigError, match="context_noise must be"):
+        generate_latents(model, 1, labels=torch.tensor([1]), sampling=FARSamplingConfig(context_noise=1.0))
     with pytest.raises(InputError, match="CUDA graphs need"):
         generate_latents(model, 1, labels=torch.tensor([1]), sampling=FARSamplingConfig(steps=1, decoding="cuda-graphs"))
 

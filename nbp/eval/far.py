@@ -58,6 +58,7 @@ class FAREvalConfig:
     max_videos: int | None = None  # FAR evaluates the first 256
     resolution: int = 64
     steps: int = 50
+    context_noise: float = 0.0  # generated frames seen as context at this noise level (FARSamplingConfig); FAR: 0
     short_window: int | None = None
     uint8_truncation: bool = False  # FAR's quirk: (x.clip(0, 1) * 255).astype(uint8)
     mp4_roundtrip: bool = False  # FAR's quirk: score frames read back from mp4
@@ -183,6 +184,6 @@ def trajectories(cfg: FAREvalConfig, pipeline: FARPipeline, frames: np.ndarray, 
     for n in range(cfg.trajectories):
         generator = torch.Generator().manual_seed((cfg.seed * 1_000_003 + index) * 1009 + n)
         out = pipeline(cfg.horizon, context, steps=cfg.steps, guidance=cfg.guidance, actions=action_ids,
-                       generator=generator)
+                       generator=generator, context_noise=cfg.context_noise)
         videos.append(to_scored_uint8(out.videos[0].transpose(0, 1).cpu(), cfg))
     return videos

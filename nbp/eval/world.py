@@ -42,6 +42,7 @@ class WorldEvalConfig:
     far: str | None = None  # or an action-conditioned FAR model ...
     dcae: str | None = None  # ... and its DC-AE
     far_steps: int = 50  # FAR's Euler steps per frame (sampling.cfg_scale is its action guidance)
+    far_context_noise: float = 0.0  # the noise level of generated frames as FAR's context (FARSamplingConfig)
     episodes: str = "???"  # folder of test episodes (video + actions, or .npz)
     out: str = "runs/world_eval"
     resolution: int = 64
@@ -99,7 +100,8 @@ class FARPredictor:
         cfg = self.cfg
         guidance = 1.0 if cfg.sampling.cfg_scale is None else cfg.sampling.cfg_scale
         out = generate(self.pipeline.far, latents[:, :cfg.context], cfg.horizon, steps=cfg.far_steps,
-                       guidance=guidance, actions=actions.to(self.pipeline.device), generator=generator)
+                       guidance=guidance, actions=actions.to(self.pipeline.device), generator=generator,
+                       context_noise=cfg.far_context_noise)
         return self.pipeline.decode(out[:, cfg.context:])
 
     def reconstruct(self, latents: torch.Tensor) -> torch.Tensor:

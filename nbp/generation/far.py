@@ -6,6 +6,8 @@ Earlier frames are clean context (timestep -1). With `use_cache`, each context f
 values are kept and every denoising step feeds only the noisy frame's tokens. FAR_Long past its window keeps two
 levels: the long-term frames' keys (computed once, when a frame leaves the window) and the window's clean frames
 (recomputed once per generated frame, since their long-term context changed), so the cost per frame stays flat.
+With `context_noise` sigma > 0, generated frames enter the window noised to sigma (at timestep 1000 sigma, as training
+shows context frames), while the given frames and the long-term ones stay clean.
 
 On a GPU (`decoding`), a frame's N steps run over fixed shapes instead: the context's keys and values are copied
 into buffers of a fixed capacity (the columns not written masked out by the frame-causal mask), and the N steps,
@@ -42,6 +44,11 @@ class FARSamplingConfig:
     # with the cache: "dynamic" (its shapes grow), "static" (fixed shapes, eager), "cuda-graphs" (a frame's steps
     # replayed as one CUDA graph), "compiled" (the same of the torch.compile'd step); "auto": CUDA graphs on a GPU
     decoding: str = "auto"
+    # the noise level sigma at which generated frames enter the window as context (timestep 1000 sigma; 0: clean,
+    # FAR's sampler). Training shows the model noisy context frames, so a little noise here hides the artifacts of
+    # its own frames that a long rollout would otherwise compound (GameNGen's noise augmentation, at sampling only).
+    # The given context and the long-term frames stay clean, as in training.
+    context_noise: float = 0.0
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -50,6 +57,8 @@ class FARSamplingConfig:
             raise ConfigError(f"guidance must be >= 0, or -1 (action-free sampling), got {self.guidance}")
         if self.decoding not in DECODINGS:
             raise ConfigError(f"decoding must be one of {DECODINGS}, got {self.decoding!r}")
+        if not 0 <= self.context_noise < 1:
+            raise ConfigError(f"context_noise must be in [0, 1), got {self.context_noise}")
         if not self.use_cache and self.decoding not in ("auto", "dynamic"):
             raise ConfigError(f"decoding={self.decoding!r} runs over the cache: it needs use_cache")
 
@@ -94,8 +103,41 @@ def conditions_for(model: FAR, labels, actions, guidance: float) -> Conditions:
     return Conditions(labels, actions, True, guidance)
 
 
+@dataclass
+class Context:
+    """Frames 0 .. j - 1 before noisy frame j, as the model sees them: `clean` (B', j, C, h, w) for the long-term
+    frames, `seen` and its `timesteps` (B', j) for the window (generated frames noised by `context_noise`)."""
+    clean: torch.Tensor
+    seen: torch.Tensor
+    timesteps: torch.Tensor
+
+    @property
+    def frames(self) -> int:
+        return self.clean.shape[1]
+
+    def window(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.seen[:, start:end], self.timesteps[:, start:end]
+
+    def long_term(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        clean = self.clean[:, start:end]
+        return clean, torch.full(clean.shape[:2], CLEAN, device=clean.device)
+
+    def doubled(self) -> Context:
+        return Context(*(torch.cat([x, x]) for x in (self.clean, self.seen, self.timesteps)))
+
+    def append(self, clean: torch.Tensor, seen: torch.Tensor, timestep: float) -> Context:
+        """With one more frame (B, C, h, w), seen as `seen` at `timestep`."""
+        t = torch.full((len(clean), 1), timestep, device=clean.device)
+        return Context(torch.cat([self.clean, clean[:, None]], 1), torch.cat([self.seen, seen[:, None]], 1),
+                       torch.cat([self.timesteps, t], 1))
+
+
+def clean_context(video: torch.Tensor) -> Context:
+    return Context(video, video, torch.full(video.shape[:2], CLEAN, device=video.device))
+
+
 class ContextCache:
-    """Keys and values of the clean frames before the noisy one (module docstring)."""
+    """Keys and values of the context frames before the noisy one (module docstring)."""
 
     def __init__(self, model: FAR):
         self.model = model
@@ -106,9 +148,9 @@ class ContextCache:
     def levels(self) -> list[KVLevel]:
         return [level for level in (self.long, self.recent) if level is not None]
 
-    def update(self, context: torch.Tensor, cond: Conditions) -> None:
-        """Cover frames 0 .. j - 1 of `context` (B', j, C, H, W), the context of noisy frame j."""
-        model, frames = self.model, context.shape[1]
+    def update(self, context: Context, cond: Conditions) -> None:
+        """Cover frames 0 .. j - 1 of `context`, the context of noisy frame j."""
+        model, frames = self.model, context.frames
         old = model.long_term_frames(frames + 1)
         if old > self.long_count:
             self.long = self.extend(self.long, context, self.long_count, old, cond, long_term=True)
@@ -118,10 +160,10 @@ class ContextCache:
             self.recent = self.extend(self.recent, context, start, frames, cond, long_term=False)
         self.recent_to = frames
 
-    def extend(self, level: KVLevel | None, context, start: int, end: int, cond: Conditions, long_term: bool) -> KVLevel:
-        batch = context.shape[0]
-        clean = torch.full((batch, end - start), CLEAN, device=context.device)
-        tokens = self.model.embed(context[:, start:end], clean, start, cond.labels, frame_slice(cond.actions, start, end),
+    def extend(self, level: KVLevel | None, context: Context, start: int, end: int, cond: Conditions,
+               long_term: bool) -> KVLevel:
+        frames, timesteps = (context.long_term if long_term else context.window)(start, end)
+        tokens = self.model.embed(frames, timesteps, start, cond.labels, frame_slice(cond.actions, start, end),
                                   long_term)
         # long-term frames see only long-term frames; window frames see those and the window's earlier frames
         past = [level] if long_term else [self.long, level]
@@ -133,15 +175,16 @@ def frame_slice(actions: torch.Tensor | None, start: int, end: int) -> torch.Ten
     return None if actions is None else actions[:, start:end]
 
 
-def noisy_frame_velocity(model: FAR, context: torch.Tensor, x: torch.Tensor, timestep: torch.Tensor,
+def noisy_frame_velocity(model: FAR, context: Context, x: torch.Tensor, timestep: torch.Tensor,
                          cond: Conditions, cache: ContextCache | None) -> torch.Tensor:
-    """The velocity (B', C, H, W) of noisy frame j = context.shape[1] at `timestep`."""
-    batch, j = x.shape[0], context.shape[1]
+    """The velocity (B', C, H, W) of noisy frame j = context.frames at `timestep`."""
+    batch, j = x.shape[0], context.frames
     t = timestep.to(x.device).expand(batch)
     if cache is None:  # the whole sequence again, as the official pipeline without a cache
-        timesteps = torch.cat([torch.full((batch, j), CLEAN, device=x.device), t[:, None]], dim=1)
-        return model(torch.cat([context, x[:, None]], dim=1), timesteps, cond.labels,
-                     frame_slice(cond.actions, 0, j + 1))[:, -1]
+        old = model.long_term_frames(j + 1)
+        parts = [context.long_term(0, old), context.window(old, j), (x[:, None], t[:, None])]
+        frames, timesteps = (torch.cat([part[k] for part in parts], dim=1) for k in (0, 1))
+        return model(frames, timesteps, cond.labels, frame_slice(cond.actions, 0, j + 1))[:, -1]
     tokens = model.embed(x[:, None], t[:, None], j, cond.labels, frame_slice(cond.actions, j, j + 1))
     runs, _ = model.run([tokens], cache.levels())
     return model.velocity(runs[0], 1)[:, 0]
@@ -154,9 +197,9 @@ def guided(v: torch.Tensor, cond: Conditions) -> torch.Tensor:
     return v_null + cond.scale * (v_cond - v_null)
 
 
-def denoise(model: FAR, past: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, sigmas: torch.Tensor,
+def denoise(model: FAR, past: Context, noise: torch.Tensor, timesteps: torch.Tensor, sigmas: torch.Tensor,
             cond: Conditions, cache: ContextCache | None) -> torch.Tensor:
-    """Frame j = past.shape[1] from its noise (B, C, H, W) by the schedule's Euler steps."""
+    """Frame j = past.frames from its noise (B, C, H, W) by the schedule's Euler steps."""
     x = noise
     for i, t in enumerate(timesteps):
         xs = torch.cat([x, x]) if cond.doubled else x
@@ -285,9 +328,12 @@ def generate_latents(model: FAR, frames: int, context: torch.Tensor | None = Non
     if noise is None:
         noise = torch.randn((b, frames, *context.shape[2:]), generator=generator, device="cpu")
     noise = noise.to(param.device, param.dtype)
+    # drawn after the frames' noise, and only when used, so that clean-context sampling draws what it always did
+    context_noise = None if not sampling.context_noise else \
+        torch.randn(noise.shape, generator=generator, device="cpu").to(param.device, param.dtype)
     timesteps, sigmas = flow_schedule(sampling.steps)
     cond = conditions_for(model, labels, actions, sampling.guidance)
-    video = context.to(param.dtype)
+    video = clean_context(context.to(param.dtype))
     cache = ContextCache(model) if sampling.use_cache else None
     decoding = sampling.resolved_decoding(param.device)
     denoiser = None
@@ -297,15 +343,24 @@ def generate_latents(model: FAR, frames: int, context: torch.Tensor | None = Non
                                  graphs=decoding in ("cuda-graphs", "compiled"), compile=decoding == "compiled")
     with progress_bar(frames, "FAR frames", "frame", disable=not show_progress) as bar:
         for k in range(frames):
-            past = torch.cat([video, video]) if cond.doubled else video
+            past = video.doubled() if cond.doubled else video
             if cache is not None:
                 cache.update(past, cond)
             if denoiser is not None:
                 x = denoiser(noise[:, k], given + k, cache.levels())
             else:
                 x = denoise(model, past, noise[:, k], timesteps, sigmas, cond, cache)
-            video = torch.cat([video, x[:, None]], dim=1)
+            video = add_generated(video, x, None if context_noise is None else context_noise[:, k],
+                                  sampling.context_noise)
             bar.update(1)
             if on_frame is not None:
                 on_frame(given + k, x)
-    return video
+    return video.clean
+
+
+def add_generated(video: Context, x: torch.Tensor, noise: torch.Tensor | None, sigma: float) -> Context:
+    """The context with generated frame x (B, C, h, w), seen noised to `sigma` by `noise` when given."""
+    if noise is None:
+        return video.append(x, x, CLEAN)
+    seen = (sigma * noise.float() + (1 - sigma) * x.float()).to(x.dtype)
+    return video.append(x, seen, sigma * 1000)

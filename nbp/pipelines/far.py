@@ -47,14 +47,16 @@ def check_conditions(far: FAR, labels: torch.Tensor | None, actions: torch.Tenso
 def generate(far: FAR, context: torch.Tensor | None = None, num_frames: int = 16, steps: int = 50,
              guidance: float = 1.0, labels: torch.Tensor | None = None, actions: torch.Tensor | None = None,
              noise: torch.Tensor | None = None, generator: torch.Generator | None = None, kv_cache: bool = True,
-             batch: int | None = None, show_progress: bool = False, on_frame=None, decoding: str = "auto") -> torch.Tensor:
+             batch: int | None = None, show_progress: bool = False, on_frame=None, decoding: str = "auto",
+             context_noise: float = 0.0) -> torch.Tensor:
     """Latents of all Tc + `num_frames` frames: `context` (B, Tc, C, h, w) unchanged, then the generated frames
-    (nbp.generation.far; `decoding` as `FARSamplingConfig`'s). `noise` (B, num_frames, C, h, w) overrides the draw
+    (nbp.generation.far; `decoding` and `context_noise` as `FARSamplingConfig`'s). `noise` (B, num_frames, C, h, w) overrides the draw
     from `generator`."""
     if context is not None:
         check_latents(far, context, "context")
     check_conditions(far, labels, actions)
-    sampling = FARSamplingConfig(steps=steps, guidance=guidance, use_cache=kv_cache, decoding=decoding)
+    sampling = FARSamplingConfig(steps=steps, guidance=guidance, use_cache=kv_cache, decoding=decoding,
+                                  context_noise=context_noise)
     return generate_latents(far, num_frames, context, batch=batch, labels=labels, actions=actions, sampling=sampling,
                             noise=noise, generator=generator, show_progress=show_progress, on_frame=on_frame)
 
