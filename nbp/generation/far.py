@@ -45,9 +45,9 @@ class FARSamplingConfig:
     # replayed as one CUDA graph), "compiled" (the same of the torch.compile'd step); "auto": CUDA graphs on a GPU
     decoding: str = "auto"
     # the noise level sigma at which generated frames enter the window as context (timestep 1000 sigma; 0: clean,
-    # FAR's sampler). Training shows the model noisy context frames, so a little noise here hides the artifacts of
-    # its own frames that a long rollout would otherwise compound (GameNGen's noise augmentation, at sampling only).
-    # The given context and the long-term frames stay clean, as in training.
+    # FAR's sampler). Training shows the model noisy context frames, so a little noise here can hide the artifacts
+    # of its own frames before a long rollout compounds them (GameNGen's noise augmentation, at sampling only; on
+    # the tiny Crafter model it moved PSNR by < 0.1 dB). The given context and the long-term frames stay clean.
     context_noise: float = 0.0
 
     def validate(self) -> None:
