@@ -5,9 +5,9 @@ action alone: that row says whether the model has learned to carry the context o
 
     .venv/bin/python bench/far_denoise.py runs/far_crafter_tiny/far.safetensors data/crafter_latents/val
 
-Each clip is `--frames` frames of an item (default W, the model's window; more: FAR_Long's long-term context as
-a rollout meets it; clean context, the last frame noisy at sigma, its noise
-drawn once per clip and level). The clean-frame estimate is x0 = x_sigma - sigma * v. Prints a table and JSON.
+Each clip is `--frames` frames of an item (default W, the model's window; more adds FAR_Long's long-term context,
+as a rollout meets it): clean context, the last frame noisy at sigma, its noise drawn once per clip and level. The
+clean-frame estimate is x0 = x_sigma - sigma * v. Prints a table and JSON.
 """
 from __future__ import annotations
 
