@@ -3,6 +3,7 @@ the sampler, and the top operators of a profiled step.
 
     .venv/bin/python bench/decode_step.py                      # 183M model, block 16, fp32 and (native) bf16
     .venv/bin/python bench/decode_step.py --dtype fp32 --profile
+    .venv/bin/python bench/decode_step.py --block 1               # one token per step
 
 The model is bench/decode.py's "predict" case (12 x 768 modern, 64,000 codes); the cache holds a 256-token
 context plus the prompt block, then `--steps` block steps are fed. "linears" = every nn.Linear applied once to the
@@ -28,8 +29,8 @@ from report import emit_json
 
 
 @torch.no_grad()
-def step_parts(dtype, steps: int, batch: int, profile: bool) -> dict:
-    lm = build(16, "predict", dtype)
+def step_parts(dtype, steps: int, batch: int, profile: bool, block: int = 16) -> dict:
+    lm = build(block, "predict", dtype)
     cfg, layout = lm.config, lm.layout
     generator = torch.Generator().manual_seed(0)
     context = torch.randint(0, 64000, (batch, 256), generator=generator)
@@ -77,14 +78,15 @@ def main() -> None:
     parser.add_argument("--dtype", choices=("both", "fp32", "bf16"), default="both")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--block", type=int, default=16, help="positions per step (1: next-token decoding)")
     parser.add_argument("--profile", action="store_true", help="also list the top operators")
     parser.add_argument("--json")
     args = parser.parse_args()
     tune_cpu_allocator()
     dtypes = {"fp32": [torch.float32], "bf16": [torch.bfloat16], "both": [torch.float32, torch.bfloat16]}[args.dtype]
     dtypes = [d for d in dtypes if d == torch.float32 or use_bf16(True, "cpu", "the bf16 row")]
-    rows = [step_parts(dtype, args.steps, args.batch, args.profile) for dtype in dtypes]
-    print(f"{describe_cpu()}; 183M, block 16, batch {args.batch}, cache 256 + {args.steps} steps")
+    rows = [step_parts(dtype, args.steps, args.batch, args.profile, args.block) for dtype in dtypes]
+    print(f"{describe_cpu()}; 183M, block {args.block}, batch {args.batch}, cache 256 + {args.steps} steps")
     print("| dtype | rows | step ms | forward ms | linears ms | rest ms | sampling ms | step / linears |\n"
           "|---|---|---|---|---|---|---|---|")
     for r in rows:

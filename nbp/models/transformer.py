@@ -133,14 +133,12 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class KVCache:
-    """Preallocated keys and values of every layer; `length` positions filled. Values are (layers, B, H,
-    capacity, d); keys are stored transposed, (layers, B, H, d, capacity), so that q @ k^T over the filled prefix
-    reads a matrix with unit stride that bf16 CPU matmuls take as is (a (capacity, d) prefix slice is copied
-    first: 0.31 against 0.10 ms per layer for 16 queries over 528 keys, `bench/decode.py`)."""
+    """Preallocated keys and values of every layer, (layers, B, H, capacity, d); `length` positions filled. The
+    filled prefix of a layer is a strided view that attention reads in place."""
 
     def __init__(self, cfg: TransformerConfig, batch: int, capacity: int, device, dtype):
         head_dim = cfg.n_embd // cfg.n_head
-        self.keys_t = torch.empty(cfg.n_layer, batch, cfg.n_head, head_dim, capacity, device=device, dtype=dtype)
+        self.keys = torch.empty(cfg.n_layer, batch, cfg.n_head, capacity, head_dim, device=device, dtype=dtype)
         self.values = torch.empty(cfg.n_layer, batch, cfg.n_head, capacity, head_dim, device=device, dtype=dtype)
         self.length = 0
         self.pending = 0
@@ -158,10 +156,10 @@ class KVCache:
         start, n = self.length, k.shape[2]
         if start + n > self.capacity:
             raise InputError(f"KV cache holds {self.capacity} positions; {start + n} needed")
-        self.keys_t[layer, ..., start:start + n] = k.transpose(-2, -1)
+        self.keys[layer, :, :, start:start + n] = k
         self.values[layer, :, :, start:start + n] = v
         self.pending = n
-        return self.keys_t[layer, ..., :start + n].transpose(-2, -1), self.values[layer, :, :, :start + n]
+        return self.keys[layer, :, :, :start + n], self.values[layer, :, :, :start + n]
 
     def commit(self) -> None:
         """After all layers have appended one step's positions."""
