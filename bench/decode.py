@@ -79,13 +79,18 @@ SAMPLING = {"official": dict(top_k=16000, top_p=0.9), "plain": {}, "greedy": dic
 @torch.no_grad()
 def linears_ms(lm: Transformer, rows: int, repeats: int = 5) -> float:
     """Median time of applying every nn.Linear of `lm` once to `rows` rows (the matmuls of one decode step)."""
+    run = linear_pass(lm, rows)
+    run()
+    return 1000 * timed(run, repeats, lm.head.weight.device)
+
+
+def linear_pass(lm: Transformer, rows: int):
+    """A function that applies every nn.Linear of `lm` once to `rows` random rows."""
     layers = [m for m in lm.modules() if isinstance(m, torch.nn.Linear)]
     weight = layers[0].weight
     inputs = {m.in_features: torch.randn(rows, m.in_features, dtype=weight.dtype, device=weight.device)
               for m in layers}
-    run = lambda: [layer(inputs[layer.in_features]) for layer in layers]
-    run()
-    return 1000 * timed(run, repeats, weight.device)
+    return lambda: [layer(inputs[layer.in_features]) for layer in layers]
 
 
 def timed(fn, repeats: int, device="cpu") -> float:

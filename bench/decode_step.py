@@ -3,11 +3,11 @@ the sampler, and the top operators of a profiled step.
 
     .venv/bin/python bench/decode_step.py                      # 183M model, block 16, fp32 and (native) bf16
     .venv/bin/python bench/decode_step.py --dtype fp32 --profile
-    .venv/bin/python bench/decode_step.py --block 1               # one token per step
+    .venv/bin/python bench/decode_step.py --block 1            # one token per step
 
 The model is bench/decode.py's "predict" case (12 x 768 modern, 64,000 codes); the cache holds a 256-token
 context plus the prompt block, then `--steps` block steps are fed. "linears" = every nn.Linear applied once to the
-step's rows (nothing else), the floor a step's matrix products set with this machine's matmul library; "rest" =
+step's rows (nothing else, timed after each step), the floor a step's matrix products set with this machine's matmul library; "rest" =
 forward - linears (attention over the cache, norms, rotary, the cache writes, Python); "sampling" = the official
 top-k 16,000 / top-p 0.9 draw over the step's 16 x 64,000 logits. The issue-21 floor: step <= 1.5 x linears.
 """
@@ -24,7 +24,7 @@ from nbp.generation.tokens import decode_step, prefill
 from nbp.models.transformer import KVCache
 from nbp.runtime import describe_cpu, tune_cpu_allocator, use_bf16
 
-from decode import build, linears_ms
+from decode import build, linear_pass
 from report import emit_json
 
 
@@ -37,7 +37,8 @@ def step_parts(dtype, steps: int, batch: int, profile: bool, block: int = 16) ->
     prompt = layout.sequence(lm.check_codes(context, "context"), lm.condition_ids(None, [3] * batch))
     cache = KVCache(cfg, batch, prompt.shape[1] + (steps + 6) * cfg.block, context.device, dtype)
     logits = prefill(lm, prompt, cache, None)
-    done, forward, sampling = context.shape[1], [], []
+    linears = linear_pass(lm, batch * cfg.block)  # timed after each step: both see the same (shared) machine
+    done, forward, sampling, products = context.shape[1], [], [], []
     for step in range(steps + 1):
         start = time.perf_counter()
         ids = sample_logits(logits[:, -cfg.block:, cfg.video_offset:], top_k=16000, top_p=0.9,
@@ -46,12 +47,14 @@ def step_parts(dtype, steps: int, batch: int, profile: bool, block: int = 16) ->
         done += cfg.block
         logits = decode_step(lm, layout.step_inputs(ids, done), cache, None)
         end = time.perf_counter()
+        linears()
         if step:  # the first step warms up
             sampling.append(middle - start)
             forward.append(end - middle)
+            products.append(time.perf_counter() - end)
     row = {"dtype": str(dtype).removeprefix("torch."), "batch": batch, "rows": batch * cfg.block,
            "forward_ms": 1000 * statistics.median(forward), "sampling_ms": 1000 * statistics.median(sampling),
-           "linears_ms": linears_ms(lm, batch * cfg.block)}
+           "linears_ms": 1000 * statistics.median(products)}
     row["step_ms"] = row["forward_ms"] + row["sampling_ms"]
     row["rest_ms"] = row["forward_ms"] - row["linears_ms"]
     row["step_over_linears"] = row["step_ms"] / row["linears_ms"]

@@ -13,6 +13,7 @@ from nbp.generation.sampling import filter_logits, guidance_scale, guide, sample
 from nbp.models.attention import (
     AttentionMask,
     attend,
+    decode_attention,
     block_causal_mask,
     block_ids,
     key_extents,
@@ -178,8 +179,9 @@ CACHE_CASES = [(arch, layout, block) for arch in ("nbp-gpt", "modern") for layou
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("transposed_keys", [False, True])  # SDPA, or two matmuls over the transposed keys
 @pytest.mark.parametrize("arch, layout, block", CACHE_CASES)
-def test_cached_decoding_equals_full_forward(arch, layout, block):
+def test_cached_decoding_equals_full_forward(arch, layout, block, transposed_keys):
     torch.manual_seed(0)
     lm = Transformer(small_config(arch, layout, block)).eval()
     cfg = lm.config
@@ -191,7 +193,7 @@ def test_cached_decoding_equals_full_forward(arch, layout, block):
     start = cfg.cond_len + (block if cfg.hybrid else 0)
     groups = block_ids(sequence.shape[1], block, start)
     prefill = cfg.cond_len + (1 if cfg.hybrid else block)  # the prompt of generate(): prefix and begin token(s)
-    cache = KVCache(cfg, 2, sequence.shape[1], "cpu", torch.float32)
+    cache = KVCache(cfg, 2, sequence.shape[1], "cpu", torch.float32, transposed_keys)
     pieces = [lm(sequence[:, :prefill], mask=lm.layout.mask(prefill, "cpu"), cache=cache)]
     position = prefill
     while position < sequence.shape[1]:
@@ -402,6 +404,22 @@ def test_nucleus_threshold_keeps_the_sorted_prefix_that_reaches_p():
         prefix = (sorted_probs.cumsum(-1) - sorted_probs) < top_p  # the tokens before the mass reaches p, + 1
         expected = torch.zeros_like(kept).scatter(-1, order, prefix)
         assert torch.equal(kept, expected)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_decode_attention_equals_sdpa(dtype, tolerance):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, n, 16, dtype=dtype) for n in (16, 80, 80))
+    keys_t = k.transpose(-2, -1).contiguous().transpose(-2, -1)  # as a KV cache stores them for the matmul path
+    mask = block_causal_mask(80, 16)[-16:]  # the last block's rows: a decoding step with a mask
+    for m in (None, mask):
+        expected = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=m)
+        with torch.no_grad():
+            assert torch.equal(attend(q, keys_t, v, m), decode_attention(q, keys_t, v, m))
+            for keys in (k, keys_t):
+                got = attend(q, keys, v, m)
+                assert got.dtype == dtype
+                torch.testing.assert_close(got.float(), expected, atol=tolerance, rtol=tolerance)
 
 
 def test_layers_keep_the_official_state_dict_names():

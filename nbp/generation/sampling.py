@@ -133,7 +133,9 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
     if greedy:
         return logits.float().argmax(dim=-1)
     leading = logits.shape[:-1]
-    logits = (logits.float() / max(temperature, 1e-8)).reshape(-1, logits.shape[-1])  # (R, V)
+    logits = logits.float().reshape(-1, logits.shape[-1])  # (R, V)
+    if temperature != 1.0:  # one pass over the logits fewer in the common case
+        logits = logits / max(temperature, 1e-8)
     weights, candidates = kept_weights(logits, top_k, top_p)
     cumulative = weights.cumsum(dim=-1)
     u = uniforms(leading + (1,), generator, cumulative.device).reshape(-1, 1)

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from nbp.config import ConfigError, InputError, register_presets
-from nbp.models.attention import BACKENDS, AttentionMask, attend
+from nbp.models.attention import BACKENDS, AttentionMask, attend, matmul_decoding
 from nbp.models.fused_ce import linear_cross_entropy
 from nbp.models.layout import SequenceLayout
 
@@ -133,12 +133,20 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class KVCache:
-    """Preallocated keys and values of every layer, (layers, B, H, capacity, d); `length` positions filled. The
-    filled prefix of a layer is a strided view that attention reads in place."""
+    """Preallocated keys and values of every layer, (layers, B, H, capacity, d); `length` positions filled.
+    Attention reads a layer's filled prefix in place. Keys are stored transposed, (layers, B, H, d, capacity),
+    where decoding steps attend by matmuls (`matmul_decoding`: bf16 on CPUs without AMX), whose q @ k^T then reads a
+    unit-stride matrix (a (capacity, d) prefix slice is copied first: 0.31 against 0.10 ms per layer for 16
+    queries over 528 keys, AMD EPYC); SDPA reads them untransposed."""
 
-    def __init__(self, cfg: TransformerConfig, batch: int, capacity: int, device, dtype):
+    def __init__(self, cfg: TransformerConfig, batch: int, capacity: int, device, dtype,
+                 transposed_keys: bool | None = None):
         head_dim = cfg.n_embd // cfg.n_head
-        self.keys = torch.empty(cfg.n_layer, batch, cfg.n_head, capacity, head_dim, device=device, dtype=dtype)
+        if transposed_keys is None:
+            transposed_keys = matmul_decoding(dtype, torch.device(device).type)
+        self.transposed_keys = transposed_keys
+        keys = (head_dim, capacity) if transposed_keys else (capacity, head_dim)
+        self.keys = torch.empty(cfg.n_layer, batch, cfg.n_head, *keys, device=device, dtype=dtype)
         self.values = torch.empty(cfg.n_layer, batch, cfg.n_head, capacity, head_dim, device=device, dtype=dtype)
         self.length = 0
         self.pending = 0
@@ -156,10 +164,15 @@ class KVCache:
         start, n = self.length, k.shape[2]
         if start + n > self.capacity:
             raise InputError(f"KV cache holds {self.capacity} positions; {start + n} needed")
-        self.keys[layer, :, :, start:start + n] = k
+        if self.transposed_keys:
+            self.keys[layer, ..., start:start + n] = k.transpose(-2, -1)
+            keys = self.keys[layer, ..., :start + n].transpose(-2, -1)
+        else:
+            self.keys[layer, :, :, start:start + n] = k
+            keys = self.keys[layer, :, :, :start + n]
         self.values[layer, :, :, start:start + n] = v
         self.pending = n
-        return self.keys[layer, :, :, :start + n], self.values[layer, :, :, :start + n]
+        return keys, self.values[layer, :, :, :start + n]
 
     def commit(self) -> None:
         """After all layers have appended one step's positions."""
