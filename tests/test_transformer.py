@@ -422,6 +422,21 @@ def test_decode_attention_equals_sdpa(dtype, tolerance):
                 torch.testing.assert_close(got.float(), expected, atol=tolerance, rtol=tolerance)
 
 
+@pytest.mark.parametrize("flags, bf16_matmuls", [({"avx512_bf16"}, True), ({"avx2"}, True),
+                                                 ({"amx_bf16", "avx512_bf16"}, False)])
+def test_the_kv_cache_keeps_keys_transposed_only_where_decoding_attends_by_matmuls(monkeypatch, flags, bf16_matmuls):
+    from nbp.models import attention
+
+    monkeypatch.setattr(attention, "cpu_flags", lambda: frozenset(flags))
+    attention.matmul_decoding.cache_clear()
+    try:
+        cfg = small_config("modern", "no-begin", 4)
+        assert KVCache(cfg, 1, 8, "cpu", torch.bfloat16).transposed_keys == bf16_matmuls
+        assert not KVCache(cfg, 1, 8, "cpu", torch.float32).transposed_keys
+    finally:
+        attention.matmul_decoding.cache_clear()
+
+
 def test_layers_keep_the_official_state_dict_names():
     """The layers are `layers` in code and `blocks.N` in files (the official checkpoints' and older nbp files')."""
     lm = Transformer(small_config("nbp-gpt", "hybrid-text", 4))
