@@ -7,9 +7,10 @@ the sampler, and the top operators of a profiled step.
 
 The model is bench/decode.py's "predict" case (12 x 768 modern, 64,000 codes); the cache holds a 256-token
 context plus the prompt block, then `--steps` block steps are fed. "linears" = every nn.Linear applied once to the
-step's rows (nothing else, timed after each step), the floor a step's matrix products set with this machine's matmul library; "rest" =
-forward - linears (attention over the cache, norms, rotary, the cache writes, Python); "sampling" = the official
-top-k 16,000 / top-p 0.9 draw over the step's 16 x 64,000 logits. The issue-21 floor: step <= 1.5 x linears.
+step's rows (nothing else; timed after each step), the floor a step's matrix products set with this machine's
+matmul library; "rest" = forward - linears (attention over the cache, norms, rotary, the cache writes, Python);
+"sampling" = the official top-k 16,000 / top-p 0.9 draw over the step's 16 x 64,000 logits. The issue-21 floor:
+step <= 1.5 x linears.
 """
 from __future__ import annotations
 

@@ -13,9 +13,9 @@ from nbp.generation.sampling import filter_logits, guidance_scale, guide, sample
 from nbp.models.attention import (
     AttentionMask,
     attend,
-    decode_attention,
     block_causal_mask,
     block_ids,
+    decode_attention,
     key_extents,
     nbp_mask,
     with_visible_prefix,

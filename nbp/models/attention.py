@@ -34,7 +34,7 @@ key and value gradients are summed over chunks in float32.
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -147,7 +147,7 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     return scores.softmax(dim=-1).to(v.dtype) @ v  # (B, H, n, d)
 
 
-@lru_cache(maxsize=None)
+@cache
 def matmul_decoding(dtype: torch.dtype, device_type: str) -> bool:
     """Whether decoding steps should attend by two matmuls over keys cached transposed rather than by SDPA: in
     bf16 or fp16 on CPUs without AMX (the module's docstring has the measurements)."""
