@@ -3,7 +3,8 @@
 # written to one JSON and a markdown table. Run on the GPU machine from the repository root, with the wheels of
 # bench/gpu_wheels.sh in .whl/ and the goldens in .golden/ (device tool: carry [".whl", ".golden"]):
 #     bash bench/gpu_check.sh "$OUT"
-# GPU_CHECK_DEVICE=cpu GPU_CHECK_QUICK=1 bash bench/gpu_check.sh runs/gpu_check checks the plumbing on a CPU.
+# PYTHON=.venv/bin/python GPU_CHECK_DEVICE=cpu GPU_CHECK_QUICK=1 bash bench/gpu_check.sh runs/gpu_check checks the
+# plumbing on a CPU (4 min 25 s on 2 cores; the GPU floors are not met there).
 set -uo pipefail
 out=${1:-runs/gpu_check}
 device=${GPU_CHECK_DEVICE:-cuda}
