@@ -50,8 +50,8 @@ def generate(far: FAR, context: torch.Tensor | None = None, num_frames: int = 16
              batch: int | None = None, show_progress: bool = False, on_frame=None, decoding: str = "auto",
              context_noise: float = 0.0) -> torch.Tensor:
     """Latents of all Tc + `num_frames` frames: `context` (B, Tc, C, h, w) unchanged, then the generated frames
-    (nbp.generation.far; `decoding` and `context_noise` as `FARSamplingConfig`'s). `noise` (B, num_frames, C, h, w) overrides the draw
-    from `generator`."""
+    (nbp.generation.far; `decoding` and `context_noise` as `FARSamplingConfig`'s). `noise` (B, num_frames, C, h, w)
+    overrides the draw from `generator`."""
     if context is not None:
         check_latents(far, context, "context")
     check_conditions(far, labels, actions)
