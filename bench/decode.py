@@ -32,7 +32,7 @@ import torch
 
 from nbp.config import from_dict
 from nbp.generation import generate
-from nbp.generation.tokens import DECODINGS
+from nbp.generation.decoding import DECODINGS
 from nbp.models.transformer import Transformer, TransformerConfig
 from nbp.runtime import describe_cpu, tune_cpu_allocator, use_bf16
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from nbp.config import from_preset
-from nbp.generation.far import DECODINGS
+from nbp.generation.decoding import DECODINGS
 from nbp.models.far import FAR, FARConfig
 from nbp.pipelines.far import generate
 from nbp.runtime import describe_cpu

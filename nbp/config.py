@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 C = TypeVar("C")
 
 _PRESETS: dict[type, dict[str, dict[str, Any]]] = {}
+_PROTOCOLS: dict[type, dict[str, dict[str, Any]]] = {}
 
 
 class UserError(Exception):
@@ -97,18 +98,66 @@ def resolved_yaml(cls: type, preset: str | None = None, recipes: list[str | Path
     except ConfigError as error:
         if "missing mandatory value" not in str(error):
             raise
-    layers = [{"preset": preset}] if preset is not None else []
+    layers = [OmegaConf.create({"preset": preset})] if preset is not None else []
     layers += [OmegaConf.load(path) for path in recipes] + [OmegaConf.from_dotlist(list(overrides))]
-    return OmegaConf.to_yaml(OmegaConf.merge(_base(cls, layers), *layers))
+    return OmegaConf.to_yaml(_layered(cls, layers))
 
 
-def with_protocol(config: C, protocols: dict[str, dict[str, Any]]) -> C:
-    """`config` with the fields its named `protocol` fixes ("custom": as it is), or a clear error."""
-    if config.protocol == "custom":
+def register_protocols(protocols: dict[str, dict[str, Any]]):
+    """Class decorator of a job config with a `protocol` field: named protocols, each the settings it fixes (nested
+    dicts for nested configs). A protocol is a layer between the config's defaults and the recipes: it fills what it
+    fixes, and a recipe or override that sets one of those fields to another value is refused, naming the conflict,
+    so that `nbp config` prints what runs and a protocol's numbers are the protocol's."""
+
+    def decorate(cls):
+        _PROTOCOLS[cls] = protocols
+        return cls
+
+    return decorate
+
+
+def protocol_names(cls: type) -> list[str]:
+    return sorted(_PROTOCOLS.get(cls, {})) + ["custom"]
+
+
+def _protocol_layer(cls: type, name: str | None) -> dict[str, Any]:
+    """The settings protocol `name` fixes, flat as {"a.b": value} ({} for "custom" or no protocol)."""
+    if cls not in _PROTOCOLS or name in (None, "custom"):
+        return {}
+    if name not in _PROTOCOLS[cls]:
+        raise ConfigError(f"protocol must be one of {protocol_names(cls)}, got {name!r}")
+    return _flatten(_PROTOCOLS[cls][name])
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in values.items():
+        flat |= _flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value}
+    return flat
+
+
+def _check_protocol_conflicts(name: str, fixed: dict[str, Any], layers: list[DictConfig]) -> None:
+    for layer in layers:
+        for key, value in fixed.items():
+            given = OmegaConf.select(layer, key, default=None)
+            if given is not None and given != value:
+                raise ConfigError(f"protocol {name} fixes {key}={value}, but {key}={given} was given: drop the "
+                                  "setting, or set protocol=custom and give every setting yourself")
+
+
+def with_protocol(config: C) -> C:
+    """`config` as its protocol runs it, for configs built in Python: the fields the protocol fixes that still hold
+    their defaults take the protocol's values; another value is refused (a config resolved from recipes and the
+    command line already holds them)."""
+    cls = type(config)
+    fixed = _protocol_layer(cls, config.protocol)
+    if not fixed:
         return config
-    if config.protocol not in protocols:
-        raise ConfigError(f"protocol must be one of {sorted(protocols)} or 'custom', got {config.protocol!r}")
-    return dataclasses.replace(config, **protocols[config.protocol])
+    values, defaults = OmegaConf.create(to_dict(config)), OmegaConf.create(to_dict(cls()))
+    for key, value in fixed.items():
+        if OmegaConf.select(values, key) == OmegaConf.select(defaults, key):
+            OmegaConf.update(values, key, value)
+    return from_dict(cls, OmegaConf.to_container(values))
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -119,13 +168,18 @@ def to_yaml(config: Any) -> str:
     return OmegaConf.to_yaml(to_dict(config))
 
 
-def _chosen_preset(layers: list[DictConfig], path: str) -> str | None:
-    """The last `preset` value the layers give at `path` (e.g. "model.")."""
+def _chosen_value(layers: list[DictConfig], key: str) -> Any:
+    """The last value the layers give at `key` (e.g. "model.preset"), or None."""
     chosen = None
     for layer in layers:
-        value = OmegaConf.select(layer, path + "preset", default=None)
+        value = OmegaConf.select(layer, key, default=None)
         chosen = value if value is not None else chosen
     return chosen
+
+
+def _chosen_preset(layers: list[DictConfig], path: str) -> str | None:
+    """The last `preset` value the layers give at `path` (e.g. "model.")."""
+    return _chosen_value(layers, path + "preset")
 
 
 def _preset_fields(cls: type) -> dict[str, type]:
@@ -150,11 +204,21 @@ def _base(cls: type, layers: list[DictConfig], path: str = "") -> DictConfig:
     return node
 
 
+def _layered(cls: type, layers: list[DictConfig]) -> DictConfig:
+    """The layers merged in order over the defaults (or the chosen preset's) and the chosen protocol's settings."""
+    protocol = _chosen_value(layers, "protocol")
+    fixed = _protocol_layer(cls, protocol)
+    _check_protocol_conflicts(protocol, fixed, layers)
+    protocol_layer = OmegaConf.create({})
+    for key, value in fixed.items():
+        OmegaConf.update(protocol_layer, key, value)
+    return OmegaConf.merge(_base(cls, layers), protocol_layer, *layers)
+
+
 def _merge(cls: type[C], layers: list[Any]) -> C:
     try:
         layers = [OmegaConf.create(layer) if isinstance(layer, dict) else layer for layer in layers]
-        merged = OmegaConf.merge(_base(cls, layers), *layers)
-        config = OmegaConf.to_object(merged)
+        config = OmegaConf.to_object(_layered(cls, layers))
     except OmegaConfBaseException as error:
         fields = ", ".join(f.name for f in dataclasses.fields(cls))
         raise ConfigError(f"invalid {cls.__name__}: {error}\nvalid fields: {fields}") from None

@@ -53,3 +53,34 @@ def test_bad_sampling_settings_are_refused_by_name(setting, message, capsys):
 def test_a_run_of_no_steps_is_refused(capsys):
     assert main(["config", "train-lm", "train=x", "run.steps=-5"]) == 2
     assert "run.steps must be at least 1" in capsys.readouterr().err
+
+
+def test_a_protocol_is_a_layer_that_nbp_config_prints_and_refuses_to_contradict(capsys):
+    assert main(["config", "far-eval", "protocol=ucf-short"]) == 0
+    out = capsys.readouterr().out
+    assert "context: 4\n" in out and "horizon: 12\n" in out and "trajectories: 100\n" in out
+    assert main(["config", "far-eval", "protocol=ucf-short", "trajectories=100", "seed=3"]) == 0  # agreeing: fine
+    assert "trajectories: 100\n" in capsys.readouterr().out
+    assert main(["config", "far-eval", "protocol=ucf-short", "trajectories=2"]) == 2
+    assert "protocol ucf-short fixes trajectories=100, but trajectories=2 was given" in capsys.readouterr().err
+    assert main(["config", "far-eval", "protocol=custom", "trajectories=2"]) == 0
+    assert "trajectories: 2\n" in capsys.readouterr().out
+
+
+def test_what_nbp_config_prints_is_what_runs():
+    """The run functions apply a protocol to configs built in Python; to one resolved from the command line they
+    change nothing, and a value set against the protocol in Python is refused as on the command line."""
+    from nbp.config import ConfigError, build_config, with_protocol
+    from nbp.data.dataset import ClipConfig
+    from nbp.eval.far import FAREvalConfig
+    from nbp.eval.far_generation import FARGenerationEvalConfig
+
+    paths = ["far=f", "dcae=d", "data=x"]
+    for protocol in ("dmlab-long", "ucf-short"):
+        resolved = build_config(FAREvalConfig, overrides=[*paths, f"protocol={protocol}"])
+        assert with_protocol(resolved) == resolved
+        assert with_protocol(FAREvalConfig(far="f", dcae="d", data="x", protocol=protocol)) == resolved
+    assert with_protocol(FARGenerationEvalConfig(far="f", dcae="d", i3d="i", protocol="latte-ucf",
+                                                clips=ClipConfig(root="r"))).videos == 2048
+    with pytest.raises(ConfigError, match="fixes trajectories=100"):
+        with_protocol(FAREvalConfig(far="f", dcae="d", data="x", protocol="ucf-short", trajectories=2))

@@ -327,7 +327,7 @@ def test_past_the_window_each_frame_costs_the_same(official_files, monkeypatch):
     model = load_far(official_files["long"], short_window=4)
     fed = count_frames_fed(monkeypatch)
     generate(model, None, num_frames=9, steps=2, actions=torch.zeros(1, 9, dtype=torch.long), batch=1,
-             generator=torch.Generator().manual_seed(0))
+             generator=torch.Generator().manual_seed(0), latent_size=8)
     step = (1, False, False)
     within = [step, step] + [(1, False, True), step, step] * 3  # frames 0-3: the window grows by one clean frame
     # frames 4-8: the oldest window frame enters the long-term context (computed once), the 3 clean window frames

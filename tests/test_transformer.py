@@ -244,7 +244,7 @@ def test_static_cache_decoding_equals_the_dynamic_cache(arch, layout, block):
 
 def test_decoding_choices_are_checked():
     lm = Transformer(small_config("modern", "begin-class", 4)).eval()
-    with pytest.raises(InputError, match="decoding must be one of"):
+    with pytest.raises(ConfigError, match="decoding must be one of"):
         generate(lm, 8, class_ids=[1], decoding="fast")
     with pytest.raises(InputError, match="need the model on a CUDA device"):
         generate(lm, 8, class_ids=[1], decoding="cuda-graphs")

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from nbp.checkpoint.perceptual import PerceptualConfig, load_perceptual
-from nbp.config import InputError, with_protocol
+from nbp.config import InputError, register_protocols, with_protocol
 from nbp.data.episodes import list_episodes, load_episode
 from nbp.data.video import probe, read_frames
 from nbp.io import write_json
@@ -44,6 +44,7 @@ PROTOCOLS = {name: dict(context=c, horizon=h, trajectories=n, guidance=g) for na
 }.items()}
 
 
+@register_protocols(PROTOCOLS)
 @dataclass
 class FAREvalConfig:
     far: str = "???"
@@ -158,7 +159,7 @@ class Scores:
 
 
 def evaluate_far(cfg: FAREvalConfig) -> dict:
-    cfg = with_protocol(cfg, PROTOCOLS)
+    cfg = with_protocol(cfg)
     fields = {} if cfg.short_window is None else {"short_window": cfg.short_window}
     pipeline = FARPipeline.from_files(cfg.dcae, cfg.far, cfg.device, resolution=cfg.resolution, **fields)
     items, scores = evaluation_items(cfg), Scores(cfg)

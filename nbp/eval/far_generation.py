@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nbp.config import ConfigError, with_protocol
+from nbp.config import ConfigError, register_protocols, with_protocol
 from nbp.data.dataset import ClipConfig
 from nbp.data.video import read_frames
 from nbp.io import write_json
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 PROTOCOLS = {"latte-ucf": dict(videos=2048, frames=16, frame_interval=3, seeds=[0, 2, 4, 6], guidance=2.0)}
 
 
+@register_protocols(PROTOCOLS)
 @dataclass
 class FARGenerationEvalConfig:
     far: str = "???"
@@ -85,7 +86,7 @@ def generated_clips(pipeline: FARPipeline, labels: list[int], cfg: FARGeneration
 
 
 def evaluate_far_generation(cfg: FARGenerationEvalConfig) -> dict:
-    cfg = with_protocol(cfg, PROTOCOLS)
+    cfg = with_protocol(cfg)
     pipeline = FARPipeline.from_files(cfg.dcae, cfg.far, cfg.device, resolution=cfg.clips.resolution)
     if pipeline.far.config.condition != "label":
         raise ConfigError("far-gen-eval samples class-conditional videos; this FAR model has no label condition")

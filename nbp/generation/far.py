@@ -28,12 +28,12 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from nbp.config import ConfigError, InputError
+from nbp.generation.decoding import capture_graph, check_decoding, compiled_if, fixed_shapes, replays_graphs, resolve_decoding
 from nbp.io.progress import progress_bar
 from nbp.models.far import FAR, KVLevel
 
 CLEAN = -1.0  # the timestep of a clean context frame
 UNWRITTEN = 1 << 30  # the frame of a static context column not written: after every query, so masked out
-DECODINGS = ("auto", "dynamic", "static", "cuda-graphs", "compiled")
 
 
 @dataclass
@@ -55,17 +55,14 @@ class FARSamplingConfig:
             raise ConfigError(f"steps must be at least 1, got {self.steps}")
         if self.guidance < 0 and self.guidance != -1:
             raise ConfigError(f"guidance must be >= 0, or -1 (action-free sampling), got {self.guidance}")
-        if self.decoding not in DECODINGS:
-            raise ConfigError(f"decoding must be one of {DECODINGS}, got {self.decoding!r}")
+        check_decoding(self.decoding)
         if not 0 <= self.context_noise < 1:
             raise ConfigError(f"context_noise must be in [0, 1), got {self.context_noise}")
         if not self.use_cache and self.decoding not in ("auto", "dynamic"):
             raise ConfigError(f"decoding={self.decoding!r} runs over the cache: it needs use_cache")
 
     def resolved_decoding(self, device: torch.device) -> str:
-        if self.decoding != "auto":
-            return self.decoding
-        return "cuda-graphs" if device.type == "cuda" and self.use_cache else "dynamic"
+        return resolve_decoding(self.decoding, device, cached=self.use_cache)
 
 
 def flow_schedule(steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -246,11 +243,10 @@ class FrameDenoiser:
     """`denoise` over a `StaticContext`, every input of its steps in a fixed buffer: run eagerly, or captured once as
     a CUDA graph (with `compile`, of the torch.compile'd step) and replayed for every frame."""
 
-    def __init__(self, model: FAR, cond: Conditions, steps: int, capacity: int, noise: torch.Tensor, graphs: bool,
-                 compile: bool = False):
-        if graphs and not noise.is_cuda:
-            raise InputError("CUDA graphs need the model on a CUDA device")
-        self.model, self.cond, self.graphs = model, cond, graphs
+    def __init__(self, model: FAR, cond: Conditions, steps: int, capacity: int, noise: torch.Tensor,
+                 decoding: str = "static"):
+        self.model, self.cond = model, cond
+        self.graphs = replays_graphs(resolve_decoding(decoding, noise.device))
         rows = noise.shape[0] * (2 if cond.doubled else 1)
         self.context = StaticContext(model, rows, capacity, noise)
         self.x = noise.clone()  # (B, C, H, W) the noise in, the graph's input
@@ -258,7 +254,7 @@ class FrameDenoiser:
         self.rope, self.frames = model.positions(0, 1, *noise.shape[-2:], False, noise.device)
         timesteps, sigmas = flow_schedule(steps)
         self.timesteps, self.deltas = timesteps.to(noise.device), (sigmas[1:] - sigmas[:-1]).to(noise.device)
-        self.step_fn = torch.compile(self.step, dynamic=False) if compile else self.step
+        self.step_fn = compiled_if(self.step, decoding)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.out: torch.Tensor | None = None
 
@@ -289,20 +285,9 @@ class FrameDenoiser:
         if not self.graphs:
             return self.denoise()
         if self.graph is None:
-            self.capture()
+            self.graph, self.out = capture_graph(self.denoise)
         self.graph.replay()
         return self.out.clone()  # the next replay overwrites `out`
-
-    def capture(self) -> None:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):  # warm-up (and compile) off the graph
-                self.denoise()
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.out = self.denoise()
 
 
 @torch.no_grad()
@@ -310,19 +295,25 @@ def generate_latents(model: FAR, frames: int, context: torch.Tensor | None = Non
                      labels: torch.Tensor | None = None, actions: torch.Tensor | None = None,
                      sampling: FARSamplingConfig | None = None, noise: torch.Tensor | None = None,
                      generator: torch.Generator | None = None, show_progress: bool = False,
-                     on_frame: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
-    """`frames` new latent frames after `context` (B, Tc, C, h, w) (None or Tc = 0: from nothing; then `batch`).
+                     on_frame: Callable[[int, torch.Tensor], None] | None = None,
+                     latent_size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    """`frames` new latent frames after `context` (B, Tc, C, h, w) (None or Tc = 0: from nothing; then `batch`, and
+    the latent size (h, w) from `noise` or `latent_size`: a model runs at any size its patches divide).
     `actions` (B, Tc + frames) cover every frame. The noise (B, frames, C, h, w) is drawn once from `generator`
     unless given; `on_frame(index, latent)` is called after each new frame. Returns (B, Tc + frames, C, h, w): the
     context unchanged, then the new frames."""
     sampling = sampling or FARSamplingConfig()
     sampling.validate()
-    cfg = model.config
     param = next(model.parameters())
+    cond = conditions_for(model, labels, actions, sampling.guidance)
+    decoding = sampling.resolved_decoding(param.device)
     if context is None:
-        context = torch.zeros(batch or (len(labels) if labels is not None else 1), 0, cfg.in_channels,
-                              cfg.sample_size, cfg.sample_size, device=param.device)
+        rows = batch or next((len(x) for x in (noise, labels, actions) if x is not None), 1)
+        context = empty_context(model, rows, noise, latent_size, param.device)
     b, given = context.shape[:2]
+    if noise is not None and tuple(noise.shape[-3:]) != tuple(context.shape[-3:]):
+        raise InputError(f"noise of frames {tuple(noise.shape[-3:])} for latents of {tuple(context.shape[-3:])}: "
+                         "give noise (B, frames, C, h, w) of the context's latent size")
     if actions is not None and actions.shape[1] < given + frames:
         raise InputError(f"actions cover {actions.shape[1]} frames; {given} given + {frames} generated need one each")
     if noise is None:
@@ -332,15 +323,12 @@ def generate_latents(model: FAR, frames: int, context: torch.Tensor | None = Non
     context_noise = None if not sampling.context_noise else \
         torch.randn(noise.shape, generator=generator, device="cpu").to(param.device, param.dtype)
     timesteps, sigmas = flow_schedule(sampling.steps)
-    cond = conditions_for(model, labels, actions, sampling.guidance)
     video = clean_context(context.to(param.dtype))
     cache = ContextCache(model) if sampling.use_cache else None
-    decoding = sampling.resolved_decoding(param.device)
     denoiser = None
-    if decoding != "dynamic":
+    if fixed_shapes(decoding):
         capacity = context_capacity(model, given, given + frames, *context.shape[-2:])
-        denoiser = FrameDenoiser(model, cond, sampling.steps, max(capacity, 1), noise[:, 0],
-                                 graphs=decoding in ("cuda-graphs", "compiled"), compile=decoding == "compiled")
+        denoiser = FrameDenoiser(model, cond, sampling.steps, max(capacity, 1), noise[:, 0], decoding)
     with progress_bar(frames, "FAR frames", "frame", disable=not show_progress) as bar:
         for k in range(frames):
             past = video.doubled() if cond.doubled else video
@@ -356,6 +344,19 @@ def generate_latents(model: FAR, frames: int, context: torch.Tensor | None = Non
             if on_frame is not None:
                 on_frame(given + k, x)
     return video.clean
+
+
+def empty_context(model: FAR, rows: int, noise: torch.Tensor | None, latent_size: int | tuple[int, int] | None,
+                  device: torch.device) -> torch.Tensor:
+    """No frames (rows, 0, C, h, w), at the size the noise has or `latent_size` says: never a default size."""
+    if noise is not None:
+        height, width = noise.shape[-2:]
+    elif latent_size is not None:
+        height, width = (latent_size, latent_size) if isinstance(latent_size, int) else latent_size
+    else:
+        raise InputError("sampling FAR from nothing needs the latent size: give `noise` (B, frames, C, h, w) or "
+                         "`latent_size` (h, w)")
+    return torch.zeros(rows, 0, model.config.in_channels, height, width, device=device)
 
 
 def add_generated(video: Context, x: torch.Tensor, noise: torch.Tensor | None, sigma: float) -> Context:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 
 from nbp.config import InputError
+from nbp.generation.decoding import capture_graph, compiled_if, replays_graphs, resolve_decoding
 from nbp.models.transformer import Transformer
 
 
@@ -81,16 +82,16 @@ class StaticDecoder:
     """A static cache and the decode step for `rows` sequences; `sample` (logits (rows, width, V) -> ids (B, width))
     is part of the step, which samples as many positions as it feeds. With `graphs`, each step width is captured
     once as a CUDA graph and replayed; the `generators` that `sample` draws from (one, one per row, or none: the
-    default CUDA generator) are then registered with the graphs, so each replay draws new numbers from them."""
+    default CUDA generator) are then registered with the graphs, so each replay draws new numbers from them.
+    `decoding` is "static" (eager), "cuda-graphs" or "compiled" (`nbp.generation.decoding`)."""
 
-    def __init__(self, model: Transformer, rows: int, capacity: int, sample: Callable, graphs: bool = False,
-                 compile: bool = False, generators: list[torch.Generator] = ()):
-        if graphs and not model.tok_emb.weight.is_cuda:
-            raise InputError("CUDA graphs need the model on a CUDA device")
-        self.model, self.sample, self.graphs, self.generators = model, sample, graphs, list(generators)
+    def __init__(self, model: Transformer, rows: int, capacity: int, sample: Callable, decoding: str = "static",
+                 generators: list[torch.Generator] = ()):
+        self.model, self.sample, self.generators = model, sample, list(generators)
+        self.graphs = replays_graphs(resolve_decoding(decoding, model.tok_emb.weight.device))
         self.cache = StaticKVCache(model, rows, capacity)
         self.length = 0
-        self.step_fn = torch.compile(self.run_step, dynamic=False) if compile else self.run_step
+        self.step_fn = compiled_if(self.run_step, decoding)
         self.captured: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def run_step(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -124,15 +125,5 @@ class StaticDecoder:
         """A CUDA graph of one step of width n, its static inputs and output. The warm-up runs write the cache at
         the step's own positions, which the replay then writes again."""
         ids_in, positions_in = ids.clone(), positions.clone()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                self.step_fn(ids_in, positions_in)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        for generator in self.generators:
-            graph.register_generator_state(generator)
-        with torch.cuda.graph(graph):
-            out = self.step_fn(ids_in, positions_in)
+        graph, out = capture_graph(lambda: self.step_fn(ids_in, positions_in), self.generators)
         return graph, ids_in, positions_in, out

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from nbp.config import InputError
 from nbp.data.text import text_ids_for
+from nbp.generation.decoding import resolve_decoding
 from nbp.generation.sampling import double_rows, guidance_scale, guide, guided, sample_logits
 from nbp.generation.static import StaticDecoder
 from nbp.models.transformer import KVCache, Transformer
@@ -56,22 +56,13 @@ class DynamicDecoder:
         return self.sample(decode_step(self.model, ids, self.cache, self.drop)[:, -ids.shape[1]:])
 
 
-DECODINGS = ("auto", "dynamic", "static", "cuda-graphs", "compiled")
-
-
 def make_decoder(model: Transformer, rows: int, capacity: int, sample, decoding: str, generator):
-    """`decoding`: "dynamic" (growing cache), "static" (fixed shapes, eager), "cuda-graphs" (static, each step a
-    replayed CUDA graph), "compiled" (the same with the step `torch.compile`d first), "auto": CUDA graphs on a
-    GPU, dynamic elsewhere."""
-    if decoding not in DECODINGS:
-        raise InputError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
-    if decoding == "auto":
-        decoding = "cuda-graphs" if model.tok_emb.weight.is_cuda else "dynamic"
+    """The decoder of a `decoding` mode (`nbp.generation.decoding`): the growing cache, or the static one."""
+    decoding = resolve_decoding(decoding, model.tok_emb.weight.device)
     if decoding == "dynamic":
         return DynamicDecoder(model, rows, capacity, sample)
     generators = [] if generator is None else list(generator) if isinstance(generator, (list, tuple)) else [generator]
-    return StaticDecoder(model, rows, capacity, sample, graphs=decoding in ("cuda-graphs", "compiled"),
-                         compile=decoding == "compiled", generators=generators)
+    return StaticDecoder(model, rows, capacity, sample, decoding, generators=generators)
 
 
 @torch.no_grad()

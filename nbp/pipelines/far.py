@@ -48,17 +48,19 @@ def generate(far: FAR, context: torch.Tensor | None = None, num_frames: int = 16
              guidance: float = 1.0, labels: torch.Tensor | None = None, actions: torch.Tensor | None = None,
              noise: torch.Tensor | None = None, generator: torch.Generator | None = None, kv_cache: bool = True,
              batch: int | None = None, show_progress: bool = False, on_frame=None, decoding: str = "auto",
-             context_noise: float = 0.0) -> torch.Tensor:
+             context_noise: float = 0.0, latent_size: int | tuple[int, int] | None = None) -> torch.Tensor:
     """Latents of all Tc + `num_frames` frames: `context` (B, Tc, C, h, w) unchanged, then the generated frames
     (nbp.generation.far; `decoding` and `context_noise` as `FARSamplingConfig`'s). `noise` (B, num_frames, C, h, w)
-    overrides the draw from `generator`."""
-    if context is not None:
-        check_latents(far, context, "context")
+    overrides the draw from `generator`; from nothing, the latent size is the noise's or `latent_size`."""
+    for what, latents in (("context", context), ("noise", noise)):
+        if latents is not None:
+            check_latents(far, latents, what)
     check_conditions(far, labels, actions)
     sampling = FARSamplingConfig(steps=steps, guidance=guidance, use_cache=kv_cache, decoding=decoding,
                                   context_noise=context_noise)
     return generate_latents(far, num_frames, context, batch=batch, labels=labels, actions=actions, sampling=sampling,
-                            noise=noise, generator=generator, show_progress=show_progress, on_frame=on_frame)
+                            noise=noise, generator=generator, show_progress=show_progress, on_frame=on_frame,
+                            latent_size=latent_size)
 
 
 @dataclass
@@ -143,5 +145,7 @@ class FARPipeline:
         """`num_frames` new frames after the video `context` (B, 3, Tc, H, W) (None: from nothing); the other
         arguments are `generate`'s."""
         context_latents = None if context is None else self.encode(context)
+        if context is None:  # from nothing: the DC-AE's latent size at its resolution, unless the noise says
+            generate_args.setdefault("latent_size", self.dcae.config.latent_size)
         latents = generate(self.far, context_latents, num_frames, **generate_args)
         return FAROutput(self.decode(latents), latents)
