@@ -81,7 +81,7 @@ def uncached_seconds(model: FAR, position: int, steps: int, device, batch: int =
                                                      cfg.sample_size, device=device, dtype=next(model.parameters()).dtype)
     actions = torch.zeros(batch, position + frames, dtype=torch.long, device=device)
     start = time.perf_counter()
-    generate(model, context, num_frames=frames, steps=steps, actions=actions, kv_cache=False, batch=batch,
+    generate(model, context, num_frames=frames, steps=steps, actions=actions, use_cache=False, batch=batch,
              generator=torch.Generator().manual_seed(0))
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -160,6 +160,20 @@ def with_protocol(config: C) -> C:
     return from_dict(cls, OmegaConf.to_container(values))
 
 
+def with_settings(config: C, settings: dict[str, Any]) -> C:
+    """`config` with some fields replaced (keyword arguments of a function that takes the config or its fields),
+    validated; an unknown name is refused with the valid ones."""
+    if not settings:
+        return config
+    names = [f.name for f in dataclasses.fields(config)]
+    unknown = sorted(set(settings) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown {type(config).__name__} settings {unknown}; valid: {', '.join(names)}")
+    config = dataclasses.replace(config, **settings)
+    validate_all(config)
+    return config
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 

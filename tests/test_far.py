@@ -123,7 +123,7 @@ def test_sampling_equals_the_official_pipeline(case, name, condition, guidance, 
     g = far_golden
     use_cache, decoding, variant = CACHING[caching]
     conditions = {"labels": {"labels": g["pipe_label"]}, "actions": {"actions": g["pipe_action"]}, None: {}}[condition]
-    sampling = FARSamplingConfig(steps=4, guidance=guidance, use_cache=use_cache, decoding=decoding)
+    sampling = FARSamplingConfig(steps=4, cfg_scale=guidance, use_cache=use_cache, decoding=decoding)
     out = generate_latents(load_far(official_files[name]), 3, g["pipe_ctx_latents"] if context else None,
                            noise=g["pipe_noise"], sampling=sampling, **conditions)
     torch.testing.assert_close(out, g[f"{case}_{variant}"], atol=1e-4, rtol=0)
@@ -139,7 +139,7 @@ def test_far_long_rollout_past_its_window_equals_the_official(caching, official_
                         lambda self, noise, frame, levels: frames_denoised.append(frame) or denoise_frame(self, noise, frame, levels))
     out = generate_latents(load_far(official_files["long"], short_window=4), 5, g["lpipe_ctx_latents"],
                            actions=g["lpipe_action"], noise=g["lpipe_noise"],
-                           sampling=FARSamplingConfig(steps=4, guidance=1.5, use_cache=use_cache, decoding=decoding))
+                           sampling=FARSamplingConfig(steps=4, cfg_scale=1.5, use_cache=use_cache, decoding=decoding))
     torch.testing.assert_close(out, g[f"lpipe_action_cfg_{variant}"], atol=1e-4, rtol=0)
     given = g["lpipe_ctx_latents"].shape[1]
     assert frames_denoised == (list(range(given, given + 5)) if decoding == "static" else [])
@@ -251,7 +251,7 @@ def test_bad_configs_and_conditions_are_refused():
     with pytest.raises(ValueError, match="give labels"):
         generate_latents(model, 1, batch=1, sampling=FARSamplingConfig(steps=1))
     with pytest.raises(ConfigError, match="action-conditioned"):
-        generate_latents(model, 1, labels=torch.tensor([1]), sampling=FARSamplingConfig(steps=1, guidance=-1))
+        generate_latents(model, 1, labels=torch.tensor([1]), sampling=FARSamplingConfig(steps=1, cfg_scale=-1))
     with pytest.raises(ConfigError, match="steps must be"):
         generate_latents(model, 1, labels=torch.tensor([1]), sampling=FARSamplingConfig(steps=0))
     with pytest.raises(ConfigError, match="needs use_cache"):
@@ -319,7 +319,7 @@ def test_the_cached_sampler_computes_each_context_frame_once(official_files, far
     assert fed == [(2, False, True), *[step] * 4, (1, False, True), *[step] * 4, (1, False, True), *[step] * 4]
     fed.clear()
     generate(load_far(official_files["uncond"]), g["pipe_ctx_latents"], num_frames=3, steps=4, noise=g["pipe_noise"],
-             kv_cache=False)
+             use_cache=False)
     assert [frames for frames, _, _ in fed] == [3] * 4 + [4] * 4 + [5] * 4  # without: the whole sequence every step
 
 
@@ -369,7 +369,7 @@ def test_sample_far_rolls_out_an_episode_with_its_actions(official_files, far_go
     np.savez(episode, video=np.concatenate([video, video, video]), actions=np.array([0, 1, 2, 3, 0, 1]))
     out = tmp_path / "samples"
     argv = ["sample-far", f"far={official_files['long']}", f"dcae={official_files['dcae']}", f"out={out}",
-            f"episode={episode}", "context_frames=2", "frames=3", "steps=2", "num_samples=2", "guidance=1.5",
+            f"episode={episode}", "context_frames=2", "frames=3", "sampling.steps=2", "num_samples=2", "sampling.cfg_scale=1.5",
             "short_window=4"]
     assert main(argv) == 0
     assert "wrote 2 videos" in capsys.readouterr().out
@@ -385,7 +385,7 @@ def test_the_pipeline_continues_videos_from_their_reconstruction(official_files,
     g = far_golden
     pipeline = FARPipeline(load_dcae(official_files["dcae"]), load_far(official_files["label"]))
     context = g["pipe_ctx_video_u8"].float().div(255).permute(0, 4, 1, 2, 3)  # nbp's (B, 3, T, H, W)
-    out = pipeline(3, context, steps=4, guidance=2.0, labels=g["pipe_label"], noise=g["pipe_noise"])
+    out = pipeline(3, context, steps=4, cfg_scale=2.0, labels=g["pipe_label"], noise=g["pipe_noise"])
     torch.testing.assert_close(out.latents, g["pipe_label_cfg_kv"], atol=1e-4, rtol=0)
     torch.testing.assert_close(out.videos, g["pipe_label_cfg_kv_video"].transpose(1, 2), atol=1e-4, rtol=0)
 
@@ -414,7 +414,8 @@ def test_far_eval_keeps_the_best_of_its_trajectories(official_files, far_golden,
         frames = np.concatenate([video[i], video[1 - i]])  # 4 frames
         np.savez(folder / f"ep_{i}.npz", video=frames, actions=np.array([0, 1, 2, 3]))
     cfg = FAREvalConfig(far=str(official_files["action"]), dcae=str(official_files["dcae"]), data=str(folder),
-                        out=str(tmp_path / "eval"), context=2, horizon=2, trajectories=3, steps=1)
+                        out=str(tmp_path / "eval"), context=2, horizon=2, trajectories=3,
+                        sampling=FARSamplingConfig(steps=1))
     result = evaluate_far(cfg)
     assert (result["videos"], result["trajectories"], len(result["psnr_curve"])) == (2, 3, 2)
     pipeline = FARPipeline(load_dcae(official_files["dcae"]), load_far(official_files["action"]))
@@ -455,7 +456,8 @@ def test_far_eval_lpips_is_the_best_trajectory_and_fvd_the_mean_over_trajectorie
     torch.save(det_state_dict([(k, list(v.shape)) for k, v in InceptionI3d(400).state_dict().items()], 3, 2.0),
                weights / "i3d.pt")
     cfg = FAREvalConfig(far=str(official_files["action"]), dcae=str(official_files["dcae"]), data=str(folder),
-                        out=str(tmp_path / "eval"), context=2, horizon=9, trajectories=2, steps=1,
+                        out=str(tmp_path / "eval"), context=2, horizon=9, trajectories=2,
+                        sampling=FARSamplingConfig(steps=1),
                         i3d=str(weights / "i3d.pt"), perceptual=PerceptualConfig(net="alex", search=[str(weights)]))
     # 3 videos make a covariance too degenerate for sqrtm (tested in test_metrics); the mean term checks the
     # plumbing: which frames, which features, one distance per trajectory, averaged
@@ -515,7 +517,8 @@ def test_far_gen_eval_scores_each_seed_on_its_own_balanced_subset(official_files
     cfg = far_generation.FARGenerationEvalConfig(
         far=str(official_files["label"]), dcae=str(official_files["dcae"]), i3d=str(tmp_path / "i3d.pt"),
         clips=ClipConfig(root=str(root), resolution=64, resize="crop", short="pad"), out=str(tmp_path / "out"),
-        videos=4, frames=9, frame_interval=2, seeds=[0, 2], steps=1, batch_size=3)
+        videos=4, frames=9, frame_interval=2, seeds=[0, 2], sampling=FARSamplingConfig(steps=1),
+        batch_size=3)
     result = far_generation.evaluate_far_generation(cfg)
     assert list(result["fvd"]) == ["0", "2"] and all(v > 0 for v in result["fvd"].values())
     assert result["fvd_mean"] == pytest.approx(np.mean(list(result["fvd"].values())))

@@ -48,7 +48,7 @@ def rollout(model: FAR, given: int, frames: int, batch: int, size: tuple[int, in
     labels = torch.randint(0, classes, (batch,), generator=generator) if condition == "label" else None
     actions = torch.randint(0, classes, (batch, given + frames), generator=generator) if condition == "action" else None
     return generate_latents(model, frames, context if given else None, labels=labels, actions=actions, noise=noise,
-                            sampling=FARSamplingConfig(steps=2, guidance=guidance, **sampling))
+                            sampling=FARSamplingConfig(steps=2, cfg_scale=guidance, **sampling))
 
 
 @pytest.mark.parametrize("long,window,patch,h,w,given,frames,batch,guidance", GRID)

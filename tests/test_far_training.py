@@ -16,6 +16,7 @@ from nbp.config import ConfigError, InputError, from_dict, from_preset
 from nbp.data.latents import ExtractLatentsConfig, LatentDataset, extract_latents, write_item
 from nbp.download import load_dcae, load_far
 from nbp.eval.world import WorldEvalConfig, evaluate_world, frame_psnr, shuffled_in_time
+from nbp.generation.far import FARSamplingConfig
 from nbp.models.dcae import DCAE, DCAEConfig
 from nbp.pipelines.far import FARPipeline
 from nbp.training import far as far_training
@@ -170,7 +171,7 @@ def test_world_eval_scores_a_far_model_on_the_clips_and_metrics_of_the_discrete_
     assert main(far_run(latent_episodes, tmp_path / "far", 3)) == 0
     far, dcae = str(tmp_path / "far" / "far.safetensors"), str(latent_episodes / "dcae.safetensors")
     cfg = WorldEvalConfig(far=far, dcae=dcae, episodes=str(latent_episodes), out=str(tmp_path / "eval"),
-                          context=4, horizon=6, far_steps=3, max_episodes=1, seed=3)
+                          context=4, horizon=6, far_sampling=FARSamplingConfig(steps=3), max_episodes=1, seed=3)
     results = evaluate_world(cfg)
     assert results["clips"] == 1 and len(results["psnr_curve"]["true_actions"]) == 6
 

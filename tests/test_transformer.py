@@ -9,7 +9,8 @@ from nbp.checkpoint import CheckpointError, load_model, save_model
 from nbp.config import ConfigError, InputError, from_dict, from_preset
 from nbp.download import load_transformer
 from nbp.generation import generate
-from nbp.generation.sampling import filter_logits, guidance_scale, guide, sample
+from nbp.generation.guidance import guidance_scale, guide
+from nbp.generation.sampling import filter_logits, sample
 from nbp.models.attention import (
     AttentionMask,
     attend,

@@ -8,7 +8,7 @@ averaged. Copying the last context frame is the baseline. Named protocols fix th
     bair-short      2 -> 28 frames, 100 trajectories (FAR-B on BAIR)
     dmlab-long      144 -> 156 frames, 1 trajectory, action guidance 1.5 (TECO's metrics protocol)
     minecraft-long  144 -> 156 frames, 1 trajectory, action guidance 1.5
-    dmlab-long-fvd      36 -> 264 frames, action-free (guidance -1): TECO's FVD protocol
+    dmlab-long-fvd      36 -> 264 frames, action-free (cfg_scale -1): TECO's FVD protocol
     minecraft-long-fvd  36 -> 264 frames, action guidance 1.5
 LPIPS (AlexNet, the minimum over trajectories) is reported when its weight files are found (`perceptual.*`), FVD
 (per trajectory, averaged) when `i3d` is given; by default FVD sees the predicted frames only. FAR's own metric
@@ -29,6 +29,7 @@ from nbp.checkpoint.perceptual import PerceptualConfig, load_perceptual
 from nbp.config import InputError, register_protocols, with_protocol
 from nbp.data.episodes import list_episodes, load_episode
 from nbp.data.video import probe, read_frames
+from nbp.generation.far import FARSamplingConfig
 from nbp.io import write_json
 from nbp.io.media import save_video
 from nbp.io.plot import line_chart
@@ -37,7 +38,7 @@ from nbp.metrics import frechet_distance, i3d_features, load_i3d
 from nbp.metrics.video import UINT8_PSNR, per_frame_psnr, per_frame_ssim
 from nbp.pipelines.far import FARPipeline
 
-PROTOCOLS = {name: dict(context=c, horizon=h, trajectories=n, guidance=g) for name, (c, h, n, g) in {
+PROTOCOLS = {name: dict(context=c, horizon=h, trajectories=n, sampling=dict(cfg_scale=g)) for name, (c, h, n, g) in {
     "ucf-short": (4, 12, 100, 1.0), "bair-short": (2, 28, 100, 1.0),
     "dmlab-long": (144, 156, 1, 1.5), "minecraft-long": (144, 156, 1, 1.5),
     "dmlab-long-fvd": (36, 264, 1, -1.0), "minecraft-long-fvd": (36, 264, 1, 1.5),
@@ -55,11 +56,9 @@ class FAREvalConfig:
     context: int = 4
     horizon: int = 12
     trajectories: int = 1
-    guidance: float = 1.0
     max_videos: int | None = None  # FAR evaluates the first 256
     resolution: int = 64
-    steps: int = 50
-    context_noise: float = 0.0  # generated frames seen as context at this noise level (FARSamplingConfig); FAR: 0
+    sampling: FARSamplingConfig = field(default_factory=FARSamplingConfig)  # the protocols fix cfg_scale
     short_window: int | None = None
     uint8_truncation: bool = False  # FAR's quirk: (x.clip(0, 1) * 255).astype(uint8)
     mp4_roundtrip: bool = False  # FAR's quirk: score frames read back from mp4
@@ -184,7 +183,6 @@ def trajectories(cfg: FAREvalConfig, pipeline: FARPipeline, frames: np.ndarray, 
     videos = []
     for n in range(cfg.trajectories):
         generator = torch.Generator().manual_seed((cfg.seed * 1_000_003 + index) * 1009 + n)
-        out = pipeline(cfg.horizon, context, steps=cfg.steps, guidance=cfg.guidance, actions=action_ids,
-                       generator=generator, context_noise=cfg.context_noise)
+        out = pipeline(cfg.horizon, context, sampling=cfg.sampling, actions=action_ids, generator=generator)
         videos.append(to_scored_uint8(out.videos[0].transpose(0, 1).cpu(), cfg))
     return videos

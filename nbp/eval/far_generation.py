@@ -4,7 +4,7 @@ Per seed: a class-balanced random subset of the real videos (ceil(n / classes) p
 shuffled and cut to n: FAR's `get_balanced_dataset`), their first `frames` frames every `frame_interval` from frame
 0, and n samples generated with the subset's labels; FVD between the two sets. Seeds 0/2/4/6, mean ± std.
 
-    latte-ucf   2,048 videos, 16 frames every 3, seeds 0/2/4/6, guidance 2.0 (FAR-L/XL on UCF-101)
+    latte-ucf   2,048 videos, 16 frames every 3, seeds 0/2/4/6, cfg_scale 2.0 (FAR-L/XL on UCF-101)
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import torch
 from nbp.config import ConfigError, register_protocols, with_protocol
 from nbp.data.dataset import ClipConfig
 from nbp.data.video import read_frames
+from nbp.generation.far import FARSamplingConfig
 from nbp.io import write_json
 from nbp.io.media import contact_sheet, to_uint8
 from nbp.io.progress import progress
@@ -27,7 +28,8 @@ from nbp.pipelines.far import FARPipeline
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = {"latte-ucf": dict(videos=2048, frames=16, frame_interval=3, seeds=[0, 2, 4, 6], guidance=2.0)}
+PROTOCOLS = {"latte-ucf": dict(videos=2048, frames=16, frame_interval=3, seeds=[0, 2, 4, 6],
+                               sampling=dict(cfg_scale=2.0))}
 
 
 @register_protocols(PROTOCOLS)
@@ -43,8 +45,7 @@ class FARGenerationEvalConfig:
     frames: int = 16
     frame_interval: int = 3
     seeds: list[int] = field(default_factory=lambda: [0, 2, 4, 6])
-    guidance: float = 2.0
-    steps: int = 50
+    sampling: FARSamplingConfig = field(default_factory=lambda: FARSamplingConfig(cfg_scale=2.0))
     batch_size: int = 16
     device: str = "cpu"
 
@@ -80,7 +81,7 @@ def generated_clips(pipeline: FARPipeline, labels: list[int], cfg: FARGeneration
     batches = [labels[i:i + cfg.batch_size] for i in range(0, len(labels), cfg.batch_size)]
     for batch in progress(batches, f"generate (seed {seed})", "batch"):
         ids = torch.tensor(batch, device=pipeline.device)
-        video = pipeline(cfg.frames, steps=cfg.steps, guidance=cfg.guidance, labels=ids, generator=generator).videos
+        video = pipeline(cfg.frames, sampling=cfg.sampling, labels=ids, generator=generator).videos
         out.append(to_uint8(video))  # (B, 3, T, H, W) -> uint8 (B, T, H, W, 3)
     return np.concatenate(out)
 

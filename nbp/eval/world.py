@@ -22,6 +22,7 @@ from nbp.config import ConfigError, InputError
 from nbp.data.episodes import list_episodes, load_episode
 from nbp.data.extract import encode_frames
 from nbp.data.video import frames_to_video
+from nbp.generation.far import FARSamplingConfig
 from nbp.generation.sampling import SamplingConfig
 from nbp.io import write_json
 from nbp.io.media import save_video, to_uint8, video_grid
@@ -41,8 +42,6 @@ class WorldEvalConfig:
     tokenizer: str | None = None  # ... and its per-frame tokenizer
     far: str | None = None  # or an action-conditioned FAR model ...
     dcae: str | None = None  # ... and its DC-AE
-    far_steps: int = 50  # FAR's Euler steps per frame (sampling.cfg_scale is its action guidance)
-    far_context_noise: float = 0.0  # the noise level of generated frames as FAR's context (FARSamplingConfig)
     episodes: str = "???"  # folder of test episodes (video + actions, or .npz)
     out: str = "runs/world_eval"
     resolution: int = 64
@@ -50,7 +49,8 @@ class WorldEvalConfig:
     horizon: int = 48  # N frames predicted
     max_episodes: int | None = None
     starts_per_episode: int = 1  # evenly spaced start frames in each episode
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # cfg_scale: action guidance (FAR: 1.5)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # the token world model's; cfg_scale: actions
+    far_sampling: FARSamplingConfig = field(default_factory=FARSamplingConfig)  # FAR's; cfg_scale 1.5 as FAR's
     seed: int = 0
     device: str = "cpu"
     bf16: bool = False
@@ -98,10 +98,8 @@ class FARPredictor:
 
     def predict(self, latents: torch.Tensor, actions: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         cfg = self.cfg
-        guidance = 1.0 if cfg.sampling.cfg_scale is None else cfg.sampling.cfg_scale
-        out = generate(self.pipeline.far, latents[:, :cfg.context], cfg.horizon, steps=cfg.far_steps,
-                       guidance=guidance, actions=actions.to(self.pipeline.device), generator=generator,
-                       context_noise=cfg.far_context_noise)
+        out = generate(self.pipeline.far, latents[:, :cfg.context], cfg.horizon, sampling=cfg.far_sampling,
+                       actions=actions.to(self.pipeline.device), generator=generator)
         return self.pipeline.decode(out[:, cfg.context:])
 
     def reconstruct(self, latents: torch.Tensor) -> torch.Tensor:

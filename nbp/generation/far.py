@@ -15,9 +15,10 @@ guidance and Euler updates included, are captured once as a CUDA graph and repla
 frame's noise, positions and action copied into the graph's inputs: one launch per frame instead of about
 20 x layers x N launched from Python.
 
-Guidance (FAR's pipeline): scale > 1 doubles the batch into [null, conditioned], the null branch with the null id
-for the label, or for the action of every frame (context included); v = v_null + scale (v_cond - v_null). For
-actions, scale -1 samples action-free (every action the null id); any other scale <= 1 is plain conditional.
+Guidance (FAR's pipeline, through `nbp.generation.guidance`): cfg_scale > 1 doubles the batch into [conditioned,
+null], the null rows with the null id for the label, or for the action of every frame (context included);
+v = v_null + cfg_scale (v_cond - v_null). For actions, cfg_scale -1 samples action-free (every action the null id);
+any other scale <= 1 is plain conditional.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 from nbp.config import ConfigError, InputError
 from nbp.generation.decoding import capture_graph, check_decoding, compiled_if, fixed_shapes, replays_graphs, resolve_decoding
+from nbp.generation.guidance import guide_rows, is_guided, with_null_rows
 from nbp.io.progress import progress_bar
 from nbp.models.far import FAR, KVLevel
 
@@ -39,7 +41,7 @@ UNWRITTEN = 1 << 30  # the frame of a static context column not written: after e
 @dataclass
 class FARSamplingConfig:
     steps: int = 50  # Euler steps per frame (FAR: 50)
-    guidance: float = 1.0  # FAR: 2.0 for labels, 1.5 for actions; -1: action-free
+    cfg_scale: float = 1.0  # classifier-free guidance; FAR: 2.0 for labels, 1.5 for actions; -1: action-free
     use_cache: bool = True
     # with the cache: "dynamic" (its shapes grow), "static" (fixed shapes, eager), "cuda-graphs" (a frame's steps
     # replayed as one CUDA graph), "compiled" (the same of the torch.compile'd step); "auto": CUDA graphs on a GPU
@@ -53,8 +55,8 @@ class FARSamplingConfig:
     def validate(self) -> None:
         if self.steps < 1:
             raise ConfigError(f"steps must be at least 1, got {self.steps}")
-        if self.guidance < 0 and self.guidance != -1:
-            raise ConfigError(f"guidance must be >= 0, or -1 (action-free sampling), got {self.guidance}")
+        if self.cfg_scale < 0 and self.cfg_scale != -1:
+            raise ConfigError(f"cfg_scale must be >= 0, or -1 (action-free sampling), got {self.cfg_scale}")
         check_decoding(self.decoding)
         if not 0 <= self.context_noise < 1:
             raise ConfigError(f"context_noise must be in [0, 1), got {self.context_noise}")
@@ -80,24 +82,24 @@ class Conditions:
     doubled: bool
     scale: float
 
+    def guided(self, v: torch.Tensor) -> torch.Tensor:
+        """The velocity (B, ...) of the rows' velocities (B', ...)."""
+        return guide_rows(v, self.scale) if self.doubled else v
 
-def conditions_for(model: FAR, labels, actions, guidance: float) -> Conditions:
+
+def conditions_for(model: FAR, labels, actions, cfg_scale: float) -> Conditions:
     cfg = model.config
     if cfg.condition == "label" and labels is None:
         raise InputError("this FAR model is class-conditional: give labels (one class id per video)")
     if cfg.condition == "action" and actions is None:
         raise InputError("this FAR model is action-conditional: give actions (one id per frame, context included)")
-    if guidance == -1:
+    if cfg_scale == -1:
         if cfg.condition != "action":
-            raise ConfigError("guidance -1 (action-free sampling) needs an action-conditioned model")
+            raise ConfigError("cfg_scale -1 (action-free sampling) needs an action-conditioned model")
         return Conditions(None, torch.full_like(actions, model.null_id), False, 1.0)
-    if guidance <= 1 or cfg.condition == "none":
+    if not is_guided(cfg_scale, cfg.condition != "none") or cfg_scale < 1:
         return Conditions(labels, actions, False, 1.0)
-    if labels is not None:
-        labels = torch.cat([torch.full_like(labels, model.null_id), labels])
-    if actions is not None:
-        actions = torch.cat([torch.full_like(actions, model.null_id), actions])
-    return Conditions(labels, actions, True, guidance)
+    return Conditions(with_null_rows(labels, model.null_id), with_null_rows(actions, model.null_id), True, cfg_scale)
 
 
 @dataclass
@@ -187,20 +189,13 @@ def noisy_frame_velocity(model: FAR, context: Context, x: torch.Tensor, timestep
     return model.velocity(runs[0], 1)[:, 0]
 
 
-def guided(v: torch.Tensor, cond: Conditions) -> torch.Tensor:
-    if not cond.doubled:
-        return v
-    v_null, v_cond = v.chunk(2)
-    return v_null + cond.scale * (v_cond - v_null)
-
-
 def denoise(model: FAR, past: Context, noise: torch.Tensor, timesteps: torch.Tensor, sigmas: torch.Tensor,
             cond: Conditions, cache: ContextCache | None) -> torch.Tensor:
     """Frame j = past.frames from its noise (B, C, H, W) by the schedule's Euler steps."""
     x = noise
     for i, t in enumerate(timesteps):
         xs = torch.cat([x, x]) if cond.doubled else x
-        v = guided(noisy_frame_velocity(model, past, xs, t, cond, cache), cond)
+        v = cond.guided(noisy_frame_velocity(model, past, xs, t, cond, cache))
         x = (x.float() + (sigmas[i + 1] - sigmas[i]) * v.float()).to(v.dtype)
     return x
 
@@ -264,7 +259,7 @@ class FrameDenoiser:
         tokens = self.model.tokens(xs[:, None], t.expand(len(xs))[:, None], self.cond.labels, self.actions, self.rope,
                                    self.frames)
         runs, _ = self.model.run([tokens], [self.context.level])
-        v = guided(self.model.velocity(runs[0], 1)[:, 0], self.cond)
+        v = self.cond.guided(self.model.velocity(runs[0], 1)[:, 0])
         return (x.float() + delta * v.float()).to(v.dtype)
 
     def denoise(self) -> torch.Tensor:
@@ -305,7 +300,7 @@ def generate_latents(model: FAR, frames: int, context: torch.Tensor | None = Non
     sampling = sampling or FARSamplingConfig()
     sampling.validate()
     param = next(model.parameters())
-    cond = conditions_for(model, labels, actions, sampling.guidance)
+    cond = conditions_for(model, labels, actions, sampling.cfg_scale)
     decoding = sampling.resolved_decoding(param.device)
     if context is None:
         rows = batch or next((len(x) for x in (noise, labels, actions) if x is not None), 1)

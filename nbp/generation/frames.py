@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 from nbp.config import InputError
-from nbp.generation.sampling import double_rows, guidance_scale, guide, guided, sample_logits
+from nbp.generation.guidance import double_rows, guidance_scale, guide_rows, is_guided, with_null_rows
+from nbp.generation.sampling import sample_logits
 from nbp.models.transformer import KVCache
 from nbp.models.world import WorldTransformer
 
@@ -23,15 +24,13 @@ def window_of(t: int, short: int, long: int) -> tuple[int, int]:
     return first, full_start - first
 
 
-def frame_actions(model: WorldTransformer, actions, batch: int, total: int, guide_rows: bool):
+def frame_actions(model: WorldTransformer, actions, batch: int, total: int, doubled: bool):
     """Action ids (rows, total) of every input frame (the action producing its successor), or None."""
     nexts = model.action_inputs(None if actions is None else actions[:, 1:], batch, total - 1)
     if nexts is None:
         return None
     nexts = torch.cat([nexts, nexts[:, -1:]], dim=1)  # (B, total): the last frame is never an input
-    if guide_rows:
-        return torch.cat([nexts, torch.full_like(nexts, model.config.num_actions)])  # conditional rows, then null
-    return nexts
+    return with_null_rows(nexts, model.config.num_actions) if doubled else nexts
 
 
 @torch.no_grad()
@@ -54,10 +53,10 @@ def predict_frames(model: WorldTransformer, context: torch.Tensor, num_frames: i
     if c < 1:
         raise InputError("give at least one context frame")
     total = c + num_frames
-    guide_rows = guided(cfg_scale, cfg.num_actions > 0 and actions is not None)
-    nexts = frame_actions(model, actions, b, total, guide_rows)
-    video = double_rows(torch.zeros(b, total, hw, dtype=torch.long, device=context.device), guide_rows)
-    video[:, :c] = double_rows(context, guide_rows)
+    doubled = is_guided(cfg_scale, cfg.num_actions > 0 and actions is not None)
+    nexts = frame_actions(model, actions, b, total, doubled)
+    video = double_rows(torch.zeros(b, total, hw, dtype=torch.long, device=context.device), doubled)
+    video[:, :c] = double_rows(context, doubled)
     capacity = long * cfg.compressed_tokens + (short or total) * hw + hw
     acts = lambda lo, hi: None if nexts is None else nexts[:, lo:hi]
     cache, window = None, None
@@ -70,8 +69,8 @@ def predict_frames(model: WorldTransformer, context: torch.Tensor, num_frames: i
             logits = model.window_logits(video[:, first:t], acts(first, t), first, compressed, cache)
             window = (first, compressed)
         logits = logits[..., cfg.video_offset:]
-        if guide_rows:
-            logits = guide(logits[:b], logits[b:], guidance_scale(cfg_scale, t - c, num_frames, cfg_schedule))
+        if doubled:
+            logits = guide_rows(logits, guidance_scale(cfg_scale, t - c, num_frames, cfg_schedule))
         codes = sample_logits(logits, temperature, top_k, top_p, greedy, generator)  # (B, h*w)
-        video[:, t] = double_rows(codes, guide_rows)
+        video[:, t] = double_rows(codes, doubled)
     return video[:b, c:]

@@ -1,4 +1,4 @@
-"""Samplers as small pure functions over logits (..., V), classifier-free guidance, and the sampling settings."""
+"""Samplers as small pure functions over logits (..., V), and the token family's sampling settings."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,8 +7,7 @@ import numpy as np
 import torch
 
 from nbp.config import ConfigError, InputError
-
-SCHEDULES = ("constant", "linear")
+from nbp.generation.guidance import SCHEDULES
 
 
 def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
@@ -33,20 +32,6 @@ def sample(logits: torch.Tensor, greedy: bool = False, generator: torch.Generato
     probs = logits.softmax(dim=-1)
     flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
     return flat.view(probs.shape[:-1])
-
-
-def guide(conditional: torch.Tensor, unconditional: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
-    """Classifier-free guidance: u + scale * (c - u)."""
-    return unconditional + scale * (conditional - unconditional)
-
-
-def guidance_scale(scale: float, step: int, steps: int, schedule: str = "constant") -> float:
-    """`constant`, or `linear`: rising from 1 at the first step to `scale` at the last (as MUSE/NBP-style samplers)."""
-    if schedule == "constant" or steps <= 1:
-        return scale
-    if schedule == "linear":
-        return 1 + (scale - 1) * step / (steps - 1)
-    raise InputError(f"guidance schedule must be one of {SCHEDULES}, got {schedule!r}")
 
 
 def nucleus_threshold(probs: torch.Tensor, top_p: float, iterations: int = 24) -> torch.Tensor:
@@ -166,12 +151,3 @@ class SamplingConfig:
                     if self.cfg_scale is not None and self.cfg_scale < 0 else ""]
         if any(problems):
             raise ConfigError("sampling: " + "; ".join(p for p in problems if p))
-
-
-def guided(cfg_scale: float | None, has_condition: bool) -> bool:
-    return cfg_scale is not None and cfg_scale != 1.0 and has_condition
-
-
-def double_rows(x: torch.Tensor | None, guide_rows: bool) -> torch.Tensor | None:
-    """Guidance runs every row twice: the conditional rows, then the same rows unconditional."""
-    return torch.cat([x, x]) if guide_rows and x is not None else x

@@ -2,7 +2,7 @@
 `prefill` runs the prompt into a KV cache, `decode_step` feeds the codes of one step, `sample_step` turns the
 last logits into codes, and `generate` loops over the layout's step widths, the same loop for every layout.
 
-Guidance runs each row twice (conditional, then unconditional rows: `double_rows`) and combines their logits.
+Guidance (`nbp.generation.guidance`) runs each row twice, conditional then unconditional, and combines their logits.
 """
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import torch
 
 from nbp.data.text import text_ids_for
 from nbp.generation.decoding import resolve_decoding
-from nbp.generation.sampling import double_rows, guidance_scale, guide, guided, sample_logits
+from nbp.generation.guidance import double_rows, guidance_scale, guide_rows, is_guided
+from nbp.generation.sampling import sample_logits
 from nbp.generation.static import StaticDecoder
 from nbp.models.transformer import KVCache, Transformer
 
@@ -26,13 +27,13 @@ def decode_step(model: Transformer, ids: torch.Tensor, cache: KVCache, drop: tor
     return model(ids, drop_condition=drop, cache=cache, last=model.config.block)
 
 
-def sample_step(model: Transformer, logits: torch.Tensor, batch: int, scale: float | torch.Tensor | None,
+def sample_step(model: Transformer, logits: torch.Tensor, scale: float | torch.Tensor | None,
                 generator: torch.Generator | None, **sampling) -> torch.Tensor:
     """Codes in model ids (B, width) from the logits (rows, width, V) of one step; with a guidance `scale`, the
     rows are the batch conditional, then unconditional."""
     cfg = model.config
     if scale is not None:
-        logits = guide(logits[:batch], logits[batch:], scale)
+        logits = guide_rows(logits, scale)
     if not cfg.sample_full_vocab:
         logits = logits[..., cfg.video_offset:]
     ids = sample_logits(logits, generator=generator, **sampling)
@@ -79,24 +80,24 @@ def generate(model: Transformer, num_tokens: int, *, batch_size: int | None = No
     context = model.check_codes(torch.zeros(batch, 0) if context is None else context, "context")
     layout.check_generation(context.shape[1], num_tokens)
     cond = model.condition_ids(text_ids, class_ids)
-    guide_rows = guided(cfg_scale, cond is not None)
-    drop = torch.arange(2 * batch, device=context.device) >= batch if guide_rows else None
+    doubled = is_guided(cfg_scale, cond is not None)
+    drop = torch.arange(2 * batch, device=context.device) >= batch if doubled else None
     scale = torch.ones((), device=context.device)  # a tensor, so that a captured step reads it at each replay
     sampling = dict(greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p)
 
     def sample(logits: torch.Tensor) -> torch.Tensor:
-        return sample_step(model, logits, batch, scale if guide_rows else None, generator, **sampling)
+        return sample_step(model, logits, scale if doubled else None, generator, **sampling)
 
-    prompt = double_rows(layout.sequence(context, cond), guide_rows)
+    prompt = double_rows(layout.sequence(context, cond), doubled)
     widths = layout.step_widths(context.shape[1], num_tokens)
     decoder = make_decoder(model, len(prompt), prompt.shape[1] + num_tokens + layout.block, sample, decoding,
                            generator)
     done, out = context.shape[1], []
     for step, width in enumerate(widths):
-        if guide_rows:
+        if doubled:
             scale.fill_(guidance_scale(cfg_scale, step, len(widths), cfg_schedule))
         ids = (decoder.prefill(prompt, drop, width) if step == 0 else
-               decoder.step(double_rows(layout.step_inputs(out[-1], done), guide_rows)))
+               decoder.step(double_rows(layout.step_inputs(out[-1], done), doubled)))
         out.append(ids)
         done += width
     codes = torch.cat(out, dim=1)[:, :num_tokens] - model.config.video_offset

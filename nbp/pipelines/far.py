@@ -2,7 +2,7 @@
 
     from nbp.download import load_far, load_dcae
     from nbp.pipelines.far import generate, far_loss
-    z = generate(far, context=z_ctx, num_frames=12, steps=50, guidance=2.0, labels=labels)
+    z = generate(far, context=z_ctx, num_frames=12, steps=50, cfg_scale=2.0, labels=labels)
     loss = far_loss(far, x0, u=u, noise=eps, clean=clean, labels=labels)
 
 Videos in `FARPipeline` are nbp's (B, 3, T, H, W) in [0, 1]; latents FAR's (B, T, C, h, w), scaled.
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nbp.config import InputError
+from nbp.config import InputError, with_settings
 from nbp.download import load_dcae, load_far
 from nbp.generation.far import CLEAN, FARSamplingConfig, generate_latents
 from nbp.models.dcae import DCAE
@@ -44,22 +44,23 @@ def check_conditions(far: FAR, labels: torch.Tensor | None, actions: torch.Tenso
                              f"got {int(ids.min())}..{int(ids.max())}")
 
 
-def generate(far: FAR, context: torch.Tensor | None = None, num_frames: int = 16, steps: int = 50,
-             guidance: float = 1.0, labels: torch.Tensor | None = None, actions: torch.Tensor | None = None,
-             noise: torch.Tensor | None = None, generator: torch.Generator | None = None, kv_cache: bool = True,
-             batch: int | None = None, show_progress: bool = False, on_frame=None, decoding: str = "auto",
-             context_noise: float = 0.0, latent_size: int | tuple[int, int] | None = None) -> torch.Tensor:
+def generate(far: FAR, context: torch.Tensor | None = None, num_frames: int = 16, *,
+             sampling: FARSamplingConfig | None = None, labels: torch.Tensor | None = None,
+             actions: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+             generator: torch.Generator | None = None, batch: int | None = None,
+             latent_size: int | tuple[int, int] | None = None, show_progress: bool = False, on_frame=None,
+             **settings) -> torch.Tensor:
     """Latents of all Tc + `num_frames` frames: `context` (B, Tc, C, h, w) unchanged, then the generated frames
-    (nbp.generation.far; `decoding` and `context_noise` as `FARSamplingConfig`'s). `noise` (B, num_frames, C, h, w)
-    overrides the draw from `generator`; from nothing, the latent size is the noise's or `latent_size`."""
+    (nbp.generation.far). `sampling` and any of its fields as keywords (`steps=4, cfg_scale=1.5`) say how; `noise`
+    (B, num_frames, C, h, w) overrides the draw from `generator`; from nothing, the latent size is the noise's or
+    `latent_size`."""
     for what, latents in (("context", context), ("noise", noise)):
         if latents is not None:
             check_latents(far, latents, what)
     check_conditions(far, labels, actions)
-    sampling = FARSamplingConfig(steps=steps, guidance=guidance, use_cache=kv_cache, decoding=decoding,
-                                  context_noise=context_noise)
-    return generate_latents(far, num_frames, context, batch=batch, labels=labels, actions=actions, sampling=sampling,
-                            noise=noise, generator=generator, show_progress=show_progress, on_frame=on_frame,
+    return generate_latents(far, num_frames, context, batch=batch, labels=labels, actions=actions,
+                            sampling=with_settings(sampling or FARSamplingConfig(), settings), noise=noise,
+                            generator=generator, show_progress=show_progress, on_frame=on_frame,
                             latent_size=latent_size)
 
 

@@ -14,6 +14,7 @@ import torch
 
 from nbp.config import ConfigError, InputError
 from nbp.data.episodes import load_episode
+from nbp.generation.far import FARSamplingConfig
 from nbp.io.media import to_uint8
 from nbp.io.progress import progress
 from nbp.pipelines.far import FARPipeline
@@ -34,9 +35,7 @@ class FARSampleConfig:
     context_frames: int = 0  # frames given from each video or the episode
     frames: int = 16  # frames to generate
     resolution: int = 64
-    steps: int = 50
-    guidance: float = 1.0  # FAR: 2.0 for labels, 1.5 for actions, -1 action-free
-    kv_cache: bool = True
+    sampling: FARSamplingConfig = field(default_factory=FARSamplingConfig)
     short_window: int | None = None  # the window W the official file does not carry (FAR: 16, BAIR: 30)
     seed: int = 0
     device: str = "cpu"
@@ -81,7 +80,7 @@ def sample_far(cfg: FARSampleConfig) -> dict:
         context = read_context([sources[i] for i in ids], cfg.context_frames, cfg.resolution) if sources else None
         if episode_context is not None:
             context = episode_context.expand(len(ids), -1, -1, -1, -1)
-        out = pipeline(cfg.frames, context, steps=cfg.steps, guidance=cfg.guidance, kv_cache=cfg.kv_cache,
+        out = pipeline(cfg.frames, context, sampling=cfg.sampling,
                        labels=torch.tensor([classes[i] for i in ids], device=pipeline.device) if classes else None,
                        actions=None if actions is None else actions.expand(len(ids), -1).to(pipeline.device),
                        noise=batch_noise(pipeline, cfg, ids), batch=len(ids), show_progress=True)
