@@ -24,8 +24,8 @@ import torch
 
 from nbp.config import from_preset
 from nbp.generation.decoding import DECODINGS
+from nbp.generation.far import generate_latents
 from nbp.models.far import FAR, FARConfig
-from nbp.pipelines.far import generate
 from nbp.runtime import describe_cpu
 
 from report import emit_json  # bench/report.py (scripts run from bench/)
@@ -66,7 +66,7 @@ def rollout(model: FAR, args, decoding: str, on_frame=None) -> float:
     """Seconds of the cached rollout from nothing."""
     device = next(model.parameters()).device
     start = time.perf_counter()
-    generate(model, None, num_frames=args.frames, steps=args.steps, batch=args.batch, on_frame=on_frame,
+    generate_latents(model, args.frames, None, steps=args.steps, batch=args.batch, on_frame=on_frame,
              actions=torch.zeros(args.batch, args.frames, dtype=torch.long, device=device),
              generator=torch.Generator().manual_seed(0), decoding=decoding)
     if device.type == "cuda":
@@ -81,7 +81,7 @@ def uncached_seconds(model: FAR, position: int, steps: int, device, batch: int =
                                                      cfg.sample_size, device=device, dtype=next(model.parameters()).dtype)
     actions = torch.zeros(batch, position + frames, dtype=torch.long, device=device)
     start = time.perf_counter()
-    generate(model, context, num_frames=frames, steps=steps, actions=actions, use_cache=False, batch=batch,
+    generate_latents(model, frames, context, steps=steps, actions=actions, use_cache=False, batch=batch,
              generator=torch.Generator().manual_seed(0))
     if device.type == "cuda":
         torch.cuda.synchronize()

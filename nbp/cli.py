@@ -14,9 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nbp.checkpoint.torch_files import TRUST_FLAG, trusting
+from nbp.checkpoint import TRUST_FLAG
 from nbp.config import UserError, build_config, presets, resolved_yaml
-from nbp.runtime import tune_cpu_allocator
 
 
 def load(spec: str):
@@ -245,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nbp {name}: " + (COMMANDS[name].help + f"\nsettings: `nbp config {name}`" if name in COMMANDS
                                  else show_config.__doc__))
         return 0
+    from nbp.checkpoint.torch_files import trusting  # torch, once a command runs: `nbp --help` stays instant
+    from nbp.runtime import tune_cpu_allocator
+
     configure_logging()
     tune_cpu_allocator()
     trust = TRUST_FLAG in arguments  # every torch file this command reads is unpickled in full

@@ -84,3 +84,35 @@ def test_what_nbp_config_prints_is_what_runs():
                                                 clips=ClipConfig(root="r"))).videos == 2048
     with pytest.raises(ConfigError, match="fixes trajectories=100"):
         with_protocol(FAREvalConfig(far="f", dcae="d", data="x", protocol="ucf-short", trajectories=2))
+
+
+def test_every_command_resolves_its_config_class_and_function():
+    from nbp.cli import COMMANDS, load
+
+    for command in COMMANDS.values():
+        config, run = load(command.config), load(command.run)
+        assert isinstance(config, type) and callable(run), command.name
+        assert main(["config", command.name]) == 0, command.name  # its defaults resolve (paths left as ???)
+
+
+FAR_SAMPLING = {"steps": 3, "cfg_scale": 1.5, "use_cache": False, "decoding": "dynamic", "context_noise": 0.25}
+
+
+@pytest.mark.parametrize("command,section", [("sample-far", "sampling"), ("far-eval", "sampling"),
+                                             ("far-gen-eval", "sampling"), ("world-eval", "far_sampling")])
+def test_every_far_sampling_field_is_settable_from_every_far_job(command, section, capsys):
+    from omegaconf import OmegaConf
+
+    assert main(["config", command, *(f"{section}.{k}={v}" for k, v in FAR_SAMPLING.items())]) == 0
+    assert OmegaConf.to_container(OmegaConf.create(capsys.readouterr().out))[section] == FAR_SAMPLING
+
+
+def test_the_command_line_and_the_metrics_do_not_import_the_model_families():
+    """`nbp --help` stays instant, and FVD does not pull FAR's DC-AE (diffusers) through the checkpoint package."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, nbp.cli; a = {m for m in ('torch', 'diffusers') if m in sys.modules}; import nbp.metrics; "
+             "print(sorted(a), 'diffusers' in sys.modules, 'nbp.models.far' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["[]", "False", "False"]

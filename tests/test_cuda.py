@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from nbp.checkpoint import load_magvit2
 from nbp.config import from_preset
 from nbp.generation import generate as generate_codes
+from nbp.generation.far import generate_latents
 from nbp.metrics import psnr
 from nbp.models.attention import AttentionMask, attend, nbp_mask
 from nbp.models.far import FAR, FARConfig
 from nbp.models.fused_ce import linear_cross_entropy
 from nbp.models.transformer import Transformer, TransformerConfig
-from nbp.pipelines.far import generate
 from nbp.training.lm import train_lm
 from nbp.training.runner import read_metrics
 from nbp.training.tokenizer import train_tokenizer
@@ -123,7 +123,7 @@ def far_long_rollout(dtype) -> tuple[FAR, torch.Tensor, torch.Tensor, torch.Tens
 def test_far_sampling_with_caches_equals_sampling_without(dtype):
     """FAR_Long past its window (6 context frames, 8 new, W = 4): the KV and two-level caches change nothing."""
     far, context, noise, actions = far_long_rollout(dtype)
-    cached, plain = (generate(far, context, 8, steps=4, cfg_scale=1.5, actions=actions, noise=noise, use_cache=cache)
+    cached, plain = (generate_latents(far, 8, context, steps=4, cfg_scale=1.5, actions=actions, noise=noise, use_cache=cache)
                      for cache in (True, False))
     tolerance = 1e-4 if dtype == torch.float32 else 0.1
     torch.testing.assert_close(cached.float(), plain.float(), atol=tolerance, rtol=0)
@@ -136,7 +136,7 @@ def test_far_frames_replayed_as_cuda_graphs_equal_the_eager_steps(dtype):
     eager static steps, and those the dynamic cache's to rounding."""
     gpu_only("CUDA graphs")
     far, context, noise, actions = far_long_rollout(dtype)
-    graphs, static, dynamic = (generate(far, context, 8, steps=4, cfg_scale=1.5, actions=actions, noise=noise,
+    graphs, static, dynamic = (generate_latents(far, 8, context, steps=4, cfg_scale=1.5, actions=actions, noise=noise,
                                         decoding=decoding) for decoding in ("cuda-graphs", "static", "dynamic"))
     torch.testing.assert_close(graphs, static, atol=0, rtol=0)
     tolerance = 1e-4 if dtype == torch.float32 else 0.1

@@ -15,7 +15,8 @@ from nbp.download import load_dcae, load_far
 from nbp.generation import far as far_sampling
 from nbp.generation.far import FARSamplingConfig, flow_schedule, generate_latents
 from nbp.models.far import FAR, FARConfig
-from nbp.pipelines.far import FARPipeline, far_loss, far_loss_terms, generate
+from nbp.pipelines.far import FARPipeline
+from nbp.training.far_loss import far_loss, far_loss_terms
 
 from conftest import det_state_dict, golden_dir
 
@@ -312,13 +313,13 @@ def count_frames_fed(monkeypatch) -> list[tuple[int, bool, bool]]:
 def test_the_cached_sampler_computes_each_context_frame_once(official_files, far_golden, monkeypatch):
     g = far_golden
     fed = count_frames_fed(monkeypatch)
-    generate(load_far(official_files["uncond"]), g["pipe_ctx_latents"], num_frames=3, steps=4, noise=g["pipe_noise"])
+    generate_latents(load_far(official_files["uncond"]), 3, g["pipe_ctx_latents"], steps=4, noise=g["pipe_noise"])
     # the 2 given frames, then each generated frame once (the last is never context); each Euler step the noisy
     # frame alone
     step = (1, False, False)
     assert fed == [(2, False, True), *[step] * 4, (1, False, True), *[step] * 4, (1, False, True), *[step] * 4]
     fed.clear()
-    generate(load_far(official_files["uncond"]), g["pipe_ctx_latents"], num_frames=3, steps=4, noise=g["pipe_noise"],
+    generate_latents(load_far(official_files["uncond"]), 3, g["pipe_ctx_latents"], steps=4, noise=g["pipe_noise"],
              use_cache=False)
     assert [frames for frames, _, _ in fed] == [3] * 4 + [4] * 4 + [5] * 4  # without: the whole sequence every step
 
@@ -326,7 +327,7 @@ def test_the_cached_sampler_computes_each_context_frame_once(official_files, far
 def test_past_the_window_each_frame_costs_the_same(official_files, monkeypatch):
     model = load_far(official_files["long"], short_window=4)
     fed = count_frames_fed(monkeypatch)
-    generate(model, None, num_frames=9, steps=2, actions=torch.zeros(1, 9, dtype=torch.long), batch=1,
+    generate_latents(model, 9, None, steps=2, actions=torch.zeros(1, 9, dtype=torch.long), batch=1,
              generator=torch.Generator().manual_seed(0), latent_size=8)
     step = (1, False, False)
     within = [step, step] + [(1, False, True), step, step] * 3  # frames 0-3: the window grows by one clean frame
@@ -351,16 +352,16 @@ def test_bad_inputs_get_clear_errors(official_files, far_golden):
     g = far_golden
     uncond, action = load_far(official_files["uncond"]), load_far(official_files["action"])
     with pytest.raises(ValueError, match=r"\(B, T, 32, h, w\)"):
-        generate(uncond, g["pipe_ctx_latents"][:, :, :16], num_frames=1, steps=1)
+        generate_latents(uncond, 1, g["pipe_ctx_latents"][:, :, :16], steps=1)
     with pytest.raises(ValueError, match="labels given to a FAR model conditioned on 'none'"):
-        generate(uncond, g["pipe_ctx_latents"], num_frames=1, steps=1, labels=torch.tensor([1, 2]))
+        generate_latents(uncond, 1, g["pipe_ctx_latents"], steps=1, labels=torch.tensor([1, 2]))
     with pytest.raises(ValueError, match=r"actions must lie in \[0, 3\]"):
-        generate(action, g["pipe_ctx_latents"], num_frames=1, steps=1, actions=torch.full((2, 3), 7))
+        generate_latents(action, 1, g["pipe_ctx_latents"], steps=1, actions=torch.full((2, 3), 7))
     with pytest.raises(ValueError, match="actions cover 2 frames"):
-        generate(action, g["pipe_ctx_latents"], num_frames=1, steps=1, actions=torch.zeros(2, 2, dtype=torch.long))
+        generate_latents(action, 1, g["pipe_ctx_latents"], steps=1, actions=torch.zeros(2, 2, dtype=torch.long))
     long = load_far(official_files["long"], short_window=4)
     with pytest.raises(ValueError, match="4x4 patches"):
-        generate(long, torch.zeros(1, 2, 32, 6, 6), num_frames=1, steps=1, actions=torch.zeros(1, 3, dtype=torch.long))
+        generate_latents(long, 1, torch.zeros(1, 2, 32, 6, 6), steps=1, actions=torch.zeros(1, 3, dtype=torch.long))
 
 
 def test_sample_far_rolls_out_an_episode_with_its_actions(official_files, far_golden, tmp_path, capsys):

@@ -4,7 +4,7 @@ import pytest
 
 from nbp.config import ConfigError
 from nbp.eval.prediction import PredictEvalConfig, condition, evaluate_prediction
-from nbp.pipelines.video import given_codes
+from nbp.pipelines.tokens import given_codes
 
 
 def test_given_codes_cover_the_context_frames():

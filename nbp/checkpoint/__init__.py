@@ -1,18 +1,26 @@
 """Model files in and out: nbp's own (one safetensors file with its config), the official NBP releases, DeepSpeed
-ZeRO folders converted to one fp32 file, FAR's transformer and DC-AE files, and third-party weights (the perceptual metric's)."""
-from nbp.checkpoint.far import load_dcae, load_far
-from nbp.checkpoint.files import (
-                                  CheckpointError,
-                                  is_nbp_file,
-                                  load_model,
-                                  load_state_dict_strict,
-                                  require_file,
-                                  save_model,
-)
-from nbp.checkpoint.official import load_magvit2, load_transformer
-from nbp.checkpoint.torch_files import read_torch_checkpoint, trusting
-from nbp.checkpoint.zero import convert
+ZeRO folders converted to one fp32 file, FAR's transformer and DC-AE files, and third-party weights (the perceptual
+metric's).
 
-__all__ = ["CheckpointError", "is_nbp_file", "load_model", "load_state_dict_strict", "require_file", "save_model",
-           "load_dcae", "load_far",
-           "load_magvit2", "load_transformer", "read_torch_checkpoint", "trusting", "convert"]
+The names below load their module when first used (PEP 562), so that `from nbp.checkpoint import CheckpointError`
+(the metrics, the command line) does not import every model family and diffusers.
+"""
+import importlib
+
+TRUST_FLAG = "--trust-checkpoints"  # the command line's switch for unpickling torch files in full
+
+EXPORTS = {
+    "load_dcae": "far", "load_far": "far",
+    "CheckpointError": "files", "is_nbp_file": "files", "load_model": "files", "load_state_dict_strict": "files",
+    "require_file": "files", "save_model": "files",
+    "load_magvit2": "official", "load_transformer": "official",
+    "read_torch_checkpoint": "torch_files", "trusting": "torch_files",
+    "convert": "zero",
+}
+__all__ = list(EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{EXPORTS[name]}"), name)

@@ -5,6 +5,7 @@ model from the stored config, so any preset or custom architecture reloads with 
 """
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -14,14 +15,12 @@ from safetensors.torch import load_file, save_file
 
 from nbp.config import UserError, from_dict, to_dict
 from nbp.io import atomic_write
-from nbp.models.dcae import DCAE
-from nbp.models.far import FAR
-from nbp.models.tokenizer import VideoTokenizer
-from nbp.models.transformer import Transformer
-from nbp.models.world import WorldTransformer
 
 FORMAT = "nbp"
-MODELS = {cls.kind: cls for cls in (VideoTokenizer, Transformer, WorldTransformer, FAR, DCAE)}
+# the model class of each kind a file says it holds, imported when a file of that kind is read (so that reading a
+# token model's file, or only naming a checkpoint error, does not import every family's modules and diffusers)
+MODELS = {"tokenizer": "nbp.models.tokenizer:VideoTokenizer", "transformer": "nbp.models.transformer:Transformer",
+          "world": "nbp.models.world:WorldTransformer", "far": "nbp.models.far:FAR", "dcae": "nbp.models.dcae:DCAE"}
 TRANSFORMERS = ("transformer", "world")  # what `load_transformer` reads
 WORLD_FIELDS = ("num_actions", "short_frames", "long_frames", "long_pool")
 
@@ -34,13 +33,14 @@ def model_class(kind: str, config: dict) -> type:
     """The model class of a saved (kind, config). Files of nbp before world models had a class of their own
     say "transformer" and carry the world fields in every transformer config (zero for plain models)."""
     if kind == "transformer" and any(config.get(k) for k in WORLD_FIELDS[:3]):
-        return WorldTransformer
-    if kind == "transformer":
+        kind = "world"
+    elif kind == "transformer":
         for key in WORLD_FIELDS:
             config.pop(key, None)
     if kind not in MODELS:
         raise CheckpointError(f"unknown model kind {kind!r}; nbp knows {sorted(MODELS)}")
-    return MODELS[kind]
+    module, name = MODELS[kind].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def build_model(kind: str, config: dict, **config_overrides) -> torch.nn.Module:

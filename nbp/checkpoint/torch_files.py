@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
+from nbp.checkpoint import TRUST_FLAG
 from nbp.checkpoint.files import CheckpointError
 
 log = logging.getLogger(__name__)
 
-TRUST_FLAG = "--trust-checkpoints"
 _trusted: ContextVar[bool] = ContextVar("nbp_trust_checkpoints", default=False)
 
 

@@ -7,7 +7,7 @@ truth (the ceiling the LM's codes can reach).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,7 +19,7 @@ from nbp.generation.sampling import SamplingConfig
 from nbp.io import write_json
 from nbp.io.media import contact_sheet, save_video, to_uint8, video_grid
 from nbp.metrics.video import UINT8_PSNR, psnr, ssim
-from nbp.pipelines.video import NBPPipeline
+from nbp.pipelines.tokens import NBPPipeline
 
 
 @dataclass
@@ -66,7 +66,7 @@ def evaluate_prediction(cfg: PredictEvalConfig) -> dict:
                           f"{list(pipeline.latent_shape(frames))}; the LM models {pipeline.lm.config.latent_shape}")
     given = pipeline.given_codes(cfg.context_frames)
     generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
-    predicted_codes = pipeline.continue_codes(codes[:, :given], frames, generator, **asdict(cfg.sampling),
+    predicted_codes = pipeline.continue_codes(codes[:, :given], frames, generator, cfg.sampling,
                                               **condition(pipeline.lm, labels, classes))
     predicted, reconstructed = pipeline.decode(predicted_codes, frames), pipeline.decode(codes, frames)
     start = cfg.context_frames

@@ -22,7 +22,7 @@ from nbp.config import ConfigError, InputError
 from nbp.data.episodes import list_episodes, load_episode
 from nbp.data.extract import encode_frames
 from nbp.data.video import frames_to_video
-from nbp.generation.far import FARSamplingConfig
+from nbp.generation.far import FARSamplingConfig, generate_latents
 from nbp.generation.sampling import SamplingConfig
 from nbp.io import write_json
 from nbp.io.media import save_video, to_uint8, video_grid
@@ -30,8 +30,8 @@ from nbp.io.plot import line_chart
 from nbp.io.progress import progress
 from nbp.metrics import frechet_distance, i3d_features, load_i3d
 from nbp.metrics.video import per_frame_ssim
-from nbp.pipelines.far import FARPipeline, generate
-from nbp.pipelines.video import WorldPipeline
+from nbp.pipelines.far import FARPipeline
+from nbp.pipelines.tokens import WorldPipeline
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,7 @@ class DiscretePredictor:
 
     def predict(self, codes: torch.Tensor, actions: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         cfg = self.cfg
-        ids = self.pipeline.continue_codes(codes[:, :cfg.context], cfg.horizon, actions, generator,
-                                           **asdict(cfg.sampling))
+        ids = self.pipeline.continue_codes(codes[:, :cfg.context], cfg.horizon, actions, generator, cfg.sampling)
         return self.pipeline.decode(ids)
 
     def reconstruct(self, codes: torch.Tensor) -> torch.Tensor:
@@ -98,7 +97,7 @@ class FARPredictor:
 
     def predict(self, latents: torch.Tensor, actions: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         cfg = self.cfg
-        out = generate(self.pipeline.far, latents[:, :cfg.context], cfg.horizon, sampling=cfg.far_sampling,
+        out = generate_latents(self.pipeline.far, cfg.horizon, latents[:, :cfg.context], sampling=cfg.far_sampling,
                        actions=actions.to(self.pipeline.device), generator=generator)
         return self.pipeline.decode(out[:, cfg.context:])
 

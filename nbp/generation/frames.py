@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from nbp.config import InputError
+from nbp.config import ConfigError, InputError
 from nbp.generation.guidance import double_rows, guidance_scale, guide_rows, is_guided, with_null_rows
 from nbp.generation.sampling import sample_logits
 from nbp.models.transformer import KVCache
@@ -39,11 +39,15 @@ def predict_frames(model: WorldTransformer, context: torch.Tensor, num_frames: i
                    long_frames: int | None = None, greedy: bool = False, temperature: float = 1.0,
                    top_k: int | None = None, top_p: float | None = None, cfg_scale: float | None = None,
                    cfg_schedule: str = "constant", generator: torch.Generator | None = None,
-                   progress=iter) -> torch.Tensor:
+                   progress=iter, decoding: str = "auto") -> torch.Tensor:
     """Continue context codes (B, C, h*w) by `num_frames` frames, one step each -> (B, num_frames, h*w).
 
     `actions` (B, C + num_frames): actions[:, t] produced frame t. `cfg_scale` guides with the null action (FAR
-    uses 1.5), following `cfg_schedule` over the frames."""
+    uses 1.5), following `cfg_schedule` over the frames. The window is re-encoded as it slides, so `decoding` is the
+    dynamic cache's ("auto" or "dynamic")."""
+    if decoding not in ("auto", "dynamic"):
+        raise ConfigError(f"world models decode with the dynamic cache (the window is re-encoded as it slides): "
+                          f"decoding must be 'auto' or 'dynamic', got {decoding!r}")
     cfg = model.config
     hw = cfg.block
     short = cfg.short_frames if short_frames is None else short_frames

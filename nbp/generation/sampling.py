@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from nbp.config import ConfigError, InputError
+from nbp.generation.decoding import check_decoding
 from nbp.generation.guidance import SCHEDULES
 
 
@@ -138,6 +139,7 @@ class SamplingConfig:
     top_p: float | None = None
     cfg_scale: float | None = None  # classifier-free guidance (class, text or action conditions); None = off
     cfg_schedule: str = "constant"  # or "linear"
+    decoding: str = "auto"  # how the cached steps run (nbp.generation.decoding); world models: dynamic
 
     def validate(self) -> None:
         problems = [f"cfg_schedule must be one of {SCHEDULES}, got {self.cfg_schedule!r}"
@@ -149,5 +151,6 @@ class SamplingConfig:
                     if self.top_p is not None and not 0 < self.top_p <= 1 else "",
                     f"cfg_scale must be >= 0 (1 = no guidance; null = off), got {self.cfg_scale}"
                     if self.cfg_scale is not None and self.cfg_scale < 0 else ""]
+        check_decoding(self.decoding)
         if any(problems):
             raise ConfigError("sampling: " + "; ".join(p for p in problems if p))

@@ -1,4 +1,6 @@
 """Pipelines compose a tokenizer with a model, video in and video out; `sample` is the `nbp sample` job."""
-from nbp.pipelines.video import NBPPipeline, VideoOutput, WorldPipeline
+from nbp.pipelines.base import VideoOutput
+from nbp.pipelines.far import FARPipeline
+from nbp.pipelines.tokens import NBPPipeline, WorldPipeline
 
-__all__ = ["NBPPipeline", "VideoOutput", "WorldPipeline"]
+__all__ = ["FARPipeline", "NBPPipeline", "VideoOutput", "WorldPipeline"]

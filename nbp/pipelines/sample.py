@@ -18,7 +18,7 @@ from nbp.generation.sampling import SamplingConfig
 from nbp.io import write_array, write_json
 from nbp.io.media import contact_sheet, save_video, to_uint8, video_grid
 from nbp.io.progress import progress
-from nbp.pipelines.video import NBPPipeline
+from nbp.pipelines.tokens import NBPPipeline
 
 
 @dataclass
@@ -82,9 +82,11 @@ def sample_videos(cfg: SampleConfig) -> dict:
     todo, videos = batches(cfg, rank, world), []
     for ids in progress(todo, f"sample (rank {rank}/{world})", "batch"):
         context = read_context([contexts[i] for i in ids], cfg.context_frames, cfg.resolution) if contexts else None
-        out = pipeline(cfg.frames, context, generator=sample_generators(cfg, ids), batch_size=len(ids),
+        new_frames = cfg.frames - (0 if context is None else context.shape[2])
+        out = pipeline(new_frames, context, sampling=cfg.sampling, generator=sample_generators(cfg, ids),
+                       batch_size=len(ids),
                        class_ids=[classes[i] for i in ids] if classes else None,
-                       text=[texts[i] for i in ids] if texts else None, **asdict(cfg.sampling))
+                       text=[texts[i] for i in ids] if texts else None)
         batch = to_uint8(out.videos.cpu())
         if cfg.sharded:
             for i, video in zip(ids, batch):

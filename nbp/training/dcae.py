@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DCAETrainConfig(TokenizerTrainConfig):
-    run: RunConfig = field(default_factory=lambda: RunConfig(run_dir="runs/dcae"))
+    # FAR starts its GAN phase at step 50,000: the default run goes as far again past it
+    run: RunConfig = field(default_factory=lambda: RunConfig(run_dir="runs/dcae", steps=100_000))
     model: DCAEConfig = field(default_factory=lambda: from_preset(DCAEConfig, "dcae-8x"))
     init_from: str | None = None  # fine-tune: an official DCAE_*.pth or an nbp dcae file
     discriminator: DiscriminatorConfig = field(default_factory=lambda: DiscriminatorConfig(kind="2d"))

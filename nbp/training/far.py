@@ -27,7 +27,7 @@ from nbp.data.latents import EpisodeClips, LatentDataset
 from nbp.io import atomic_write
 from nbp.models.dcae import DCAE
 from nbp.models.far import FAR, FARConfig
-from nbp.pipelines.far import far_loss_terms
+from nbp.training.far_loss import far_loss_terms
 from nbp.training.runner import RunConfig, build_trainer, fit_and_export, resumable_loader
 
 

@@ -1,35 +1,38 @@
-"""Pipelines: a tokenizer composed with a model, video in and video out (the pattern of diffusers' `DiTPipeline`).
+"""The token family's pipelines: a tokenizer composed with a model, video in and video out (the pattern of
+diffusers' `DiTPipeline`; `nbp.pipelines.far.FARPipeline` is FAR's).
 
 `NBPPipeline` encodes the given frames, generates the rest of the clip with a next-block-prediction LM and decodes
-it; `WorldPipeline` continues episodes frame by frame from context frames and actions. Jobs (`nbp sample`,
-prediction and world evaluation, the demo) use these instead of each chaining encode -> generate -> decode.
+it; `WorldPipeline` continues episodes frame by frame from context frames and actions. Like every pipeline, each
+is called as `pipeline(num_frames, context, sampling=...)` with `num_frames` the frames to generate, and returns a
+`VideoOutput`. Jobs (`nbp sample`, prediction and world evaluation, the demo) use these instead of each chaining
+encode -> generate -> decode.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, fields
 
 import numpy as np
 import torch
 
 from nbp.checkpoint import load_magvit2, load_transformer
-from nbp.config import InputError
-from nbp.generation import predict_frames
+from nbp.config import InputError, with_settings
+from nbp.generation.frames import predict_frames
+from nbp.generation.sampling import SamplingConfig
 from nbp.generation.tokens import generate
 from nbp.models.tokenizer import VideoTokenizer
 from nbp.models.transformer import Transformer
 from nbp.models.world import WorldTransformer
-from nbp.runtime import use_bf16
+from nbp.pipelines.base import VideoOutput, bf16_dtype
+
+SAMPLING_FIELDS = {f.name for f in fields(SamplingConfig)}
 
 
-@dataclass
-class VideoOutput:
-    videos: torch.Tensor  # (B, 3, T, H, W) float in [0, 1]
-    codes: torch.Tensor  # (B, n) the clip's codes, given and generated
-
-
-def bf16_dtype(bf16: bool, device) -> torch.dtype | None:
-    """bf16 weights when asked for and native here (nbp.runtime.use_bf16), else the file's float32."""
-    return torch.bfloat16 if use_bf16(bf16, device, "sampling") else None
+def sampling_arguments(sampling: SamplingConfig | None, arguments: dict) -> dict:
+    """The sampler's keyword arguments: `sampling` with the fields given among `arguments`, and the other
+    arguments (conditions, batch size) as they are."""
+    settings = {k: v for k, v in arguments.items() if k in SAMPLING_FIELDS}
+    rest = {k: v for k, v in arguments.items() if k not in SAMPLING_FIELDS}
+    return asdict(with_settings(sampling or SamplingConfig(), settings)) | rest
 
 
 def given_codes(tokenizer_config, context_frames: int, per_latent_frame: int) -> int:
@@ -69,18 +72,24 @@ class NBPPipeline:
         _, h, w = self.latent_shape(1)
         return given_codes(self.tokenizer.config, context_frames, h * w)
 
-    def continue_codes(self, context: torch.Tensor | None, frames: int, generator=None, **kwargs) -> torch.Tensor:
+    def continue_codes(self, context: torch.Tensor | None, frames: int, generator=None,
+                       sampling: SamplingConfig | None = None, **arguments) -> torch.Tensor:
         """The codes (B, n) of `frames`-frame clips starting with the `context` codes (B, given) (or none):
-        conditions (`class_ids`, `text`, `batch_size`) and sampling settings go to `nbp.generation.generate`."""
+        conditions (`class_ids`, `text`, `batch_size`) and sampling fields go to `nbp.generation.generate`."""
         total = int(np.prod(self.latent_shape(frames)))
         given = 0 if context is None else context.shape[1]
-        codes = generate(self.lm, total - given, context=context, generator=generator, **kwargs)
+        codes = generate(self.lm, total - given, context=context, generator=generator,
+                         **sampling_arguments(sampling, arguments))
         return codes if context is None else torch.cat([context, codes], dim=1)
 
-    def __call__(self, frames: int, context: torch.Tensor | None = None, generator=None, **kwargs) -> VideoOutput:
-        """Clips of `frames` frames, continuing the `context` videos (B, 3, t, H, W) when given."""
+    def __call__(self, num_frames: int, context: torch.Tensor | None = None, *,
+                 sampling: SamplingConfig | None = None, generator=None, **arguments) -> VideoOutput:
+        """`num_frames` new frames after the `context` videos (B, 3, Tc, H, W) (None: from nothing), as clips of
+        Tc + num_frames frames (1 + 4k for a tokenizer that merges 4 frames); `arguments`: conditions (`class_ids`,
+        `text`, `batch_size`) and sampling fields as keywords."""
+        frames = num_frames + (0 if context is None else context.shape[2])
         context_codes = None if context is None else self.encode(context)
-        codes = self.continue_codes(context_codes, frames, generator, **kwargs)
+        codes = self.continue_codes(context_codes, frames, generator, sampling, **arguments)
         return VideoOutput(self.decode(codes, frames), codes)
 
 
@@ -111,14 +120,16 @@ class WorldPipeline:
         return self.tokenizer.decode_from_code_indices(codes.reshape(len(codes), -1, side, side)).float().clamp(0, 1)
 
     def continue_codes(self, context: torch.Tensor, horizon: int, actions: torch.Tensor | None = None,
-                       generator=None, **sampling) -> torch.Tensor:
+                       generator=None, sampling: SamplingConfig | None = None, **settings) -> torch.Tensor:
         """Codes (B, horizon, h*w) of the frames after context codes (B, C, h*w), under `actions` (B, C + horizon)."""
         device = self.model.tok_emb.weight.device
         return predict_frames(self.model, context.to(device), horizon,
-                              actions=None if actions is None else actions.to(device), generator=generator, **sampling)
+                              actions=None if actions is None else actions.to(device), generator=generator,
+                              **sampling_arguments(sampling, settings))
 
-    def __call__(self, context: torch.Tensor, horizon: int, actions: torch.Tensor | None = None, generator=None,
-                 **sampling) -> VideoOutput:
-        """The `horizon` frames after context videos (B, 3, C, H, W), under `actions` (B, C + horizon)."""
-        codes = self.continue_codes(self.encode(context), horizon, actions, generator, **sampling)
-        return VideoOutput(self.decode(codes), codes.flatten(1))
+    def __call__(self, num_frames: int, context: torch.Tensor, *, actions: torch.Tensor | None = None,
+                 sampling: SamplingConfig | None = None, generator=None, **settings) -> VideoOutput:
+        """`num_frames` new frames after the context videos (B, 3, C, H, W), under `actions` (B, C + num_frames)."""
+        given = self.encode(context)
+        codes = torch.cat([given, self.continue_codes(given, num_frames, actions, generator, sampling, **settings)], 1)
+        return VideoOutput(self.decode(codes), codes)
