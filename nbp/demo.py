@@ -37,7 +37,7 @@ from nbp.runtime import describe_cpu
 from nbp.training.lm import LMSystem, LMTrainConfig, train_lm
 from nbp.training.losses import hinge_d_loss
 from nbp.training.runner import read_metrics
-from nbp.training.tokenizer import TokenizerSystem, TokenizerTrainConfig, train_tokenizer
+from nbp.training.tokenizer import AutoencoderSystem, TokenizerTrainConfig, train_tokenizer
 
 TOKENIZER = "tiny-frames"  # learns colours within the budget; the 3D `tiny` does not (docs/benchmarks.md)
 
@@ -205,7 +205,7 @@ def calibrate_stage(cfg: DemoConfig, folder: Path) -> dict:
 def tokenizer_step_seconds(tok_cfg: TokenizerTrainConfig) -> float:
     """Seconds per tokenizer batch, the discriminator's share (from `disc_start` on) included."""
     torch.manual_seed(0)
-    system = TokenizerSystem(tok_cfg)
+    system = AutoencoderSystem(tok_cfg)
     data, discriminator = tok_cfg.data, system.discriminator
     video = torch.rand(data.batch_size, 3, data.frames, data.resolution, data.resolution)
     optimizer = torch.optim.Adam(system.parameters())

@@ -370,8 +370,8 @@ def test_sample_far_rolls_out_an_episode_with_its_actions(official_files, far_go
     np.savez(episode, video=np.concatenate([video, video, video]), actions=np.array([0, 1, 2, 3, 0, 1]))
     out = tmp_path / "samples"
     argv = ["sample-far", f"far={official_files['long']}", f"dcae={official_files['dcae']}", f"out={out}",
-            f"episode={episode}", "context_frames=2", "frames=3", "sampling.steps=2", "num_samples=2", "sampling.cfg_scale=1.5",
-            "short_window=4"]
+            f"episode={episode}", "context_frames=2", "frames=3", "sampling.steps=2", "num_samples=2",
+            "sampling.cfg_scale=1.5", "short_window=4"]
     assert main(argv) == 0
     assert "wrote 2 videos" in capsys.readouterr().out
     samples = np.load(out / "samples_uint8.npy")
@@ -380,6 +380,11 @@ def test_sample_far_rolls_out_an_episode_with_its_actions(official_files, far_go
     assert not np.array_equal(samples[0], samples[1])  # each sample its own noise
     assert main([*argv, "actions=[0,1]"]) == 2  # too few actions for 5 frames: refused with a message
     assert "2 actions for 5 frames" in capsys.readouterr().err
+    sharded = tmp_path / "sharded"  # as `nbp sample` shards: one array per sample, each drawn as unsharded
+    assert main([*argv[:3], f"out={sharded}", *argv[4:], "sharded=true"]) == 0
+    assert "rank 0/1: wrote 2 samples" in capsys.readouterr().out
+    for i in range(2):
+        assert np.array_equal(np.load(sharded / "samples" / f"{i:06d}.npy"), samples[i])
 
 
 def test_the_pipeline_continues_videos_from_their_reconstruction(official_files, far_golden):

@@ -10,7 +10,7 @@ from nbp.config import ConfigError, build_config
 from nbp.data.synthetic import make_dataset
 from nbp.models.lpips import LPIPS
 from nbp.training.runner import read_metrics
-from nbp.training.tokenizer import TokenizerSystem, TokenizerTrainConfig, train_tokenizer
+from nbp.training.tokenizer import AutoencoderSystem, TokenizerTrainConfig, train_tokenizer
 
 from conftest import det_state_dict
 
@@ -101,7 +101,7 @@ def test_invalid_combinations_fail_before_training(synthetic, tmp_path, override
 
 
 def test_non_finite_losses_are_skipped_then_stop(synthetic, tmp_path):
-    system = TokenizerSystem(config(synthetic, tmp_path / "e", "max_bad_steps=3"))
+    system = AutoencoderSystem(config(synthetic, tmp_path / "e", "max_bad_steps=3"))
     nan = torch.tensor(float("nan"))
     assert not system.finite_or_skip(nan, 7) and not system.finite_or_skip(nan, 8)
     assert system.finite_or_skip(torch.tensor(1.0), 9) and int(system.bad_steps) == 2  # reset by a good update

@@ -26,6 +26,7 @@ import torch
 
 from nbp.checkpoint import TRUST_FLAG
 from nbp.checkpoint.files import CheckpointError
+from nbp.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,13 @@ def load_torch(path: str | Path, trust: bool | None = None):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise refusal(path, error) from None
+
+
+def write_official_state(path: str | Path, state: dict) -> Path:
+    """An official-format file (a state dict, or the dict the official code saves around one), written atomically:
+    the exports every training run leaves beside nbp's own file."""
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    return Path(path)
 
 
 def read_torch_checkpoint(path: str | Path, trust: bool | None = None) -> dict:

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Sampler
 
 from nbp.config import InputError
+from nbp.seeds import generator_for
 
 
 class ResumableSampler(Sampler):
@@ -27,7 +28,7 @@ class ResumableSampler(Sampler):
     def epoch_order(self, epoch: int) -> list[int]:
         if not self.shuffle:
             return list(range(self.length))
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        generator = generator_for(self.seed, epoch)
         return torch.randperm(self.length, generator=generator).tolist()
 
     def stream(self):

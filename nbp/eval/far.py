@@ -37,6 +37,7 @@ from nbp.io.progress import progress
 from nbp.metrics import frechet_distance, i3d_features, load_i3d
 from nbp.metrics.video import UINT8_PSNR, per_frame_psnr, per_frame_ssim
 from nbp.pipelines.far import FARPipeline
+from nbp.seeds import generator_for
 
 PROTOCOLS = {name: dict(context=c, horizon=h, trajectories=n, sampling=dict(cfg_scale=g)) for name, (c, h, n, g) in {
     "ucf-short": (4, 12, 100, 1.0), "bair-short": (2, 28, 100, 1.0),
@@ -182,7 +183,7 @@ def trajectories(cfg: FAREvalConfig, pipeline: FARPipeline, frames: np.ndarray, 
     action_ids = torch.from_numpy(actions)[None].to(pipeline.device) if conditioned else None
     videos = []
     for n in range(cfg.trajectories):
-        generator = torch.Generator().manual_seed((cfg.seed * 1_000_003 + index) * 1009 + n)
+        generator = generator_for(cfg.seed, index, n)
         out = pipeline(cfg.horizon, context, sampling=cfg.sampling, actions=action_ids, generator=generator)
         videos.append(to_scored_uint8(out.videos[0].transpose(0, 1).cpu(), cfg))
     return videos

@@ -1,13 +1,12 @@
 """`nbp sample-far`: videos from a FAR model and its DC-AE: class-conditional or unconditional generation,
 continuation of given videos, or an action rollout from an episode (its first frames and its actions, or actions of
-your own). Written as `nbp sample` writes them: mp4s, a grid video, a contact sheet and lossless arrays.
-
-Every sample draws its noise from its own generator, seeded by (seed, sample index).
+your own). Written as `nbp sample` writes them (`nbp.pipelines.jobs`): mp4s, a grid video, a contact sheet and
+lossless arrays, or, sharded over ranks, one resumable array per sample. Every sample draws its noise from its own
+generator, seeded by (seed, sample index).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,9 +15,8 @@ from nbp.config import ConfigError, InputError
 from nbp.data.episodes import load_episode
 from nbp.generation.far import FARSamplingConfig
 from nbp.io.media import to_uint8
-from nbp.io.progress import progress
 from nbp.pipelines.far import FARPipeline
-from nbp.pipelines.sample import cycled, read_context, write_samples
+from nbp.pipelines.jobs import cycled, read_context, run_batches, sample_generators
 
 
 @dataclass
@@ -41,6 +39,7 @@ class FARSampleConfig:
     device: str = "cpu"
     bf16: bool = False
     fps: float = 8
+    sharded: bool = False  # one file per sample under out/samples/, split over ranks (RANK/WORLD_SIZE), resumable
 
     def validate(self) -> None:
         if (self.context or self.episode) and self.context_frames < 1:
@@ -73,10 +72,8 @@ def sample_far(cfg: FARSampleConfig) -> dict:
     pipeline = FARPipeline.from_files(cfg.dcae, cfg.far, cfg.device, cfg.bf16, cfg.resolution, **fields)
     classes, sources = cycled(cfg.class_ids, cfg.num_samples), cycled(cfg.context, cfg.num_samples)
     episode_context, actions = episode_inputs(cfg)
-    indices = list(range(cfg.num_samples))
-    videos = []
-    for ids in progress([indices[i:i + cfg.batch_size] for i in range(0, len(indices), cfg.batch_size)],
-                        "sample-far", "batch"):
+
+    def generate_batch(ids: list[int]) -> np.ndarray:
         context = read_context([sources[i] for i in ids], cfg.context_frames, cfg.resolution) if sources else None
         if episode_context is not None:
             context = episode_context.expand(len(ids), -1, -1, -1, -1)
@@ -84,8 +81,9 @@ def sample_far(cfg: FARSampleConfig) -> dict:
                        labels=torch.tensor([classes[i] for i in ids], device=pipeline.device) if classes else None,
                        actions=None if actions is None else actions.expand(len(ids), -1).to(pipeline.device),
                        noise=batch_noise(pipeline, cfg, ids), batch=len(ids), show_progress=True)
-        videos.append(to_uint8(out.videos.cpu()))
-    return write_samples(Path(cfg.out), np.concatenate(videos), cfg)
+        return to_uint8(out.videos.cpu())
+
+    return run_batches(cfg, "sample-far", generate_batch)
 
 
 def batch_noise(pipeline: FARPipeline, cfg: FARSampleConfig, ids: list[int]) -> torch.Tensor:
@@ -93,5 +91,5 @@ def batch_noise(pipeline: FARPipeline, cfg: FARSampleConfig, ids: list[int]) -> 
     far = pipeline.far.config
     side = cfg.resolution // pipeline.dcae.config.spatial_factor
     shape = (cfg.frames, far.in_channels, side, side)
-    noise = [torch.randn(shape, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + i)) for i in ids]
+    noise = [torch.randn(shape, generator=g) for g in sample_generators(cfg.seed, ids)]
     return torch.stack(noise).to(pipeline.device)

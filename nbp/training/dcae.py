@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 
 from nbp.checkpoint import load_dcae, save_model
+from nbp.checkpoint.torch_files import write_official_state
 from nbp.config import ConfigError, from_preset
-from nbp.io import atomic_write
 from nbp.models.dcae import DCAE, DCAEConfig
 from nbp.models.discriminator import DiscriminatorConfig
 from nbp.training.runner import RunConfig
-from nbp.training.tokenizer import TokenizerSystem, TokenizerTrainConfig, train_autoencoder
+from nbp.training.tokenizer import AutoencoderSystem, TokenizerTrainConfig, train_autoencoder
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class DCAETrainConfig(TokenizerTrainConfig):
         return replace(self.model, resolution=self.data.resolution)
 
 
-class DCAESystem(TokenizerSystem):
+class DCAESystem(AutoencoderSystem):
     """The tokenizer system with a DC-AE in the `tokenizer` slot."""
 
     @staticmethod
@@ -115,7 +115,7 @@ def export(system: DCAESystem, run_dir: Path) -> Path:
                  "(dcae.safetensors keeps it)", dcae.config.scaling_factor)
     path = save_model(dcae, run_dir / "dcae.safetensors")
     official = {k: v.contiguous() for k, v in dcae.state_dict().items()}
-    atomic_write(run_dir / "dcae_official.pth", lambda tmp: torch.save(official, tmp))
+    write_official_state(run_dir / "dcae_official.pth", official)
     return path
 
 

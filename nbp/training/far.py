@@ -13,22 +13,21 @@ export), bf16 where native, DDP and DeepSpeed through nbp's runner.
 """
 from __future__ import annotations
 
-import copy
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
 import torch
 
 from nbp.checkpoint import load_dcae, load_model
-from nbp.checkpoint.zero import CONFIG_KEY, EXPORT_KEY, KIND_KEY
+from nbp.checkpoint.torch_files import write_official_state
 from nbp.config import ConfigError, from_preset, to_dict
 from nbp.data.latents import EpisodeClips, LatentDataset
-from nbp.io import atomic_write
 from nbp.models.dcae import DCAE
 from nbp.models.far import FAR, FARConfig
 from nbp.training.far_loss import far_loss_terms
-from nbp.training.runner import RunConfig, build_trainer, fit_and_export, resumable_loader
+from nbp.training.runner import RunConfig, build_trainer, fit_and_export
+from nbp.training.system import TrainingSystem, scheduled, warmup_constant
 
 
 @dataclass
@@ -100,50 +99,29 @@ def draw(cfg: FARTrainConfig, latents: torch.Tensor, per_frame_condition: bool,
                  dropped.to(device))
 
 
-def shard(parameter: torch.Tensor) -> torch.Tensor:
-    """This rank's part of a parameter: the whole of it, or its partition under DeepSpeed ZeRO-3."""
-    return getattr(parameter, "ds_tensor", parameter)
+class FARSystem(TrainingSystem):
+    loader_draws = True
 
-
-class FARSystem(L.LightningModule):
     def __init__(self, cfg: FARTrainConfig, train_set=None, val_set=None):
-        super().__init__()
-        self.cfg, self.train_set, self.val_set = cfg, train_set, val_set
+        super().__init__(cfg, train_set, val_set)
         self.model = FAR(cfg.model)
         dcae = load_dcae(cfg.dcae, resolution=cfg.resolution).requires_grad_(False) if cfg.dcae else None
         self.__dict__["dcae"] = dcae  # frozen and not trained: kept out of the state dict and the optimizer
-        self.ema = copy.deepcopy(self.model).requires_grad_(False) if cfg.ema_decay > 0 else None
-        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
-
-    def train_dataloader(self):
-        cfg = self.cfg
-        return resumable_loader(self.train_set, cfg.batch_size, cfg.num_workers, cfg.run.seed, int(self.batches_seen),
-                                draws=True)
-
-    def val_dataloader(self):
-        if self.val_set is None:
-            return []
-        return torch.utils.data.DataLoader(self.val_set, batch_size=self.cfg.batch_size)
+        self.make_ema(cfg.ema_decay)
 
     def configure_optimizers(self):
         cfg = self.cfg
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
                                       weight_decay=cfg.weight_decay)
-        warmup = max(1, cfg.warmup_steps)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        schedule = scheduled(optimizer, lambda step: warmup_constant(step, cfg.warmup_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[CONFIG_KEY], checkpoint[KIND_KEY] = asdict(self.model.config), self.model.kind  # for `nbp convert`
-        checkpoint[EXPORT_KEY] = "ema." if self.ema is not None else "model."  # what FAR releases: the EMA
 
     def batch_generators(self, batch: int) -> tuple[torch.Generator, list[torch.Generator]]:
         """The batch's generator (the clip window, alike on every rank) and one per clip, seeded by the clip's place
         in the global stream (the sampler deals clip p of a rank's stream to global place p * world + rank)."""
-        seed, step, world = self.cfg.run.seed * 1_000_003, int(self.batches_seen), self.trainer.world_size
+        step, world = int(self.batches_seen), self.trainer.world_size
         places = [(step * batch + j) * world + self.global_rank for j in range(batch)]
-        return (torch.Generator().manual_seed(seed + step),
-                [torch.Generator().manual_seed((seed + place) * 8191 + 1) for place in places])
+        return self.draw_generator(step), [self.draw_generator(place, 1) for place in places]
 
     def loss(self, batch: dict, generators: tuple[torch.Generator, list[torch.Generator]], drop: bool) -> torch.Tensor:
         cfg, model = self.cfg, self.model.config
@@ -171,31 +149,21 @@ class FARSystem(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = self.loss(batch, self.batch_generators(len(batch["label"])), drop=True)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at batch {int(self.batches_seen)}; lower lr; the last "
-                                     "good checkpoint is kept")
-        self.batches_seen += 1
+        self.check_finite(loss)
+        self.count_batch()
         self.log("train/loss", loss, prog_bar=True)
-        self.log("train/batch", float(self.batches_seen))
         return loss
 
     def optimizer_step(self, *args, **kwargs) -> None:
-        """The update, then the EMA's (here, before the batch-end hooks that may checkpoint the run). Under ZeRO-3
-        each rank moves its own shard of every parameter (both copies are partitioned alike)."""
+        """The update, then the EMA's (here, before the batch-end hooks that may checkpoint the run)."""
         super().optimizer_step(*args, **kwargs)
-        if self.ema is not None:
-            with torch.no_grad():
-                for shadow, weight in zip(self.ema.parameters(), self.model.parameters()):
-                    shard(shadow).lerp_(shard(weight).detach().to(shadow.dtype), 1 - self.cfg.ema_decay)
+        self.update_ema(self.cfg.ema_decay)
 
     def validation_step(self, batch, batch_idx):
         seed = self.cfg.run.seed * 7919 + batch_idx * 131  # the same draws at every validation
         generators = (torch.Generator().manual_seed(seed),
                       [torch.Generator().manual_seed(seed + j + 1) for j in range(len(batch["label"]))])
         self.log("val/loss", self.loss(batch, generators, drop=False), sync_dist=True, batch_size=len(batch["label"]))
-
-    def exported(self) -> FAR:
-        return self.ema if self.ema is not None else self.model
 
 
 def training_sets(cfg: FARTrainConfig, dcae: DCAE | None):
@@ -224,9 +192,10 @@ def train_far(cfg: FARTrainConfig, callbacks=()) -> Path:
     system = FARSystem(cfg)  # the model first: its initialization draws from the seeded generator
     system.train_set, system.val_set = training_sets(cfg, system.dcae)
     trainer = build_trainer(cfg.run, callbacks, grad_clip=cfg.grad_clip, validate=system.val_set is not None)
-    out = fit_and_export(trainer, system, cfg.run, to_dict(cfg), system.exported(), run_dir / "far.safetensors")
-    if trainer.is_global_zero:
-        model = load_model(out, kind="far")
-        state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
-        atomic_write(run_dir / "far_official.pth", lambda tmp: torch.save(state, tmp))
-    return out
+    return fit_and_export(trainer, system, cfg.run, to_dict(cfg), system.exported(), run_dir / "far.safetensors",
+                          also=lambda out: write_official_state(run_dir / "far_official.pth", official_far_state(out)))
+
+
+def official_far_state(exported: Path) -> dict:
+    """FAR's plain float32 state dict of the exported model (read back: under ZeRO it was gathered into the file)."""
+    return {k: v.detach().float().cpu() for k, v in load_model(exported, kind="far").state_dict().items()}

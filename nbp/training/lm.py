@@ -8,22 +8,21 @@ DeepSpeed ZeRO 1/2/3 (`run.strategy=deepspeed_stage_2`, ...), including on CPU p
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 
-from nbp.checkpoint.zero import CONFIG_KEY, KIND_KEY
 from nbp.config import ConfigError, from_preset, to_dict
 from nbp.data.classes import class_text
 from nbp.data.text import text_ids_for
 from nbp.data.tokens import EpisodeTokens, TokenDataset, is_episode_tokens
 from nbp.models.transformer import Transformer, TransformerConfig
 from nbp.models.world import WorldConfig, WorldTransformer
-from nbp.training.runner import RunConfig, build_trainer, fit_and_export, resumable_loader
+from nbp.training.runner import RunConfig, build_trainer, fit_and_export
+from nbp.training.system import TrainingSystem, scheduled, warmup_cosine
 
 
 @dataclass
@@ -56,13 +55,6 @@ def check_dataset(model: TransformerConfig, dataset) -> None:
                           f"set model.num_classes={len(dataset.classes)}")
 
 
-def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 NO_DECAY = ("pos_emb",)  # learned positions: matrices, but not weights of a map
 
 
@@ -82,45 +74,20 @@ def scores(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tenso
     return {"loss": loss, "acc1": (rank == 0).float().mean(), "acc5": (rank < 5).float().mean()}
 
 
-class LMSystem(L.LightningModule):
+class LMSystem(TrainingSystem):
     model_class = Transformer
 
     def __init__(self, cfg: LMTrainConfig, train_set=None, val_set=None, classes: list[str] | None = None):
-        super().__init__()
-        self.cfg, self.train_set, self.val_set = cfg, train_set, val_set
+        super().__init__(cfg, train_set, val_set)
         self.model = self.model_class(cfg.model)
         self.classes = classes or []
-        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[CONFIG_KEY] = asdict(self.model.config)  # lets `nbp convert` rebuild the model
-        checkpoint[KIND_KEY] = self.model.kind
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Refuse to resume a run of another architecture, naming what differs."""
-        saved, current = checkpoint.get(CONFIG_KEY, {}), asdict(self.model.config)
-        changed = {k: (saved[k], current[k]) for k in current if k in saved and k != "preset" and saved[k] != current[k]}
-        if changed:
-            details = ", ".join(f"{k}: checkpoint {a} vs run {b}" for k, (a, b) in changed.items())
-            raise ConfigError(f"the checkpoint in {self.cfg.run.run_dir} is of another model ({details}); "
-                              "use a new run.run_dir or the original model settings")
-
-    def train_dataloader(self):
-        cfg = self.cfg
-        return resumable_loader(self.train_set, cfg.batch_size, cfg.num_workers, cfg.run.seed, int(self.batches_seen))
-
-    def val_dataloader(self):
-        if self.val_set is None:
-            return []
-        return torch.utils.data.DataLoader(self.val_set, batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers)
 
     def configure_optimizers(self):
         cfg = self.cfg
         optimizer = torch.optim.AdamW(decay_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
                                       fused=True)  # one kernel per step instead of a loop over the parameters
         total = max(1, cfg.run.steps // cfg.accumulate)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(step, cfg.warmup_steps, total, cfg.min_lr_ratio))
+        schedule = scheduled(optimizer, lambda step: warmup_cosine(step, cfg.warmup_steps, total, cfg.min_lr_ratio))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def condition(self, labels: torch.Tensor) -> dict:
@@ -148,9 +115,8 @@ class LMSystem(L.LightningModule):
         return torch.rand(batch, generator=self.batch_generator(0)) < rate
 
     def batch_generator(self, stream: int) -> torch.Generator:
-        """A generator seeded by (seed, batch, rank, stream): the same draws after a resume."""
-        seed = ((self.cfg.run.seed * 1_000_003 + int(self.batches_seen)) * 8191 + self.global_rank) * 7 + stream
-        return torch.Generator().manual_seed(seed)
+        """The generator of this batch's draw `stream` on this rank."""
+        return self.draw_generator(int(self.batches_seen), self.global_rank, stream)
 
     def training_step(self, batch, batch_idx):
         try:
@@ -163,12 +129,10 @@ class LMSystem(L.LightningModule):
                 f"{cfg.run.precision}, strategy {cfg.run.strategy}): lower batch_size and raise accumulate to keep "
                 "the effective batch, use run.precision=bf16-mixed, or shard with "
                 "run.strategy=deepspeed_stage_2 / deepspeed_stage_3") from error
-        if not torch.isfinite(out["loss"]):
-            raise FloatingPointError(f"loss is {out['loss'].item()} at batch {int(self.batches_seen)}; "
-                                     "lower lr or use bf16 instead of fp16; the last good checkpoint is kept")
-        self.batches_seen += 1
+        self.check_finite(out["loss"], "lower lr or use bf16 instead of fp16")
+        self.count_batch()
         self.log("train/loss", out["loss"], prog_bar=True)
-        self.log_dict({"train/acc1": out["acc1"], "train/acc5": out["acc5"], "train/batch": float(self.batches_seen)})
+        self.log_dict({"train/acc1": out["acc1"], "train/acc5": out["acc5"]})
         return out["loss"]
 
     def validation_step(self, batch, batch_idx):

@@ -273,16 +273,19 @@ def fit(trainer: L.Trainer, system: L.LightningModule, run_dir: Path, resume: bo
 
 
 def fit_and_export(trainer: L.Trainer, system: L.LightningModule, run: RunConfig, settings: dict,
-                   exported: torch.nn.Module, out: Path) -> Path:
+                   exported: torch.nn.Module, out: Path, also=None) -> Path:
     """Train (or resume) under the run folder's lock, recording `settings`, then write `exported` to `out` from the
-    first process; under DeepSpeed, whose parameters may be partitioned, from the last checkpoint instead."""
+    first process; under DeepSpeed, whose parameters may be partitioned, from the last checkpoint instead. `also(out)`
+    writes the run's other exports (the official format). The lock is held until the last file is written."""
     run_dir = Path(run.run_dir)
     with locked(run_dir):
         record_settings(run_dir, settings)
         fit(trainer, system, run_dir)
-    if trainer.is_global_zero:
-        if run.deepspeed:
-            convert(latest_checkpoint(run_dir / "checkpoints"), out)
-        else:
-            save_model(exported, out)
+        if trainer.is_global_zero:
+            if run.deepspeed:
+                convert(latest_checkpoint(run_dir / "checkpoints"), out)
+            else:
+                save_model(exported, out)
+            if also is not None:
+                also(out)
     return out

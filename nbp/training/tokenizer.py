@@ -15,7 +15,6 @@ Defaults and their sources:
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from dataclasses import dataclass, field, replace
@@ -26,17 +25,18 @@ import torch
 
 from nbp.checkpoint import load_magvit2, save_model
 from nbp.checkpoint.perceptual import PerceptualConfig, load_perceptual
+from nbp.checkpoint.torch_files import write_official_state
 from nbp.config import ConfigError, from_preset, to_dict
 from nbp.data.datamodule import DataConfig
 from nbp.data.dataset import VideoDataset
-from nbp.io import atomic_write
 from nbp.io.media import contact_sheet, to_uint8
 from nbp.metrics import psnr
 from nbp.models.discriminator import Discriminator, DiscriminatorConfig
 from nbp.models.tokenizer import TokenizerConfig, VideoTokenizer
 from nbp.training.losses import adaptive_weight, generator_adv_loss, hinge_d_loss, lecam_loss
 from nbp.training.run_folder import locked, record_settings
-from nbp.training.runner import RunConfig, build_trainer, fit, resumable_loader
+from nbp.training.runner import RunConfig, build_trainer, fit
+from nbp.training.system import TrainingSystem, scheduled, warmup_linear_decay
 
 log = logging.getLogger(__name__)
 
@@ -83,21 +83,24 @@ class TokenizerTrainConfig:
 def lr_lambda(steps: int, warmup_fraction: float):
     """Linear warmup over `warmup_fraction` of the steps, then linear decay to 0."""
     warmup = max(1, math.ceil(steps * warmup_fraction))
-    return lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup)))
+    return lambda step: warmup_linear_decay(step, warmup, steps)
 
 
-class TokenizerSystem(L.LightningModule):
+class AutoencoderSystem(TrainingSystem):
+    """An autoencoder against reconstruction, perceptual and GAN losses: the video tokenizer, and FAR's DC-AE
+    (`nbp.training.dcae.DCAESystem`)."""
+    trained_attribute = "tokenizer"
+    loader_draws = True
+
     def __init__(self, cfg: TokenizerTrainConfig, dataset: VideoDataset | None = None,
                  val_set: VideoDataset | None = None):
-        super().__init__()
-        self.cfg, self.dataset, self.val_set = cfg, dataset, val_set
+        super().__init__(cfg, dataset, val_set)
         self.automatic_optimization = False
         self.tokenizer = self.initial_tokenizer(cfg)
         self.discriminator = Discriminator(cfg.discriminator) if cfg.adversarial_weight > 0 else None
-        self.ema = copy.deepcopy(self.tokenizer).requires_grad_(False) if cfg.ema_decay > 0 else None
+        self.make_ema(cfg.ema_decay)
         lpips = load_perceptual(cfg.perceptual) if cfg.perceptual_weight > 0 else None
         self.__dict__["lpips"] = lpips  # frozen and not ours: kept out of the state dict and the optimizers
-        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
         self.register_buffer("bad_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("lecam_ema", torch.zeros(2))  # running means of D(real), D(fake)
 
@@ -108,16 +111,12 @@ class TokenizerSystem(L.LightningModule):
         return load_magvit2(cfg.init_from, resolution=cfg.data.resolution).train()
 
     # --- data and optimizers ----------------------------------------------------------------------------
-    def train_dataloader(self):
-        cfg = self.cfg
-        return resumable_loader(self.dataset, cfg.data.batch_size, cfg.data.num_workers, cfg.run.seed,
-                                int(self.batches_seen), draws=True)
+    @property
+    def dataset(self) -> VideoDataset | None:
+        return self.train_set
 
-    def val_dataloader(self):
-        if self.val_set is None:
-            return []
-        return torch.utils.data.DataLoader(self.val_set, batch_size=self.cfg.data.batch_size,
-                                           num_workers=self.cfg.data.num_workers)
+    def loader_settings(self) -> tuple[int, int]:
+        return self.cfg.data.batch_size, self.cfg.data.num_workers
 
     @torch.no_grad()
     def validation_step(self, batch, batch_idx):
@@ -133,11 +132,11 @@ class TokenizerSystem(L.LightningModule):
     def configure_optimizers(self):
         cfg, schedule = self.cfg, lr_lambda(self.cfg.run.steps, self.cfg.warmup_fraction)
         opt_g = torch.optim.Adam(self.tokenizer.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
-        optimizers, schedulers = [opt_g], [torch.optim.lr_scheduler.LambdaLR(opt_g, schedule)]
+        optimizers, schedulers = [opt_g], [scheduled(opt_g, schedule)]
         if self.discriminator is not None:
             opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.disc_lr, betas=tuple(cfg.betas))
             optimizers.append(opt_d)
-            schedulers.append(torch.optim.lr_scheduler.LambdaLR(opt_d, schedule))
+            schedulers.append(scheduled(opt_d, schedule))
         return optimizers, schedulers
 
     # --- what another autoencoder (nbp.training.dcae) replaces ----------------------------------------------
@@ -166,14 +165,13 @@ class TokenizerSystem(L.LightningModule):
                 not self.optimize(optimizers[0], schedulers[0], losses["loss"], self.tokenizer):
             return
         self.bad_steps.zero_()
-        self.update_ema()
+        self.update_ema(cfg.ema_decay)
         if gan:
             losses.update(self.discriminator_step(video, recon.detach(), optimizers[1], schedulers[1]))
-        self.batches_seen += 1
+        self.count_batch()
         self.log_dict({f"train/{k}": v.detach().float() for k, v in losses.items() if k != "rec"})
         self.log("train/rec", losses["rec"].detach().float(), prog_bar=True)
         self.log("train/lr", schedulers[0].get_last_lr()[0])
-        self.log("train/batch", float(self.batches_seen))
 
     def generator_losses(self, video, recon, gan: bool) -> dict[str, torch.Tensor]:
         cfg = self.cfg
@@ -232,17 +230,8 @@ class TokenizerSystem(L.LightningModule):
                                      f"a row (last {what} {value.item()}); the last good checkpoint is kept")
         return False
 
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        if self.ema is None:
-            return
-        ema, live = list(self.ema.parameters()), list(self.tokenizer.parameters())
-        torch._foreach_lerp_(ema, live, 1 - self.cfg.ema_decay)
-        for shadow, buffer in zip(self.ema.buffers(), self.tokenizer.buffers()):
-            shadow.copy_(buffer)  # running statistics (BatchNorm) are the live model's, as FAR exports them
-
     def exported_tokenizer(self) -> VideoTokenizer:
-        return (self.ema if self.ema is not None else self.tokenizer).eval()
+        return self.exported().eval()
 
 
 class ReconstructionSamples(L.Callback):
@@ -257,7 +246,7 @@ class ReconstructionSamples(L.Callback):
             self.write(system, step)
 
     @torch.no_grad()
-    def write(self, system: TokenizerSystem, step: int) -> Path:
+    def write(self, system: AutoencoderSystem, step: int) -> Path:
         tokenizer = system.exported_tokenizer()
         recon = tokenizer(self.videos.to(system.device)).clamp(0, 1).cpu()
         system.tokenizer.train()
@@ -265,22 +254,22 @@ class ReconstructionSamples(L.Callback):
         return contact_sheet(to_uint8(rows), self.folder / f"recon_step_{step:08d}.png")
 
 
-def export(system: TokenizerSystem, run_dir: Path) -> Path:
+def export(system: AutoencoderSystem, run_dir: Path) -> Path:
     """nbp's own file (config + weights) and the official `model_state_dict` layout beside it."""
     tokenizer = system.exported_tokenizer()
     path = save_model(tokenizer, run_dir / "tokenizer.safetensors")
     official = {"model_state_dict": {"module." + k: v.contiguous() for k, v in tokenizer.state_dict().items()}}
-    atomic_write(run_dir / "tokenizer_official.pt", lambda tmp: torch.save(official, tmp))
+    write_official_state(run_dir / "tokenizer_official.pt", official)
     return path
 
 
 def train_tokenizer(cfg: TokenizerTrainConfig, callbacks=()) -> Path:
     """Train (or resume) the run in `cfg.run.run_dir`; returns the exported tokenizer file."""
-    return train_autoencoder(cfg, TokenizerSystem, export, callbacks)
+    return train_autoencoder(cfg, AutoencoderSystem, export, callbacks)
 
 
-def train_autoencoder(cfg: TokenizerTrainConfig, system_class: type[TokenizerSystem], export_to, callbacks=()) -> Path:
-    """The tokenizer's training loop for `system_class` (a TokenizerSystem); `export_to(system, run_dir)` writes
+def train_autoencoder(cfg: TokenizerTrainConfig, system_class: type[AutoencoderSystem], export_to, callbacks=()) -> Path:
+    """The tokenizer's training loop for `system_class` (an AutoencoderSystem); `export_to(system, run_dir)` writes
     the final files and returns the main one."""
     cfg.validate()
     L.seed_everything(cfg.run.seed, workers=True)
@@ -291,9 +280,9 @@ def train_autoencoder(cfg: TokenizerTrainConfig, system_class: type[TokenizerSys
     fixed = torch.stack([dataset.load_clip(i, draw=i)["video"] for i in range(min(4, len(dataset)))])
     samples = ReconstructionSamples(fixed, run_dir / "samples", cfg.sample_every)
     trainer = build_trainer(cfg.run, [samples, *callbacks], validate=val_set is not None)
-    with locked(run_dir):
+    with locked(run_dir):  # held until the last file is written
         record_settings(run_dir, to_dict(cfg))
         fit(trainer, system, run_dir)
-    if dataset.skipped:
-        log.warning("files skipped during training: %s", dataset.skip_counts())
-    return export_to(system, run_dir)
+        if dataset.skipped:
+            log.warning("files skipped during training: %s", dataset.skip_counts())
+        return export_to(system, run_dir)
