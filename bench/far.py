@@ -67,8 +67,9 @@ def rollout(model: FAR, args, decoding: str, on_frame=None) -> float:
     device = next(model.parameters()).device
     start = time.perf_counter()
     generate_latents(model, args.frames, None, steps=args.steps, batch=args.batch, on_frame=on_frame,
-             actions=torch.zeros(args.batch, args.frames, dtype=torch.long, device=device),
-             generator=torch.Generator().manual_seed(0), decoding=decoding)
+                     actions=torch.zeros(args.batch, args.frames, dtype=torch.long, device=device),
+                     generator=torch.Generator().manual_seed(0), decoding=decoding,
+                     latent_size=model.config.sample_size)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
@@ -82,7 +83,7 @@ def uncached_seconds(model: FAR, position: int, steps: int, device, batch: int =
     actions = torch.zeros(batch, position + frames, dtype=torch.long, device=device)
     start = time.perf_counter()
     generate_latents(model, frames, context, steps=steps, actions=actions, use_cache=False, batch=batch,
-             generator=torch.Generator().manual_seed(0))
+                     generator=torch.Generator().manual_seed(0), latent_size=cfg.sample_size)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start

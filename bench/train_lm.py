@@ -68,7 +68,7 @@ def nbp_model(fused_loss: bool, shape: Shape, checkpointing: bool = False):
 def hf_model(_fused_loss: bool, shape: Shape):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from nbp.models.attention import nbp_mask
+    from nbp.models.transformer_attention import nbp_mask
 
     config = LlamaConfig(vocab_size=shape.vocab, hidden_size=shape.width, intermediate_size=shape.hidden,
                          num_hidden_layers=shape.layers, num_attention_heads=shape.heads,

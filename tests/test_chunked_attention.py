@@ -2,9 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nbp.models import attention
-from nbp.models.attention import AttentionMask, causal_by_group, chunked_attention, nbp_mask
+from nbp.models import transformer_attention as attention
 from nbp.models.layout import SequenceLayout
+from nbp.models.transformer_attention import AttentionMask, causal_by_group, chunked_attention, nbp_mask
 
 MASKS = {
     "block": lambda: nbp_mask(70, 5, prefix=1),

@@ -15,10 +15,10 @@ from nbp.config import from_preset
 from nbp.generation import generate as generate_codes
 from nbp.generation.far import generate_latents
 from nbp.metrics import psnr
-from nbp.models.attention import AttentionMask, attend, nbp_mask
 from nbp.models.far import FAR, FARConfig
 from nbp.models.fused_ce import linear_cross_entropy
 from nbp.models.transformer import Transformer, TransformerConfig
+from nbp.models.transformer_attention import AttentionMask, attend, nbp_mask
 from nbp.training.lm import train_lm
 from nbp.training.runner import read_metrics
 from nbp.training.tokenizer import train_tokenizer

@@ -6,6 +6,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from nbp.config import UserError
 from nbp.data import (
@@ -18,7 +19,7 @@ from nbp.data import (
     read_frames,
     write_video,
 )
-from nbp.data.datamodule import DataConfig, VideoDataModule
+from nbp.data.datamodule import DataConfig
 from nbp.data.dataset import AnnotationError
 from nbp.data.synthetic import CLASSES, make_dataset
 from nbp.data.tokens import write_token_dataset
@@ -272,13 +273,13 @@ def test_tokenize_command_stores_the_tokenizer_codes(tmp_path):
         assert windows[3 + k]["tokens"].tolist() == expected.flatten().tolist()
 
 
-def test_datamodule_serves_video_and_token_batches(tmp_path):
+def test_the_data_config_serves_random_training_and_centre_validation_windows(tmp_path):
     root = make_dataset(tmp_path / "synth", videos_per_class=4, size=32, seed=2)
-    dm = VideoDataModule(DataConfig(root=str(root), frames=9, resolution=32, batch_size=3, num_workers=0))
-    dm.setup()
-    batch = next(iter(dm.train_dataloader()))
+    cfg = DataConfig(root=str(root), frames=9, resolution=32, batch_size=3, num_workers=0)
+    train, val = cfg.dataset(cfg.train, training=True), cfg.dataset(cfg.val, training=False)
+    batch = next(iter(DataLoader(train, batch_size=cfg.batch_size)))
     assert batch["video"].shape == (3, 3, 9, 32, 32) and batch["label"].shape == (3,)
-    assert len(dm.val_set) == 4 and dm.val_set.sampling == "centre"
+    assert train.sampling == "random" and len(val) == 4 and val.sampling == "centre"
 
 
 def test_the_official_spelling_center_is_accepted(tmp_path):

@@ -396,6 +396,33 @@ def test_the_pipeline_continues_videos_from_their_reconstruction(official_files,
     torch.testing.assert_close(out.videos, g["pipe_label_cfg_kv_video"].transpose(1, 2), atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("caching", CACHING)
+@pytest.mark.parametrize("case,name,condition,guidance,context", SAMPLING, ids=[c[0] for c in SAMPLING])
+def test_every_sampling_golden_through_the_unified_pipeline(case, name, condition, guidance, context, caching,
+                                                           official_files, far_golden):
+    """The pipeline every family shares (video in, `sampling=`, VideoOutput out) gives the official latents, from
+    the context video (encoded by the DC-AE) or from nothing (the size from the noise)."""
+    g = far_golden
+    use_cache, decoding, variant = CACHING[caching]
+    conditions = {"labels": {"labels": g["pipe_label"]}, "actions": {"actions": g["pipe_action"]}, None: {}}[condition]
+    pipeline = FARPipeline(load_dcae(official_files["dcae"]), load_far(official_files[name]))
+    video = g["pipe_ctx_video_u8"].float().div(255).permute(0, 4, 1, 2, 3) if context else None
+    sampling = FARSamplingConfig(steps=4, cfg_scale=guidance, use_cache=use_cache, decoding=decoding)
+    out = pipeline(3, video, sampling=sampling, noise=g["pipe_noise"], **conditions)
+    torch.testing.assert_close(out.latents, g[f"{case}_{variant}"], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("caching", CACHING)
+def test_the_far_long_golden_through_the_unified_pipeline(caching, official_files, far_golden):
+    g = far_golden
+    use_cache, decoding, variant = CACHING[caching]
+    long = FARPipeline(load_dcae(official_files["dcae"]), load_far(official_files["long"], short_window=4))
+    video = g["lpipe_ctx_video_u8"].float().div(255).permute(0, 4, 1, 2, 3)
+    sampling = FARSamplingConfig(steps=4, cfg_scale=1.5, use_cache=use_cache, decoding=decoding)
+    out = long(5, video, sampling=sampling, actions=g["lpipe_action"], noise=g["lpipe_noise"])
+    torch.testing.assert_close(out.latents, g[f"lpipe_action_cfg_{variant}"], atol=1e-4, rtol=0)
+
+
 def test_dcae_config_can_be_named_or_given_as_the_diffusers_json(official_files, spec, tmp_path, far_golden):
     config_file = tmp_path / "model_8x_c32_config.json"
     config_file.write_text(json.dumps(spec["dcae"]["config"]))

@@ -11,7 +11,8 @@ from nbp.download import load_transformer
 from nbp.generation import generate
 from nbp.generation.guidance import guidance_scale, guide
 from nbp.generation.sampling import filter_logits, sample
-from nbp.models.attention import (
+from nbp.models.transformer import KVCache, Transformer, TransformerConfig
+from nbp.models.transformer_attention import (
     AttentionMask,
     attend,
     block_causal_mask,
@@ -21,7 +22,6 @@ from nbp.models.attention import (
     nbp_mask,
     with_visible_prefix,
 )
-from nbp.models.transformer import KVCache, Transformer, TransformerConfig
 
 from conftest import det_state_dict, golden_dir
 
@@ -426,7 +426,7 @@ def test_decode_attention_equals_sdpa(dtype, tolerance):
 @pytest.mark.parametrize("flags, bf16_matmuls", [({"avx512_bf16"}, True), ({"avx2"}, True),
                                                  ({"amx_bf16", "avx512_bf16"}, False)])
 def test_the_kv_cache_keeps_keys_transposed_only_where_decoding_attends_by_matmuls(monkeypatch, flags, bf16_matmuls):
-    from nbp.models import attention
+    from nbp.models import transformer_attention as attention
 
     monkeypatch.setattr(attention, "cpu_flags", lambda: frozenset(flags))
     attention.matmul_decoding.cache_clear()

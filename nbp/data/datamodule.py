@@ -4,9 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
-from torch.utils.data import DataLoader
-
 from nbp.config import InputError
 from nbp.data.dataset import VideoDataset
 from nbp.data.tokens import TokenDataset
@@ -38,30 +35,3 @@ class DataConfig:
         return VideoDataset(root, root / split if split else None, sequence_length=self.frames,
                             resolution=self.resolution, fps=self.fps, sampling="random" if training else "centre",
                             resize=self.resize, short=self.short)
-
-
-class VideoDataModule(L.LightningDataModule):
-    """Train split with random windows, validation split with centre windows."""
-
-    def __init__(self, config: DataConfig):
-        super().__init__()
-        config.validate()
-        self.config = config
-        self.train_set = self.val_set = None
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is None:
-            self.train_set = self.config.dataset(self.config.train, training=True)
-            if self.config.val is not None:
-                self.val_set = self.config.dataset(self.config.val, training=False)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.val_set, shuffle=False) if self.val_set is not None else []
-
-    def _loader(self, dataset, shuffle: bool) -> DataLoader:
-        workers = self.config.num_workers
-        return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=shuffle, num_workers=workers,
-                          persistent_workers=workers > 0, drop_last=shuffle)

@@ -28,7 +28,8 @@ import torch
 from nbp.checkpoint.perceptual import PerceptualConfig, load_perceptual
 from nbp.config import InputError, register_protocols, with_protocol
 from nbp.data.episodes import list_episodes, load_episode
-from nbp.data.video import probe, read_frames
+from nbp.data.video import VIDEO_EXTENSIONS, frames_to_video, probe, read_frames
+from nbp.eval.rollout import FARPredictor, rollouts
 from nbp.generation.far import FARSamplingConfig
 from nbp.io import write_json
 from nbp.io.media import save_video
@@ -78,7 +79,7 @@ def evaluation_items(cfg: FAREvalConfig) -> list[tuple[np.ndarray, np.ndarray | 
     if episodes:
         items = [(*load_episode(p, cfg.resolution), p.name) for p in episodes]
     else:
-        paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in (".mp4", ".avi", ".webm"))
+        paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
         items = [(read_frames(p, list(range(min(needed, probe(p).frames))), cfg.resolution), None, p.name)
                  for p in paths]
     usable = [(v[:needed], None if a is None else a[:needed], n) for v, a, n in items if len(v) >= needed]
@@ -178,12 +179,11 @@ def trajectories(cfg: FAREvalConfig, pipeline: FARPipeline, frames: np.ndarray, 
                  index: int) -> list[np.ndarray]:
     """`cfg.trajectories` continuations of one video as scored (uint8 (context + horizon, H, W, 3): the context as
     the DC-AE reconstructs it, then the predictions), each with its own seed."""
-    context = torch.from_numpy(frames[: cfg.context]).permute(3, 0, 1, 2)[None].float() / 255
+    predictor = FARPredictor(pipeline, cfg.sampling)
+    encoded = predictor.encode(frames_to_video(frames[: cfg.context]))
     conditioned = actions is not None and pipeline.far.config.condition == "action"
-    action_ids = torch.from_numpy(actions)[None].to(pipeline.device) if conditioned else None
-    videos = []
-    for n in range(cfg.trajectories):
-        generator = generator_for(cfg.seed, index, n)
-        out = pipeline(cfg.horizon, context, sampling=cfg.sampling, actions=action_ids, generator=generator)
-        videos.append(to_scored_uint8(out.videos[0].transpose(0, 1).cpu(), cfg))
-    return videos
+    runs = {"predicted": torch.from_numpy(actions)[None] if conditioned else None}
+    videos = rollouts(predictor, encoded, cfg.context, cfg.horizon, runs, cfg.trajectories,
+                      lambda _, n: generator_for(cfg.seed, index, n))["predicted"]
+    given = pipeline.decode(encoded)
+    return [to_scored_uint8(torch.cat([given, video], dim=2)[0].transpose(0, 1).cpu(), cfg) for video in videos]

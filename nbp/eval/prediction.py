@@ -15,6 +15,7 @@ import torch
 from nbp.config import ConfigError
 from nbp.data.classes import class_text
 from nbp.data.dataset import ClipConfig
+from nbp.eval.rollout import TokenPredictor, copy_last, rollouts
 from nbp.generation.sampling import SamplingConfig
 from nbp.io import write_json
 from nbp.io.media import contact_sheet, save_video, to_uint8, video_grid
@@ -60,24 +61,26 @@ def evaluate_prediction(cfg: PredictEvalConfig) -> dict:
     pipeline = NBPPipeline.from_files(cfg.tokenizer, cfg.lm, cfg.clips.resolution, cfg.device)
     truth, labels, classes = load_clips(cfg)
     truth = truth.to(cfg.device)  # (N, 3, T, H, W)
-    codes = pipeline.encode(truth)
+    predictor = TokenPredictor(pipeline, cfg.sampling)
+    codes = predictor.encode(truth)
     if codes.shape[1] != pipeline.lm.config.num_tokens:
         raise ConfigError(f"clips of {frames}x{cfg.clips.resolution}x{cfg.clips.resolution} give latents "
                           f"{list(pipeline.latent_shape(frames))}; the LM models {pipeline.lm.config.latent_shape}")
-    given = pipeline.given_codes(cfg.context_frames)
-    generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
-    predicted_codes = pipeline.continue_codes(codes[:, :given], frames, generator, cfg.sampling,
-                                              **condition(pipeline.lm, labels, classes))
-    predicted, reconstructed = pipeline.decode(predicted_codes, frames), pipeline.decode(codes, frames)
     start = cfg.context_frames
+    generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
+    runs = {"predicted": None}
+    predicted = rollouts(predictor, codes, start, frames - start, runs, 1, lambda *_: generator,
+                         **condition(pipeline.lm, labels, classes))["predicted"][0]
+    reconstructed = predictor.reconstruct(codes, 0)
     future = truth[:, :, start:]
-    scores = {"predicted": predicted[:, :, start:], "copy_last_frame": truth[:, :, start - 1:start].expand_as(future),
+    scores = {"predicted": predicted, "copy_last_frame": copy_last(truth, start, frames - start),
               "tokenizer_reconstruction": reconstructed[:, :, start:]}
     # capped at 8-bit rounding noise: a static clip copied is otherwise an inf that no mean survives
     result = {name: {"psnr": float(psnr(video, future, max_db=UINT8_PSNR).mean()), "ssim": float(ssim(video, future).mean())}
               for name, video in scores.items()}
     result["clips"], result["frames"] = len(truth), f"{start} given, {frames - start} predicted"
-    write_outputs(Path(cfg.out), result, truth[:cfg.shown].cpu(), predicted[:cfg.shown].cpu())
+    shown = torch.cat([reconstructed[:, :, :start], predicted], dim=2)[:cfg.shown]  # the given frames as decoded
+    write_outputs(Path(cfg.out), result, truth[:cfg.shown].cpu(), shown.cpu())
     return result
 
 

@@ -20,9 +20,9 @@ import torch
 
 from nbp.config import ConfigError, InputError
 from nbp.data.episodes import list_episodes, load_episode
-from nbp.data.extract import encode_frames
 from nbp.data.video import frames_to_video
-from nbp.generation.far import FARSamplingConfig, generate_latents
+from nbp.eval.rollout import FARPredictor, Predictor, WorldPredictor, copy_last, rollouts
+from nbp.generation.far import FARSamplingConfig
 from nbp.generation.sampling import SamplingConfig
 from nbp.io import write_json
 from nbp.io.media import save_video, to_uint8, video_grid
@@ -64,45 +64,13 @@ class WorldEvalConfig:
                               "(a FAR model), not a mix")
 
 
-class DiscretePredictor:
-    """nbp's world model: frames -> tokens, the next frames' tokens under actions, tokens -> frames."""
-
-    def __init__(self, cfg: WorldEvalConfig):
-        self.cfg = cfg
-        self.pipeline = WorldPipeline.from_files(cfg.tokenizer, cfg.lm, cfg.resolution, cfg.device, cfg.bf16)
-
-    def encode(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 (T, H, W, 3) -> codes (1, T, h*w)."""
-        return torch.from_numpy(encode_frames(self.pipeline.tokenizer, frames, device=self.cfg.device))[None]
-
-    def predict(self, codes: torch.Tensor, actions: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        cfg = self.cfg
-        ids = self.pipeline.continue_codes(codes[:, :cfg.context], cfg.horizon, actions, generator, cfg.sampling)
-        return self.pipeline.decode(ids)
-
-    def reconstruct(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.pipeline.decode(codes[:, self.cfg.context:].to(self.cfg.device))
-
-
-class FARPredictor:
-    """A FAR model: frames -> DC-AE latents, the next frames' latents under actions, latents -> frames."""
-
-    def __init__(self, cfg: WorldEvalConfig):
-        self.cfg = cfg
-        self.pipeline = FARPipeline.from_files(cfg.dcae, cfg.far, cfg.device, cfg.bf16, resolution=cfg.resolution)
-
-    def encode(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 (T, H, W, 3) -> latents (1, T, C, h, w)."""
-        return self.pipeline.encode(frames_to_video(frames, self.cfg.device))
-
-    def predict(self, latents: torch.Tensor, actions: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        cfg = self.cfg
-        out = generate_latents(self.pipeline.far, cfg.horizon, latents[:, :cfg.context], sampling=cfg.far_sampling,
-                       actions=actions.to(self.pipeline.device), generator=generator)
-        return self.pipeline.decode(out[:, cfg.context:])
-
-    def reconstruct(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.pipeline.decode(latents[:, self.cfg.context:])
+def world_predictor(cfg: WorldEvalConfig) -> Predictor:
+    """nbp's world model (`lm` + `tokenizer`) or a FAR model (`far` + `dcae`), behind the rollout room's calls."""
+    if cfg.lm:
+        pipeline = WorldPipeline.from_files(cfg.tokenizer, cfg.lm, cfg.resolution, cfg.device, cfg.bf16)
+        return WorldPredictor(pipeline, cfg.sampling, cfg.device)
+    pipeline = FARPipeline.from_files(cfg.dcae, cfg.far, cfg.device, cfg.bf16, resolution=cfg.resolution)
+    return FARPredictor(pipeline, cfg.far_sampling)
 
 
 def frame_psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -140,7 +108,7 @@ def shuffled_in_time(actions: torch.Tensor, first: int, generator: torch.Generat
 
 def evaluate_world(cfg: WorldEvalConfig) -> dict:
     cfg.validate()
-    predictor = DiscretePredictor(cfg) if cfg.lm else FARPredictor(cfg)
+    predictor = world_predictor(cfg)
     clips = evaluation_clips(cfg)
     generator = torch.Generator().manual_seed(cfg.seed)
     curves = {k: [] for k in ("true_actions", "shuffled_actions", "copy_last", "tokenizer")}
@@ -162,22 +130,20 @@ def evaluate_world(cfg: WorldEvalConfig) -> dict:
     return results
 
 
-def predict_clip(cfg: WorldEvalConfig, predictor, frames: np.ndarray, actions: np.ndarray,
+def predict_clip(cfg: WorldEvalConfig, predictor: Predictor, frames: np.ndarray, actions: np.ndarray,
                  generator: torch.Generator, seconds: list) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The true horizon (1, 3, N, H, W) and what each predictor makes of it; prediction times go to `seconds`."""
     truth = frames_to_video(frames, cfg.device)  # (1, 3, C+N, H, W)
-    encoded = predictor.encode(frames)
+    encoded = predictor.encode(truth)
     actions = torch.from_numpy(actions)[None]
     runs = {"true_actions": actions, "shuffled_actions": shuffled_in_time(actions, cfg.context, generator)}
-    predicted = {}
-    for name, acts in runs.items():
-        started = time.perf_counter()
-        predicted[name] = predictor.predict(encoded, acts, generator)
-        seconds.append(time.perf_counter() - started)
-    predicted["tokenizer"] = predictor.reconstruct(encoded)  # the autoencoder's ceiling
-    target = truth[:, :, cfg.context:]
-    predicted["copy_last"] = truth[:, :, cfg.context - 1:cfg.context].expand_as(target)
-    return target, predicted
+    started = time.perf_counter()
+    predicted = {name: videos[0] for name, videos in
+                 rollouts(predictor, encoded, cfg.context, cfg.horizon, runs, 1, lambda *_: generator).items()}
+    seconds.append((time.perf_counter() - started) / len(runs))
+    predicted["tokenizer"] = predictor.reconstruct(encoded, cfg.context)  # the autoencoder's ceiling
+    predicted["copy_last"] = copy_last(truth, cfg.context, cfg.horizon)
+    return truth[:, :, cfg.context:], predicted
 
 
 def summarize(cfg: WorldEvalConfig, curves: dict, ssim_curves: dict, clips: int, seconds: float) -> dict:

@@ -12,7 +12,7 @@ from nbp.data.text import text_ids_for
 from nbp.generation.decoding import resolve_decoding
 from nbp.generation.guidance import double_rows, guidance_scale, guide_rows, is_guided
 from nbp.generation.sampling import sample_logits
-from nbp.generation.static import StaticDecoder
+from nbp.generation.tokens_static import StaticDecoder
 from nbp.models.transformer import KVCache, Transformer
 
 
@@ -42,7 +42,7 @@ def sample_step(model: Transformer, logits: torch.Tensor, scale: float | torch.T
 
 class DynamicDecoder:
     """The growing `KVCache` (`prefill`, `decode_step`), sampling after each forward; the CPU's path (its keys'
-    layout suits CPU matmuls). `nbp.generation.static.StaticDecoder` has the same interface, for GPUs."""
+    layout suits CPU matmuls). `nbp.generation.tokens_static.StaticDecoder` has the same interface, for GPUs."""
 
     def __init__(self, model: Transformer, rows: int, capacity: int, sample):
         weight = model.tok_emb.weight

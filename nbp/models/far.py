@@ -23,6 +23,7 @@ from einops import rearrange
 from torch import nn
 
 from nbp.config import ConfigError, register_presets
+from nbp.models.kv_cache import KVLevel
 
 
 def _sizes(layers: int, heads: int, **extra) -> dict:
@@ -136,28 +137,6 @@ class Tokens:
         return self.h.shape[1]
 
 
-@dataclass
-class KVLevel:
-    """Keys (after qk-norm and RoPE) and values of some frames in every layer, with each key's frame."""
-    keys: list[torch.Tensor]  # per layer (B, heads, L, head_dim)
-    values: list[torch.Tensor]
-    frames: torch.Tensor  # (L,)
-
-    @staticmethod
-    def concat(levels: list[KVLevel], layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        if not levels:
-            return None
-        if len(levels) == 1:
-            return levels[0].keys[layer], levels[0].values[layer]
-        return (torch.cat([level.keys[layer] for level in levels], dim=2),
-                torch.cat([level.values[layer] for level in levels], dim=2))
-
-    def extend(self, other: KVLevel) -> KVLevel:
-        return KVLevel([torch.cat(p, dim=2) for p in zip(self.keys, other.keys)],
-                       [torch.cat(p, dim=2) for p in zip(self.values, other.values)],
-                       torch.cat([self.frames, other.frames]))
-
-
 def frame_mask(query_frames: torch.Tensor, key_frames: torch.Tensor, slope: float, dtype) -> torch.Tensor:
     """(Nq, Nk) additive mask: 0 where the key's frame is not later than the query's (else -inf), plus
     slope * (key frame - query frame)."""
@@ -201,7 +180,7 @@ class Attention(nn.Module):
         return outputs, k, v
 
 
-class Block(nn.Module):
+class FARBlock(nn.Module):
     def __init__(self, cfg: FARConfig, last: bool):
         super().__init__()
         self.norm1, self.norm2 = AdaNorm(cfg.width, 3), AdaNorm(cfg.width, 3)
@@ -234,7 +213,7 @@ class FAR(nn.Module):
         self.timestep_embedder = TimestepEmbedding(256, width)
         if cfg.condition != "none":
             self.add_module(f"{cfg.condition}_embedder", ConditionEmbedding(cfg.num_classes, width))
-        self.transformer_blocks = nn.ModuleList(Block(cfg, last=i == cfg.num_layers - 1) for i in range(cfg.num_layers))
+        self.transformer_blocks = nn.ModuleList(FARBlock(cfg, last=i == cfg.num_layers - 1) for i in range(cfg.num_layers))
         self.norm_out = AdaNorm(width, 2)
         self.proj_out = nn.Linear(width, cfg.in_channels * p * p)
         if cfg.long:

@@ -18,7 +18,7 @@ from functools import lru_cache
 import torch
 
 from nbp.config import InputError
-from nbp.models.attention import AttentionMask, nbp_mask
+from nbp.models.transformer_attention import AttentionMask, nbp_mask
 
 
 @dataclass(frozen=True)

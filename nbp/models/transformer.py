@@ -20,9 +20,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from nbp.config import ConfigError, InputError, register_presets
-from nbp.models.attention import BACKENDS, AttentionMask, attend, matmul_decoding
 from nbp.models.fused_ce import linear_cross_entropy
+from nbp.models.kv_cache import KVCache
 from nbp.models.layout import SequenceLayout
+from nbp.models.transformer_attention import BACKENDS, AttentionMask, attend
 
 ARCHS = ("nbp-gpt", "modern")
 CONDITIONS = ("none", "class", "text")
@@ -132,54 +133,6 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
 
 
-class KVCache:
-    """Preallocated keys and values of every layer, (layers, B, H, capacity, d); `length` positions filled.
-    Attention reads a layer's filled prefix in place. Keys are stored transposed, (layers, B, H, d, capacity),
-    where decoding steps attend by matmuls (`matmul_decoding`: bf16 on CPUs without AMX), whose q @ k^T then reads a
-    unit-stride matrix (a (capacity, d) prefix slice is copied first: 0.31 against 0.10 ms per layer for 16
-    queries over 528 keys, AMD EPYC); SDPA reads them untransposed."""
-
-    def __init__(self, cfg: TransformerConfig, batch: int, capacity: int, device, dtype,
-                 transposed_keys: bool | None = None):
-        head_dim = cfg.n_embd // cfg.n_head
-        if transposed_keys is None:
-            transposed_keys = matmul_decoding(dtype, torch.device(device).type)
-        self.transposed_keys = transposed_keys
-        keys = (head_dim, capacity) if transposed_keys else (capacity, head_dim)
-        self.keys = torch.empty(cfg.n_layer, batch, cfg.n_head, *keys, device=device, dtype=dtype)
-        self.values = torch.empty(cfg.n_layer, batch, cfg.n_head, capacity, head_dim, device=device, dtype=dtype)
-        self.length = 0
-        self.pending = 0
-
-    @property
-    def capacity(self) -> int:
-        return self.values.shape[3]
-
-    @property
-    def nbytes(self) -> int:
-        return 2 * self.values.numel() * self.values.element_size()
-
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        """Store k, v (B, H, n, d) after the filled positions; return all keys and values (B, H, filled + n, d)."""
-        start, n = self.length, k.shape[2]
-        if start + n > self.capacity:
-            raise InputError(f"KV cache holds {self.capacity} positions; {start + n} needed")
-        if self.transposed_keys:
-            self.keys[layer, ..., start:start + n] = k.transpose(-2, -1)
-            keys = self.keys[layer, ..., :start + n].transpose(-2, -1)
-        else:
-            self.keys[layer, :, :, start:start + n] = k
-            keys = self.keys[layer, :, :, :start + n]
-        self.values[layer, :, :, start:start + n] = v
-        self.pending = n
-        return keys, self.values[layer, :, :, :start + n]
-
-    def commit(self) -> None:
-        """After all layers have appended one step's positions."""
-        self.length += self.pending
-        self.pending = 0
-
-
 class Attention(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
@@ -278,10 +231,14 @@ class Transformer(nn.Module):
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
 
-    def embed(self, ids: torch.Tensor, start: int, drop_condition: torch.Tensor | None) -> torch.Tensor:
+    def embed(self, ids: torch.Tensor, start: int | torch.Tensor, drop_condition: torch.Tensor | None) -> torch.Tensor:
         """Token (+ learned position) embeddings of ids at positions start.. (B, n, C); `drop_condition` (B,)
-        bool replaces the condition prefix by the unconditional embedding (condition dropout, guidance)."""
+        bool replaces the condition prefix by the unconditional embedding (condition dropout, guidance). `start` may
+        be the positions themselves, a device tensor (n,): a static decode step's, after the condition prefix, read
+        without a host sync."""
         x = self.tok_emb(ids)
+        if isinstance(start, torch.Tensor):
+            return x + self.pos_emb[0, start] if self.config.arch == "nbp-gpt" else x
         if self.config.arch == "nbp-gpt":
             if start + ids.shape[1] > self.pos_emb.shape[1]:
                 raise InputError(f"{start + ids.shape[1]} positions requested; this model has {self.pos_emb.shape[1]}")

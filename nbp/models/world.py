@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from nbp.config import ConfigError, InputError, register_presets
-from nbp.models.attention import AttentionMask, causal_by_group
 from nbp.models.transformer import KVCache, Transformer, TransformerConfig
+from nbp.models.transformer_attention import AttentionMask, causal_by_group
 
 
 @register_presets({

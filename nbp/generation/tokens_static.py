@@ -66,9 +66,7 @@ def static_step(model: Transformer, ids: torch.Tensor, positions: torch.Tensor, 
     """Logits (B, last, V) after feeding ids (B, n) at device positions (n,), the cached positions before them
     visible (a step's inputs see each other: the block is attended in full). Decode steps come after the
     condition prefix, so no condition is dropped here."""
-    x = model.tok_emb(ids)
-    if model.config.arch == "nbp-gpt":
-        x = x + model.pos_emb[0, positions]
+    x = model.embed(ids, positions, None)
     visible = (cache.columns <= positions[-1])[None]  # (1, capacity)
     cache.positions = positions
     return model.run_layers(x, visible, coords_at(cache, positions), cache, last)
