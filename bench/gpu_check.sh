@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check (issue 21), one script under 8 minutes on one H200: the CUDA tests, then the GPU benchmarks,
 # written to one JSON and a markdown table. Run on the GPU machine from the repository root, with the wheels of
-# bench/gpu_wheels.sh in .whl/ and the goldens in .golden/ (device tool: carry [".whl", ".golden"]):
+# bench/gpu/gpu_wheels.sh in .whl/ and the goldens in .golden/ (device tool: carry [".whl", ".golden"]):
 #     bash bench/gpu_check.sh "$OUT"
 # PYTHON=.venv/bin/python GPU_CHECK_DEVICE=cpu GPU_CHECK_QUICK=1 bash bench/gpu_check.sh runs/gpu_check checks the
 # plumbing on a CPU (4 min 25 s on 2 cores; the GPU floors are not met there).
@@ -55,5 +55,5 @@ step train_lm 90 $python train_lm.py --device "$device" --size "${size/small/ben
 step far 100 $python far.py --layers "$far_layers" --heads 12 --frames "$frames" --steps "$far_steps" --batch 4 --device "$device" \
     --bf16 --uncached-rollout --probe --decoding "$graphs" --dynamic-rollout --json "$out/far.json"
 cd ..
-$python bench/gpu_report.py "$out" || status=1
+$python bench/gpu/gpu_report.py "$out" || status=1
 exit $status

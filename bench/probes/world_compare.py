@@ -1,18 +1,20 @@
 """Two world models on the same `nbp world-eval` protocol, side by side: PSNR/SSIM per horizon step and seconds
 per generated frame, as a markdown table, a JSON line and one plot of both PSNR curves.
 
-    .venv/bin/python bench/world_compare.py runs/far_crafter_tiny/eval runs/world_crafter_1core/eval \
+    .venv/bin/python bench/probes/world_compare.py runs/far_crafter_tiny/eval runs/world_crafter_1core/eval \
         --names FAR nbp --out runs/world_compare
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from nbp.io.plot import line_chart
 
-from report import emit_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/report.py
+from report import emit_json  # noqa: E402
 
 STEPS = (1, 2, 4, 8, 16, 32, 48)
 

@@ -3,7 +3,7 @@ clean-frame estimate against the true latents, beside copying the last context f
 with another clip's. At sigma = 1 the noisy frame carries nothing, so the estimate comes from the context and the
 action alone: that row says whether the model has learned to carry the context over and to use the actions.
 
-    .venv/bin/python bench/far_denoise.py runs/far_crafter_tiny/far.safetensors data/crafter_latents/val
+    .venv/bin/python bench/probes/far_denoise.py runs/far_crafter_tiny/far.safetensors data/crafter_latents/val
 
 Each clip is `--frames` frames of an item (default W, the model's window; more adds FAR_Long's long-term context,
 as a rollout meets it): clean context, the last frame noisy at sigma, its noise drawn once per clip and level. The
@@ -12,6 +12,8 @@ clean-frame estimate is x0 = x_sigma - sigma * v. Prints a table and JSON.
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 
@@ -19,7 +21,8 @@ from nbp.data.latents import LatentDataset
 from nbp.download import load_far
 from nbp.runtime import describe_cpu
 
-from report import emit_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/report.py
+from report import emit_json  # noqa: E402
 
 
 @torch.no_grad()

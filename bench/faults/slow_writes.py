@@ -1,8 +1,8 @@
-"""`nbp` with slow checkpoint writes, for `bench/faults.py`: each checkpoint reaches the disk in two halves with a
+"""`nbp` with slow checkpoint writes, for `bench/faults/faults.py`: each checkpoint reaches the disk in two halves with a
 pause between them, so a SIGKILL can land while its temporary file is half written (a tiny model's checkpoint is
 otherwise written in milliseconds and a random kill almost never meets one).
 
-    python bench/slow_writes.py PAUSE_SECONDS nbp-arguments...
+    python bench/faults/slow_writes.py PAUSE_SECONDS nbp-arguments...
 """
 from __future__ import annotations
 

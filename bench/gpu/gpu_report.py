@@ -1,6 +1,6 @@
 """Collect bench/gpu_check.sh's outputs into gpu_check.json and gpu_check.md, each figure beside issue 21's floor.
 
-    python bench/gpu_report.py OUT_DIR
+    python bench/gpu/gpu_report.py OUT_DIR
 """
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 being written), resume it each time with the same command, and compare the final weights with an uninterrupted
 run's.
 
-    .venv/bin/python bench/faults.py --kills 10                  # the LM, ~4 minutes on 2 cores
-    .venv/bin/python bench/faults.py --kills 10 --job tokenizer --steps 300
+    .venv/bin/python bench/faults/faults.py --kills 10                  # the LM, ~4 minutes on 2 cores
+    .venv/bin/python bench/faults/faults.py --kills 10 --job tokenizer --steps 300
     --write-pause 0.3 (the default) keeps each checkpoint half written for 0.3 s, so that kills meet writes.
 
 Prints a table (one row per kill: when, what was on disk, whether a temporary checkpoint was mid-write) and JSON.
@@ -27,7 +27,8 @@ from nbp.data.extract import TokenizeConfig, tokenize
 from nbp.data.synthetic import make_dataset
 from nbp.models.tokenizer import TokenizerConfig, VideoTokenizer
 
-from report import emit_json  # bench/report.py (scripts run from bench/)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/report.py
+from report import emit_json  # noqa: E402
 
 EVERY = 3  # batches between checkpoints
 
@@ -51,7 +52,7 @@ JOBS = {  # the command's settings after its data, and the file it exports
 
 
 def command(job: str, data: Path, run_dir: Path, steps: int, write_pause: float = 0) -> list[str]:
-    """The training command; with `write_pause`, run through bench/slow_writes.py (checkpoints half written for
+    """The training command; with `write_pause`, run through bench/faults/slow_writes.py (checkpoints half written for
     that long, so that some kills land mid-write)."""
     settings, _ = JOBS[job]
     source = f"train={data / 'tokens'}" if job == "lm" else f"data.root={data / 'synth'}"

@@ -3,7 +3,7 @@
 # transformers, numpy, scipy, einops, pyyaml), for Python 3.12 x86-64, into .whl/, and copy the official goldens
 # (../shared/golden) into .golden/ (both git-ignored). Then run bench/gpu_check.sh there with both carried.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 mkdir -p .whl
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
 platforms=(--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
