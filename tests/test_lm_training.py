@@ -235,3 +235,34 @@ def test_a_bf16_mixed_run_with_gradient_clipping_trains(tokens, tmp_path):
     train_lm(config(tokens, tmp_path / "bf16", "run.steps=3", "run.precision=bf16-mixed", "grad_clip=1.0"))
     losses = [float(r["train/loss"]) for r in read_metrics(tmp_path / "bf16") if r.get("train/loss")]
     assert len(losses) == 3 and all(np.isfinite(losses))
+
+
+def test_checkpoints_are_written_beside_their_destination_not_in_tmpdir(tokens, tmp_path, monkeypatch):
+    """With no room in $TMPDIR (here: no such folder) the run still checkpoints into its own folder; files a killed
+    save or export left there are removed when the run starts again."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no_such_tmp"))
+    (tmp_path / "t" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "t" / "checkpoints" / ".step_00000002.ckpt.tmp").write_bytes(b"half")
+    (tmp_path / "t" / ".lm.safetensors.abc123.tmp").write_bytes(b"half")
+    train_lm(config(tokens, tmp_path / "t", "run.steps=4"))
+    assert sorted(p.name for p in (tmp_path / "t" / "checkpoints").iterdir()) == ["step_00000004.ckpt"]
+    assert not list((tmp_path / "t").glob(".*.tmp"))
+
+
+def test_a_checkpoint_damaged_inside_is_set_aside_and_the_one_before_resumed(tokens, tmp_path, caplog):
+    """Overwritten bytes mid-file leave the zip's end record intact: the CRC check finds them."""
+    import logging
+
+    train_lm(config(tokens, tmp_path / "z", "run.steps=8", "run.keep_last=2"))
+    newest = tmp_path / "z" / "checkpoints" / "step_00000008.ckpt"
+    data = bytearray(newest.read_bytes())
+    middle = len(data) // 2
+    assert data[middle:middle + 65536] != b"\xab" * 65536
+    data[middle:middle + 65536] = b"\xab" * 65536  # (not zeros: this stretch may hold zeros, an optimizer's state)
+    newest.write_bytes(data)
+    with caplog.at_level(logging.WARNING, logger="nbp"):
+        train_lm(config(tokens, tmp_path / "z", "run.steps=12", "run.keep_last=2"))
+    assert "step_00000008.ckpt is incomplete or corrupt" in caplog.text and "resuming from step_00000004.ckpt" in caplog.text
+    assert (tmp_path / "z" / "checkpoints" / "step_00000008.ckpt.broken").is_file()

@@ -47,32 +47,42 @@ def locked(run_dir: Path):
 
 
 def intact(checkpoint: Path) -> bool:
-    """Cheap check that a checkpoint can be read: a complete torch zip (file), or a DeepSpeed folder whose `latest`
-    tag names a folder of complete zips."""
+    """Whether a checkpoint reads back as written: a torch zip (file) whose every member matches its CRC-32, or a
+    DeepSpeed folder whose `latest` tag names a folder of such zips. (A zip end record alone says nothing of the
+    bytes before it: zeroed blocks mid-file or in a tensor's payload fail here, not at load time or silently.)"""
     if checkpoint.is_dir():
         tag = checkpoint / "latest"
         states = list((checkpoint / tag.read_text().strip()).glob("*.pt")) if tag.is_file() else []
-        return bool(states) and all(zipfile.is_zipfile(p) for p in states)
-    return zipfile.is_zipfile(checkpoint)
+        return bool(states) and all(zip_verified(p) for p in states)
+    return zip_verified(checkpoint)
+
+
+def zip_verified(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+        return False
 
 
 def set_aside_broken(found: list[Path]) -> list[Path]:
     """The intact checkpoints of `found` (oldest first); broken ones renamed `*.broken`, with a warning naming them."""
-    kept = []
+    status = {path: intact(path) for path in found}
+    kept = [path for path in found if status[path]]
     for path in found:
-        if intact(path):
-            kept.append(path)
+        if status[path]:
             continue
         aside = path.with_name(path.name + ".broken")
         path.rename(aside)
-        log.warning("checkpoint %s is incomplete or corrupt: set aside as %s; resuming from the one before", path,
-                    aside.name)
+        fallback = f"resuming from {kept[-1].name}" if kept else "no intact checkpoint is left: the run starts over"
+        log.warning("checkpoint %s is incomplete or corrupt: set aside as %s; %s", path, aside.name, fallback)
     return kept
 
 
 def remove_stale_temporaries(folder: Path) -> None:
-    """Temporary checkpoint files left by a killed or failed save (never complete ones)."""
-    for stale in folder.glob(".step_*.tmp") if folder.is_dir() else ():
+    """Temporary files left in `folder` by a killed or failed save (never complete ones): checkpoints
+    (`.step_*.tmp`) and nbp's atomic writes (`.NAME.XXXX.tmp`: exports, arrays). Called under the folder's lock."""
+    for stale in folder.glob(".*.tmp") if folder.is_dir() else ():
         if stale.is_dir():
             shutil.rmtree(stale)
         else:

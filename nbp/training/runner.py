@@ -19,6 +19,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.utilities import GradClipAlgorithmType
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -161,6 +162,16 @@ class AtomicCheckpoint(L.Callback):
         self.last_saved = step
 
 
+class BesideCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer without its staging copy: fsspec writes the whole checkpoint to $TMPDIR first
+    (a small /tmp fills, and a kill leaves a checkpoint-sized orphan there); here it goes straight to the temporary
+    name beside its destination, which `AtomicCheckpoint` renames into place."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(checkpoint, path)
+
+
 class GracefulStop(L.Callback):
     """A first Ctrl-C asks for the same clean stop as SIGTERM (finish the batch, save, exit); a second one
     interrupts at once."""
@@ -225,8 +236,11 @@ def build_trainer(run: RunConfig, callbacks=(), grad_clip: float | None = None, 
     # logs/version_N/metrics.csv (a resumed run adds a version), flushed at every logged step: a kill loses no point
     logger = CSVLogger(str(run_dir), name="logs", flush_logs_every_n_steps=run.log_every)
     val_every = run.val_every if validate else 0
+    settings = run.precision_settings()
+    # DeepSpeed writes its own checkpoint folders in place; every other strategy through the writer beside them
+    plugins = settings.pop("plugins", []) + ([] if run.deepspeed else [BesideCheckpointIO()])
     return L.Trainer(
-        default_root_dir=str(run_dir), max_epochs=-1, max_steps=-1, **run.precision_settings(), devices=run.devices,
+        default_root_dir=str(run_dir), max_epochs=-1, max_steps=-1, **settings, plugins=plugins, devices=run.devices,
         num_nodes=run.num_nodes, strategy=run.lightning_strategy(), accelerator=run.accelerator, logger=logger,
         log_every_n_steps=run.log_every,
         callbacks=[AtomicCheckpoint(run_dir / "checkpoints", run.checkpoint_every, run.keep_last),
@@ -259,6 +273,7 @@ def fit(trainer: L.Trainer, system: L.LightningModule, run_dir: Path, resume: bo
     running code from it: nbp.checkpoint.torch_files). A stop on request raises `RunStopped`."""
     folder = run_dir / "checkpoints"
     remove_stale_temporaries(folder)
+    remove_stale_temporaries(run_dir)  # exports (`.far.safetensors.XXXX.tmp`) of a run killed while writing them
     found = set_aside_broken(checkpoints(folder)) if resume else []
     latest = found[-1] if found else None
     if latest is not None:
