@@ -22,6 +22,8 @@ Two recording defaults differ from Crafter's own, both for world models that see
 from __future__ import annotations
 
 import json
+import logging
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,8 @@ from nbp.data.video import VIDEO_EXTENSIONS, probe, read_frames
 from nbp.io import write_array, write_json
 from nbp.io.media import write_video
 from nbp.io.progress import progress
+
+log = logging.getLogger(__name__)
 
 CRAFTER_ACTIONS = 17
 MOVES = (1, 2, 3, 4)  # move_left, move_right, move_up, move_down
@@ -107,11 +111,17 @@ def check_settings(path: Path, settings: dict) -> None:
 
 def list_episodes(folder: str | Path) -> list[Path]:
     """Episode files of a folder: video files with their actions beside them (`.actions.npy`, or Minecraft's `.npz`
-    with `actions`), and `.npz` files holding both (`video`, `actions`: DMLab's)."""
+    with `actions`), and `.npz` files holding both (`video`, `actions`: DMLab's). Videos without actions are
+    skipped, named and counted in a warning."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder of episodes")
-    videos = [p for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS and actions_path(p).exists()]
+    all_videos = [p for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS]
+    videos = [p for p in all_videos if actions_path(p).exists()]
+    if len(videos) < len(all_videos):
+        lone = sorted(p.name for p in all_videos if p not in videos)
+        log.warning("%d videos in %s have no actions beside them (NAME.actions.npy) and are skipped: %s", len(lone),
+                    folder, ", ".join(lone[:5]) + (" ..." if len(lone) > 5 else ""))
     actions_of_videos = {actions_path(p) for p in videos}
     return sorted(videos + [p for p in folder.glob("*.npz") if p not in actions_of_videos])
 
@@ -122,25 +132,70 @@ def actions_path(video: Path) -> Path:
     return npy if npy.exists() or not video.with_suffix(".npz").exists() else video.with_suffix(".npz")
 
 
+def read_arrays(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Named arrays of an .npz (or the one array of an .npy, as the first name), read without unpickling; a damaged
+    or foreign file is a one-line error naming it."""
+    try:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.ndarray):
+            return {names[0]: data}
+        with data:
+            missing = sorted(set(names) - set(data.files))
+            if missing:
+                raise InputError(f"{path}: needs arrays {list(names)}; missing {missing}")
+            return {name: data[name] for name in names}
+    except InputError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        reason = "it holds Python objects (pickled), not arrays" if "pickle" in str(error) else str(error)
+        raise InputError(f"{path}: cannot be read as {'/'.join(names)} arrays: {reason}") from None
+
+
 def read_actions(path: Path) -> np.ndarray:
-    if path.suffix == ".npz":
-        with np.load(path) as data:
-            if "actions" not in data.files:
-                raise InputError(f"{path}: an actions .npz needs an array 'actions'")
-            return data["actions"]
-    return np.load(path)
+    return read_arrays(path, ("actions",))["actions"]
+
+
+def action_ids(actions: np.ndarray, path: Path) -> np.ndarray:
+    """One integer id per frame (T,) from (T,) ids, (T, 1) ids, or (T, K) one-hot rows (each exactly one 1: its
+    index, as FAR's Minecraft and DMLab releases store them). Anything else (fractional, multi-hot, continuous)
+    is refused with what it holds, never truncated."""
+    actions = np.asarray(actions)
+    if actions.ndim == 2 and actions.shape[1] == 1:
+        actions = actions[:, 0]
+    elif actions.ndim == 2:
+        if not (np.isin(actions, (0, 1)).all() and (actions.sum(1) == 1).all()):
+            raise InputError(f"{path}: actions of shape {actions.shape} are not one-hot rows (each exactly one 1); "
+                             "give one integer id per frame (T,)")
+        actions = actions.argmax(1)
+    if actions.ndim != 1:
+        raise InputError(f"{path}: actions must be (T,) ids or (T, K) one-hot rows, got shape {actions.shape}")
+    if actions.dtype.kind == "f" and not np.array_equal(actions, np.round(actions)):
+        raise InputError(f"{path}: actions must be integer ids; found {actions[actions != np.round(actions)][0]}")
+    if actions.dtype.kind not in "iuf" and actions.dtype != bool:
+        raise InputError(f"{path}: actions must be integer ids, got dtype {actions.dtype}")
+    return actions.astype(np.int64)
+
+
+def episode_frames(video: np.ndarray, path: Path) -> np.ndarray:
+    """uint8 (T, H, W, 3) frames: uint8 as it is, float in [0, 1] scaled by 255 and rounded; anything else refused."""
+    video = np.asarray(video)
+    if video.ndim != 4 or video.shape[-1] != 3 or len(video) == 0:
+        raise InputError(f"{path}: video must be (T, H, W, 3) RGB frames with T >= 1, got shape {video.shape}")
+    if video.dtype == np.uint8:
+        return video
+    if video.dtype.kind == "f" and np.isfinite(video).all() and 0 <= video.min() and video.max() <= 1:
+        return np.round(video * 255).astype(np.uint8)
+    raise InputError(f"{path}: video must be uint8 in [0, 255] or float in [0, 1]; got {video.dtype} in "
+                     f"[{video.min()}, {video.max()}]")
 
 
 def load_episode(path: str | Path, resolution: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 (T, H, W, 3) frames and int64 (T,) actions of one episode (a video + `.actions.npy`, or an .npz)."""
+    """uint8 (T, H, W, 3) frames and int64 (T,) actions of one episode (a video + `.actions.npy`, or an .npz);
+    the conversions it makes are `episode_frames`' and `action_ids`', and a file that does not fit is refused."""
     path = Path(path)
     if path.suffix == ".npz":
-        with np.load(path) as data:
-            missing = {"video", "actions"} - set(data.files)
-            if missing:
-                raise InputError(f"{path}: an episode .npz needs arrays 'video' and 'actions'; "
-                                 f"missing {sorted(missing)}")
-            video, actions = data["video"], data["actions"]
+        arrays = read_arrays(path, ("video", "actions"))
+        video, actions = episode_frames(arrays["video"], path), arrays["actions"]
         if resolution is not None and video.shape[1:3] != (resolution, resolution):
             raise InputError(f"{path}: frames are {video.shape[1]}x{video.shape[2]}, "
                              f"expected {resolution}x{resolution}")
@@ -148,7 +203,7 @@ def load_episode(path: str | Path, resolution: int | None = None) -> tuple[np.nd
         info = probe(path)
         video = read_frames(path, list(range(info.frames)), resolution or info.height)
         actions = read_actions(actions_path(path))
-    actions = np.asarray(actions).reshape(len(actions), -1)[:, 0].astype(np.int64)  # one id per frame
+    actions = action_ids(actions, path)
     if len(actions) != len(video):
         raise InputError(f"{path}: {len(video)} frames but {len(actions)} actions (need one per frame)")
     return np.asarray(video, dtype=np.uint8), actions
