@@ -187,3 +187,33 @@ def test_world_eval_scores_a_far_model_on_the_clips_and_metrics_of_the_discrete_
     np.testing.assert_allclose(results["psnr_curve"]["tokenizer"], ceiling.numpy(), atol=1e-3)
     with pytest.raises(ConfigError, match="not a mix"):
         evaluate_world(WorldEvalConfig(far=far, dcae=dcae, lm=far, episodes=str(latent_episodes)))
+
+
+def test_extraction_reruns_keep_items_by_source_and_refuse_other_settings(latent_episodes, tmp_path):
+    """Issue 32, item 1: an episode that sorts first gets a new item (none shifted, none twice); another DC-AE or
+    resolution into the same folder is refused; nothing to extract is an error, not an empty dataset."""
+    source = latent_episodes
+    episodes = tmp_path / "episodes"
+    episodes.mkdir()
+    for i in range(3):
+        (episodes / f"ep_{i}.npz").write_bytes((source / f"ep_{i}.npz").read_bytes())
+    cfg = ExtractLatentsConfig(dcae=str(source / "dcae.safetensors"), out=str(tmp_path / "latents"),
+                               episodes=str(episodes), resolution=64)
+    first = extract_latents(cfg)
+    assert (first["written"], first["kept"]) == (3, 0)
+    (episodes / "a_first.npz").write_bytes((source / "ep_3.npz").read_bytes())
+    counts = extract_latents(cfg)
+    assert (counts["written"], counts["kept"]) == (1, 3)
+    sources = sorted(str(np.load(p)["source"]) for p in (tmp_path / "latents").glob("[0-9]*.npz"))
+    assert sources == sorted(str(p) for p in episodes.glob("*.npz"))  # each episode once
+    with pytest.raises(InputError, match="made with other settings .*resolution: 64 here, 32 now"):
+        extract_latents(ExtractLatentsConfig(**{**cfg.__dict__, "resolution": 32}))
+    other = DCAE(from_preset(DCAEConfig, "dcae-tiny"))
+    save_model(other, tmp_path / "other_dcae.safetensors")
+    with pytest.raises(InputError, match="dcae_sha256"):
+        extract_latents(ExtractLatentsConfig(**{**cfg.__dict__, "dcae": str(tmp_path / "other_dcae.safetensors")}))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="nothing to extract"):
+        extract_latents(ExtractLatentsConfig(**{**cfg.__dict__, "episodes": str(tmp_path / "empty"),
+                                                "out": str(tmp_path / "none")}))
+    assert not (tmp_path / "none" / "meta.json").exists()

@@ -9,6 +9,7 @@ Each item file is written atomically, so a rerun skips the finished ones and an 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -23,8 +24,9 @@ from nbp.checkpoint.far import load_dcae
 from nbp.config import InputError
 from nbp.data.dataset import ClipConfig
 from nbp.data.episodes import list_episodes, load_episode
-from nbp.io import atomic_write, write_json
+from nbp.io import atomic_write, remove_stale_temporaries, write_json
 from nbp.io.progress import progress
+from nbp.training.run_folder import locked
 
 log = logging.getLogger(__name__)
 
@@ -130,19 +132,34 @@ class ExtractLatentsConfig:
 
 
 def extract_latents(cfg: ExtractLatentsConfig) -> dict:
-    """`nbp extract-latents`: every episode or video as DC-AE latents; returns counts written and kept."""
+    """`nbp extract-latents`: every episode or video as DC-AE latents; returns counts written and kept. A rerun into
+    the same folder keeps the items of the sources it already holds (by source file, whatever their order) and
+    refuses a folder made with another DC-AE, resolution or latent shape."""
     cfg.validate()
     folder = Path(cfg.out)
     dcae = load_dcae(cfg.dcae, device=cfg.device, resolution=cfg.resolution)
     items, classes = source_items(cfg)
-    write_json(folder / META, {"latent_shape": [dcae.config.latent_channels, dcae.config.latent_size,
-                                                dcae.config.latent_size], "classes": classes,
-                               "dcae": Path(cfg.dcae).name, "source": cfg.episodes or cfg.clips.root})
+    if not items:
+        raise InputError(f"nothing to extract: no {'episodes' if cfg.episodes else 'videos'} in "
+                         f"{cfg.episodes or cfg.clips.root}")
+    with locked(folder):  # one extraction per folder at a time: the temporaries found are a killed run's
+        return extract_items(cfg, dcae, folder, items, classes)
+
+
+def extract_items(cfg: ExtractLatentsConfig, dcae, folder: Path, items: list, classes: list[str]) -> dict:
+    """The items not yet in `folder` (by source), each under the next free item number."""
+    settings = extraction_settings(cfg, dcae)
+    check_same_extraction(folder, settings)
+    remove_stale_temporaries(folder)  # items a killed run was writing
+    write_json(folder / META, {**settings, "classes": classes, "source": cfg.episodes or cfg.clips.root})
+    done = extracted_sources(folder)
+    free = max(done.values(), default=-1) + 1
     counts, moments = {"written": 0, "kept": 0}, np.zeros(3)  # moments: count, sum, sum of squares
-    for index, (load, label, source) in enumerate(progress(items, "extract latents", "video")):
-        if item_path(folder, index).exists():
+    for load, label, source in progress(items, "extract latents", "video"):
+        if source in done:
             counts["kept"] += 1
             continue
+        index, free = free, free + 1
         video, actions = load()
         with torch.no_grad():
             frames = torch.from_numpy(video).permute(0, 3, 1, 2)[None].float().div(255).to(cfg.device)
@@ -153,6 +170,44 @@ def extract_latents(cfg: ExtractLatentsConfig) -> dict:
     if counts["written"]:
         counts["latent_std"] = check_latent_std(moments, dcae.config.scaling_factor)
     return counts
+
+
+IDENTITY = ("dcae_sha256", "resolution", "latent_shape", "scaling_factor")  # what makes two extractions alike
+
+
+def extraction_settings(cfg: ExtractLatentsConfig, dcae) -> dict:
+    c = dcae.config
+    return {"latent_shape": [c.latent_channels, c.latent_size, c.latent_size], "dcae": Path(cfg.dcae).name,
+            "dcae_sha256": file_digest(cfg.dcae), "resolution": cfg.resolution, "scaling_factor": c.scaling_factor}
+
+
+def file_digest(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_same_extraction(folder: Path, settings: dict) -> None:
+    """Refuse to add latents to a folder made with another DC-AE, resolution or latent shape (as `nbp tokenize`
+    refuses tokens made with other settings): its items would be mixed with these."""
+    if not (folder / META).is_file():
+        return
+    recorded = json.loads((folder / META).read_text())
+    differ = [f"{k}: {recorded.get(k)} here, {settings[k]} now" for k in IDENTITY if recorded.get(k) != settings[k]]
+    if differ:
+        raise InputError(f"{folder} holds latents made with other settings ({'; '.join(differ)}): extract into "
+                         "another folder (out=...), or delete this one to start over")
+
+
+def extracted_sources(folder: Path) -> dict[str, int]:
+    """The source file of every item already in `folder`, and its item number."""
+    done = {}
+    for path in sorted(folder.glob("[0-9]*.npz")):
+        with np.load(path) as item:
+            done[str(item["source"])] = int(path.stem)
+    return done
 
 
 def check_latent_std(moments: np.ndarray, scaling_factor: float) -> float:

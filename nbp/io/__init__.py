@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -27,6 +28,18 @@ def atomic_write(path: str | Path, write) -> Path:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def remove_stale_temporaries(folder: str | Path) -> None:
+    """Temporary files a killed or failed write left in `folder` (never complete ones): `atomic_write`'s
+    (`.NAME.XXXX.tmp`) and checkpoints' (`.step_*.tmp`, files or DeepSpeed folders). Call it only while no other
+    process writes there (a run folder's lock)."""
+    folder = Path(folder)
+    for stale in folder.glob(".*.tmp") if folder.is_dir() else ():
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink()
 
 
 def write_array(path: str | Path, array: np.ndarray) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import shutil
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -77,16 +76,6 @@ def set_aside_broken(found: list[Path]) -> list[Path]:
         fallback = f"resuming from {kept[-1].name}" if kept else "no intact checkpoint is left: the run starts over"
         log.warning("checkpoint %s is incomplete or corrupt: set aside as %s; %s", path, aside.name, fallback)
     return kept
-
-
-def remove_stale_temporaries(folder: Path) -> None:
-    """Temporary files left in `folder` by a killed or failed save (never complete ones): checkpoints
-    (`.step_*.tmp`) and nbp's atomic writes (`.NAME.XXXX.tmp`: exports, arrays). Called under the folder's lock."""
-    for stale in folder.glob(".*.tmp") if folder.is_dir() else ():
-        if stale.is_dir():
-            shutil.rmtree(stale)
-        else:
-            stale.unlink()
 
 
 def record_settings(run_dir: Path, settings: dict) -> None:

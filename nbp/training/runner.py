@@ -29,9 +29,10 @@ from nbp.checkpoint import convert, save_model
 from nbp.checkpoint.torch_files import safe_unpickling, trusted
 from nbp.config import ConfigError, UserError
 from nbp.data.sampler import ResumableSampler
+from nbp.io import remove_stale_temporaries
 from nbp.io.progress import ProgressLines, on_terminal
 from nbp.runtime import native_bf16, use_bf16
-from nbp.training.run_folder import locked, record_settings, remove_stale_temporaries, set_aside_broken
+from nbp.training.run_folder import locked, record_settings, set_aside_broken
 
 log = logging.getLogger(__name__)
 
