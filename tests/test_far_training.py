@@ -2,6 +2,7 @@
 resumably, a tiny run whose export loads, and a resumed run equal to an uninterrupted one."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -217,3 +218,34 @@ def test_extraction_reruns_keep_items_by_source_and_refuse_other_settings(latent
         extract_latents(ExtractLatentsConfig(**{**cfg.__dict__, "episodes": str(tmp_path / "empty"),
                                                 "out": str(tmp_path / "none")}))
     assert not (tmp_path / "none" / "meta.json").exists()
+
+
+def damaged_copy(latent_episodes, tmp_path, damage):
+    """The latent dataset with item 2 rewritten by `damage(latents, actions) -> (latents, actions)`."""
+    folder = tmp_path / "latents"
+    shutil.copytree(latent_episodes / "latents", folder)
+    with np.load(folder / "000002.npz") as item:
+        latents, actions = damage(item["latents"], item["actions"])
+    path = folder / "000002.npz"
+    np.savez(path, latents=latents, label=np.int64(-1), source=np.array("x"),
+             **({} if actions is None else {"actions": actions}))
+    return folder
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda z, a: (z, None), "holds no actions, which this action-conditioned model needs"),
+    (lambda z, a: (z, a + 10), r"actions 10\.\.13 outside the model's \[0, 3\]"),
+    (lambda z, a: (z.astype(np.int32), a), "latents int32"),
+    (lambda z, a: (np.zeros((len(z), 32, 4, 4), np.float32), a), r"\(10, 32, 4, 4\), but the folder.s meta.json"),
+    (lambda z, a: (np.where(np.arange(z.size).reshape(z.shape) == 5, np.nan, z), a), "NaN or infinite"),
+    (lambda z, a: (z, a[:5]), "for 10 frames: need one integer id per frame"),
+])
+def test_train_far_checks_its_data_against_the_model_before_training(latent_episodes, tmp_path, capsys, damage,
+                                                                    message):
+    """Issue 32, item 3: one line naming the item, before the first step (not mid-run, not trained on nulls)."""
+    damaged_copy(latent_episodes, tmp_path, damage)
+    argv = far_run(tmp_path, tmp_path / "run", 2)  # train= the damaged copy (far_run's folder / "latents")
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "000002.npz" in error and re.search(message, error) and "Traceback" not in error
+    assert not (tmp_path / "run" / "checkpoints").exists()

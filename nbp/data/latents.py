@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import random
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,7 +59,9 @@ class LatentDataset(Dataset):
                                     "`nbp extract-latents`")
         self.meta = json.loads((self.folder / META).read_text())
         files = sorted(self.folder.glob("[0-9]*.npz"))
-        lengths = [int(np.load(f, mmap_mode="r")["latents"].shape[0]) for f in files]
+        headers = [item_header(f, self.meta["latent_shape"]) for f in files]
+        lengths = [h["frames"] for h in headers]
+        self.headers = dict(zip(files, headers))
         self.frames = frames
         self.skipped = [f.name for f, n in zip(files, lengths) if n < frames]  # too short for one clip
         self.files = [f for f, n in zip(files, lengths) if n >= frames]
@@ -73,6 +76,21 @@ class LatentDataset(Dataset):
     @property
     def classes(self) -> list[str]:
         return self.meta.get("classes", [])
+
+    def check_conditions(self, condition: str, classes: int) -> None:
+        """Every item must carry what a model of `condition` ("none", "label", "action") reads, in range."""
+        for path in self.files:
+            header, what = self.headers[path], {"label": "label", "action": "actions"}.get(condition)
+            if what is None:
+                continue
+            ids = header["actions"] if condition == "action" else np.array([header["label"]])
+            if ids is None or (condition == "label" and header["label"] < 0):
+                raise InputError(f"{path}: holds no {what}, which this {condition}-conditioned model needs (extract "
+                                 f"{'episodes with their actions' if condition == 'action' else 'labelled videos'})")
+            if ids.min() < 0 or ids.max() >= classes:
+                raise InputError(f"{path}: {what} {int(ids.min())}..{int(ids.max())} outside the model's "
+                                 f"[0, {classes - 1}] (model.num_classes={classes})")
+
 
     def __len__(self) -> int:
         return len(self.files)
@@ -90,6 +108,27 @@ class LatentDataset(Dataset):
             if "actions" in item.files:
                 out["actions"] = torch.from_numpy(item["actions"][start:start + self.frames].copy())
         return out
+
+
+def item_header(path: Path, latent_shape: list[int]) -> dict:
+    """What an item holds, checked: float latents (T, C, h, w) of the folder's latent shape, all finite, and
+    actions (one per frame) when present. A damaged or foreign item is one line naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as item:
+            latents = item["latents"]
+            actions = item["actions"] if "actions" in item.files else None
+            label = int(item["label"]) if "label" in item.files else -1
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as error:
+        raise InputError(f"{path}: not a readable latent item ({error}); extract it again") from None
+    if latents.dtype.kind != "f" or latents.ndim != 4 or list(latents.shape[1:]) != list(latent_shape):
+        raise InputError(f"{path}: latents {latents.dtype} {tuple(latents.shape)}, but the folder's meta.json says "
+                         f"float (T, {', '.join(map(str, latent_shape))}): extract it again with the same DC-AE")
+    if not np.isfinite(latents).all():
+        raise InputError(f"{path}: latents hold NaN or infinite values (the data, not training): extract it again")
+    if actions is not None and (actions.shape != (len(latents),) or actions.dtype.kind not in "iu"):
+        raise InputError(f"{path}: actions {actions.dtype} {actions.shape} for {len(latents)} frames: need one "
+                         "integer id per frame")
+    return {"frames": len(latents), "actions": actions, "label": label}
 
 
 class EpisodeClips(Dataset):

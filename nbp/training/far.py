@@ -177,6 +177,8 @@ def training_sets(cfg: FARTrainConfig, dcae: DCAE | None):
     else:
         sets = [LatentDataset(f, cfg.clip_frames) if f else None for f in (cfg.train, cfg.val)]
         shape = list(sets[0].meta["latent_shape"])
+        for dataset in filter(None, sets):  # before the first step, not mid-run
+            dataset.check_conditions(model.condition, model.num_classes)
     if shape != expected:
         raise ConfigError(f"{cfg.dcae or cfg.train} makes latents {shape}; the model reads {expected} "
                           "(model.in_channels, model.sample_size)")
