@@ -174,6 +174,33 @@ def with_settings(config: C, settings: dict[str, Any]) -> C:
     return config
 
 
+def check_at_least(config: Any, minimum: float, *names: str, prefix: str = "") -> None:
+    """Refuse a setting among `names` below `minimum` (None passes: not set), naming it."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and value < minimum:
+            raise ConfigError(f"{prefix}{name} must be at least {minimum}, got {value}")
+
+
+def check_out_folder(out: str, name: str = "out") -> None:
+    """`out` names a folder to write into: an existing file there is refused (nothing overwritten)."""
+    if Path(out).is_file():
+        raise ConfigError(f"{name}={out} is a file; give a folder to write into")
+
+
+def check_device(device: str, name: str = "device") -> None:
+    """A device torch has here: "cpu", "cuda[:N]" with a CUDA build and a visible GPU, or "auto"."""
+    if device in ("cpu", "auto"):
+        return
+    if not device.startswith("cuda"):
+        raise ConfigError(f"{name} must be cpu, cuda, cuda:N or auto, got {device!r}")
+    import torch  # only here: the command line prints its help without torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"{name}={device}, but this torch sees no CUDA GPU (a CPU build, or none visible): "
+                          f"use {name}=cpu")
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
@@ -241,11 +268,18 @@ def _merge(cls: type[C], layers: list[Any]) -> C:
 
 
 def validate_all(config: Any) -> None:
-    """`validate()` of a config and of every config nested in it."""
+    """`validate()` of a config and of every config nested in it; a nested config's refusal names its place
+    ("far_sampling: steps must be at least 1")."""
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if dataclasses.is_dataclass(value):
-            validate_all(value)
+            try:
+                validate_all(value)
+            except ConfigError as error:
+                message = str(error)
+                raise ConfigError(message if message.startswith(f"{f.name}") else f"{f.name}: {message}") from None
+    if isinstance(getattr(config, "device", None), str):  # every job that picks a device
+        check_device(config.device)
     validate = getattr(config, "validate", None)
     if validate is not None:
         validate()

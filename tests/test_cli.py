@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from nbp.cli import main
@@ -116,3 +118,37 @@ def test_the_command_line_and_the_metrics_do_not_import_the_model_families():
              "print(sorted(a), 'diffusers' in sys.modules, 'nbp.models.far' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["[]", "False", "False"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train-far", "train=x", "run.devices=0"], "run.devices must be at least 1"),
+    (["train-far", "train=x", "batch_size=0"], "batch_size must be at least 1"),
+    (["train-far", "train=x", "lr=-1"], "lr must be > 0"),
+    (["train-far", "train=x", "ema_decay=1.5"], r"ema_decay in \[0, 1\)"),
+    (["train-far", "train=x", "model.short_window=0"], "model: short_window must be at least 1"),
+    (["train-dcae", "data.root=x", "scale_clips=0"], "scale_clips must be at least 1"),
+    (["sample-far", "far=a", "dcae=b", "fps=0"], "fps must be > 0"),
+    (["far-eval", "far=a", "dcae=b", "data=c", "trajectories=0"], "trajectories must be at least 1"),
+    (["far-eval", "far=a", "dcae=b", "data=c", "horizon=0"], "horizon must be at least 1"),
+    (["far-eval", "far=a", "dcae=b", "data=c", "max_videos=0"], "max_videos must be at least 1"),
+    (["world-eval", "far=a", "dcae=b", "episodes=e", "horizon=0"], "horizon must be at least 1"),
+    (["world-eval", "far=a", "dcae=b", "episodes=e", "far_sampling.steps=0"], "far_sampling: steps must be at least 1"),
+])
+def test_bad_far_settings_are_one_line_errors_naming_the_setting(argv, message, capsys):
+    """Issue 32, item 7: refused where the setting is declared, before any file is read."""
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert re.search(message, error) and "Traceback" not in error and error.count("\n") == 1
+
+
+def test_a_device_torch_does_not_have_and_an_output_file_are_refused(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["sample-far", "far=a", "dcae=b", "device=cuda"]) == 2
+    assert "device=cuda, but this torch sees no CUDA GPU" in capsys.readouterr().err
+    assert main(["train-far", "train=x", "run.accelerator=cuda"]) == 2
+    assert "run.accelerator=cuda, but this torch sees no CUDA GPU" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main(["far-eval", "far=a", "dcae=b", "data=c", f"out={tmp_path / 'file'}"]) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err

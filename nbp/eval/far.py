@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from nbp.checkpoint.perceptual import PerceptualConfig, load_perceptual
-from nbp.config import InputError, register_protocols, with_protocol
+from nbp.config import InputError, check_at_least, check_out_folder, register_protocols, with_protocol
 from nbp.data.episodes import list_episodes, load_episode
 from nbp.data.video import VIDEO_EXTENSIONS, frames_to_video, probe, read_frames
 from nbp.eval.rollout import FARPredictor, rollouts
@@ -70,6 +70,10 @@ class FAREvalConfig:
     perceptual: PerceptualConfig = field(default_factory=lambda: PerceptualConfig(net="alex"))  # LPIPS's files
     seed: int = 0
     device: str = "cpu"
+
+    def validate(self) -> None:
+        check_at_least(self, 1, "context", "horizon", "trajectories", "max_videos", "resolution")
+        check_out_folder(self.out)
 
 
 def evaluation_items(cfg: FAREvalConfig) -> list[tuple[np.ndarray, np.ndarray | None, str]]:

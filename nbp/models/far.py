@@ -22,7 +22,7 @@ from diffusers.models.embeddings import TimestepEmbedding, apply_rotary_emb, get
 from einops import rearrange
 from torch import nn
 
-from nbp.config import ConfigError, register_presets
+from nbp.config import ConfigError, check_at_least, register_presets
 from nbp.models.kv_cache import KVLevel
 
 
@@ -69,6 +69,8 @@ class FARConfig:
             raise ConfigError(f"rope_axes {self.rope_axes} must add up to head_dim={self.head_dim}")
         if self.long and self.condition == "label":
             raise ConfigError("FAR_Long supports actions or no condition, not labels (as the official model)")
+        check_at_least(self, 1, "num_layers", "num_heads", "head_dim", "in_channels", "patch_size", "short_window",
+                       "context_patch_size", "sample_size")
         if self.long and self.context_patch_size % self.patch_size:
             raise ConfigError(f"context_patch_size {self.context_patch_size} must be a multiple of patch_size")
 

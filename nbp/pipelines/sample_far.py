@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from nbp.config import ConfigError, InputError
+from nbp.config import ConfigError, InputError, check_at_least, check_out_folder
 from nbp.data.episodes import load_episode
 from nbp.generation.far import FARSamplingConfig
 from nbp.io.media import to_uint8
@@ -46,6 +46,10 @@ class FARSampleConfig:
             raise ConfigError("context videos or an episode need context_frames >= 1 (the frames given)")
         if self.frames < 1 or self.num_samples < 1:
             raise ConfigError(f"frames and num_samples must be at least 1 (got {self.frames}, {self.num_samples})")
+        check_at_least(self, 1, "batch_size", "resolution")
+        if not self.fps > 0:
+            raise ConfigError(f"fps must be > 0, got {self.fps}")
+        check_out_folder(self.out)
 
 
 def episode_inputs(cfg: FARSampleConfig) -> tuple[torch.Tensor | None, torch.Tensor | None]:

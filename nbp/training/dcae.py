@@ -22,7 +22,7 @@ import torch
 
 from nbp.checkpoint import load_dcae, save_model
 from nbp.checkpoint.torch_files import write_official_state
-from nbp.config import ConfigError, from_preset
+from nbp.config import ConfigError, check_at_least, from_preset
 from nbp.models.dcae import DCAE, DCAEConfig
 from nbp.models.discriminator import DiscriminatorConfig
 from nbp.training.runner import RunConfig
@@ -50,6 +50,7 @@ class DCAETrainConfig(TokenizerTrainConfig):
     scale_clips: int = 64
 
     def validate(self) -> None:
+        check_at_least(self, 1, "scale_clips")
         factor = self.model.spatial_factor
         if self.data.resolution % factor:
             raise ConfigError(f"data.resolution={self.data.resolution} must be divisible by the DC-AE's {factor}")

@@ -21,7 +21,7 @@ import torch
 
 from nbp.checkpoint import load_dcae, load_model
 from nbp.checkpoint.torch_files import write_official_state
-from nbp.config import ConfigError, from_preset, to_dict
+from nbp.config import ConfigError, check_at_least, from_preset, to_dict
 from nbp.data.latents import EpisodeClips, LatentDataset
 from nbp.models.dcae import DCAE
 from nbp.models.far import FAR, FARConfig
@@ -62,6 +62,10 @@ class FARTrainConfig:
             raise ConfigError("clean_context_ratio must be in [0, 1) and cond_dropout in [0, 1]")
         if self.logit_std <= 0:
             raise ConfigError(f"logit_std must be > 0, got {self.logit_std}")
+        check_at_least(self, 1, "batch_size", "clip_frames", "resolution")
+        check_at_least(self, 0, "warmup_steps", "num_workers", "weight_decay", "grad_clip")
+        if not self.lr > 0 or not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"lr must be > 0 and ema_decay in [0, 1) (0: no EMA); got {self.lr}, {self.ema_decay}")
 
 
 @dataclass
