@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nbp.checkpoint import TRUST_FLAG
-from nbp.config import UserError, build_config, presets, resolved_yaml
+from nbp.config import UserError, build_config, check_devices, presets, resolved_yaml
 
 
 def load(spec: str):
@@ -172,6 +172,7 @@ def split_arguments(arguments: list[str], positional: tuple[str, ...] = ()) -> t
 def run_command(command: Command, arguments: list[str]) -> Any:
     recipes, overrides = split_arguments(arguments, command.positional)
     cfg = build_config(load(command.config), recipes=recipes, overrides=overrides)
+    check_devices(cfg)
     result = load(command.run)(cfg)
     report = command.report(cfg, result)
     if report:

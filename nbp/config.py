@@ -201,6 +201,19 @@ def check_device(device: str, name: str = "device") -> None:
                           f"use {name}=cpu")
 
 
+def check_devices(config: Any) -> None:
+    """Refuse a CUDA device this torch does not have, wherever a config names one (a job's `device`, a run's
+    `accelerator`): checked when a command runs, so that `nbp config` still prints a GPU recipe on a CPU."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            check_devices(value)
+    if isinstance(getattr(config, "device", None), str):
+        check_device(config.device)
+    if getattr(config, "accelerator", None) in ("gpu", "cuda"):
+        check_device("cuda", "run.accelerator")
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
@@ -278,8 +291,6 @@ def validate_all(config: Any) -> None:
             except ConfigError as error:
                 message = str(error)
                 raise ConfigError(message if message.startswith(f"{f.name}") else f"{f.name}: {message}") from None
-    if isinstance(getattr(config, "device", None), str):  # every job that picks a device
-        check_device(config.device)
     validate = getattr(config, "validate", None)
     if validate is not None:
         validate()

@@ -71,8 +71,8 @@ class DemoConfig:
     block: int = 16  # tokens the LM predicts per step: 16 = a 4x4 latent frame, 4 = a row of it
     hybrid: bool = True  # the first block token by token (with frame blocks: the first frame)
     samples_per_class: int = 6
-    cfg_scale: float = 2.0
-    top_k: int = 20
+    # how the class-conditional samples are drawn (`nbp sample`'s settings); prediction is greedy (predict-eval's)
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(cfg_scale=2.0, top_k=20))
     fresh: bool = False  # rerun every stage instead of keeping finished ones
     seed: int = 0
 
@@ -273,7 +273,7 @@ def samples_stage(cfg: DemoConfig, lm_file: Path, tokenizer_file: Path, data: Pa
         sample_videos(SampleConfig(
             lm=str(lm_file), tokenizer=str(tokenizer_file), out=str(out), num_samples=cfg.samples_per_class,
             class_ids=[label], frames=cfg.frames, resolution=cfg.resolution,
-            sampling=SamplingConfig(cfg_scale=cfg.cfg_scale, top_k=cfg.top_k), device=cfg.device,
+            sampling=cfg.sampling, device=cfg.device,
             seed=cfg.seed + label))
         videos[name] = np.load(out / "samples_uint8.npy")
     return classify_samples(cfg, data, videos)

@@ -14,6 +14,7 @@ import torch
 
 from nbp.checkpoint.files import CheckpointError, is_nbp_file, load_model, load_state_dict_strict, require_file
 from nbp.checkpoint.torch_files import read_torch_checkpoint
+from nbp.checkpoint.zero import CONFIG_KEY
 from nbp.config import from_preset, presets
 from nbp.models.dcae import DCAE, DCAEConfig
 from nbp.models.far import FAR, FARConfig
@@ -36,6 +37,10 @@ def load_far(path: str | Path, device="cpu", dtype: torch.dtype | None = None, t
 
 
 def official_state_dict(obj: dict, path: Path, marker: str, what: str) -> dict[str, torch.Tensor]:
+    if "state_dict" in obj and CONFIG_KEY in obj:
+        raise CheckpointError(f"{path} is a training checkpoint of an nbp run, not a model file: give the run's "
+                              "export (far.safetensors / dcae.safetensors in the run folder), or make one with "
+                              f"`nbp convert {path} out.safetensors`")
     if marker not in obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} is not an official {what} file: expected a plain state dict with "
                               f"'{marker}', found keys {sorted(map(str, obj))[:5]}")

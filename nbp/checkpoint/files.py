@@ -63,7 +63,17 @@ def is_nbp_file(path: str | Path) -> bool:
         with safe_open(str(path), framework="pt") as f:
             return (f.metadata() or {}).get("format") == FORMAT
     except (SafetensorError, OSError, ValueError):
+        if looks_like_safetensors(path):  # its header says so, but it does not open: cut short or damaged
+            raise CheckpointError(f"{path} is a damaged or truncated safetensors file (it does not open as one): "
+                                  "copy or export it again") from None
         return False
+
+
+def looks_like_safetensors(path: str | Path) -> bool:
+    """A safetensors header: 8 bytes of little-endian length, then a JSON object."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 1 << 30
 
 
 def read_metadata(path: str | Path) -> dict:
@@ -81,7 +91,11 @@ def load_model(path: str | Path, kind: str | tuple[str, ...] | None = None, devi
     kinds = (kind,) if isinstance(kind, str) else kind
     if kinds is not None and meta.get("kind") not in kinds:
         raise CheckpointError(f"{path} holds a {meta.get('kind')!r} model, not a {' or '.join(map(repr, kinds))}")
-    model = build_model(meta["kind"], json.loads(meta["config"]), **config_overrides)
+    try:
+        config = json.loads(meta["config"])
+    except (KeyError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: its metadata holds no valid model config ({error}): export it again") from None
+    model = build_model(meta["kind"], config, **config_overrides)
     load_state_dict_strict(model, load_file(str(path)), source=path)
     return model.to(device).eval()
 
@@ -109,4 +123,8 @@ def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor
         if wrong:
             parts.append(f"{len(wrong)} shape mismatches (first: {'; '.join(wrong[:3])})")
         raise CheckpointError(f"{source} does not match the {type(model).__name__} architecture: " + "; ".join(parts))
+    broken = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if broken is not None:
+        raise CheckpointError(f"{source}: weight {broken} holds NaN or infinite values (a diverged run's, or a "
+                              "damaged file): use an earlier checkpoint or export")
     model.load_state_dict(state, strict=True)

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from nbp.checkpoint import convert, save_model
 from nbp.checkpoint.torch_files import safe_unpickling, trusted
-from nbp.config import ConfigError, UserError, check_at_least, check_device
+from nbp.config import ConfigError, UserError, check_at_least
 from nbp.data.sampler import ResumableSampler
 from nbp.io import remove_stale_temporaries
 from nbp.io.progress import ProgressLines, on_terminal
@@ -67,8 +67,6 @@ class RunConfig:
             raise ConfigError(f"run.precision must be one of {PRECISIONS}, got {self.precision!r}")
         check_at_least(self, 1, "steps", "devices", "num_nodes", "keep_last", "log_every", prefix="run.")
         check_at_least(self, 0, "checkpoint_every", "val_every", prefix="run.")
-        if self.accelerator in ("gpu", "cuda"):
-            check_device("cuda", "run.accelerator")
 
     @property
     def deepspeed(self) -> bool:
