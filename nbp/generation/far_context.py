@@ -13,7 +13,8 @@ from nbp.config import InputError
 from nbp.generation.decoding import capture_graph, compiled_if, replays_graphs, resolve_decoding
 from nbp.generation.flow import CLEAN, TRAIN_TIMESTEPS, euler_step, flow_schedule, scale_noise
 from nbp.generation.guidance import guide_rows
-from nbp.models.far import FAR, KVLevel
+from nbp.models.far import FAR
+from nbp.models.kv_cache import KVLevel
 
 UNWRITTEN = 1 << 30  # the frame of a static context column not written: after every query, so masked out
 
