@@ -9,11 +9,11 @@ MIXERS = (1_000_003, 8191, 7)  # primes: seed * 1,000,003 + first index, then * 
 
 
 def draw_seed(seed: int, *indices: int) -> int:
-    value = seed
-    for mixer, index in zip(MIXERS, indices, strict=False):
-        value = value * mixer + index
     if len(indices) > len(MIXERS):
         raise ValueError(f"a draw is named by at most {len(MIXERS)} indices, got {len(indices)}")
+    value = seed
+    for mixer, index in zip(MIXERS, indices):
+        value = value * mixer + index
     return value
 
 

@@ -58,7 +58,7 @@ def test_cache_on_equals_cache_off_equals_static_decoding(long, window, patch, h
         dict(use_cache=True, decoding="dynamic"), dict(use_cache=False), dict(use_cache=True, decoding="static"))]
     assert paths[0].shape == (batch, given + frames, CHANNELS, h, w)
     for other in paths[1:]:
-        torch.testing.assert_close(other, paths[0], atol=2e-5, rtol=0)
+        torch.testing.assert_close(other, paths[0], atol=1e-4, rtol=0)  # as the goldens' paths
 
 
 @pytest.mark.parametrize("long,size", itertools.product([False, True], [(6, 6), (4, 8)]))
@@ -73,7 +73,7 @@ def test_one_step_rollout_frame_equals_the_teacher_forced_forward(long, size):
     timesteps = torch.cat([torch.full((1, 5), -1.0), timestep.view(1, 1)], dim=1)
     with torch.no_grad():
         velocity = model(torch.cat([context, noise], 1), timesteps, actions=actions)[:, -1]
-    torch.testing.assert_close(out[:, -1], noise[:, 0] - velocity, atol=2e-5, rtol=0)
+    torch.testing.assert_close(out[:, -1], noise[:, 0] - velocity, atol=1e-4, rtol=0)
 
 
 def test_from_nothing_the_latent_size_comes_from_the_inputs():
