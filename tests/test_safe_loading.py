@@ -90,3 +90,16 @@ def test_official_files_load_without_the_opt_in_and_the_opt_in_unpickles(hostile
     marker.unlink()
     assert main(["convert", str(path), str(tmp_path / "out.safetensors"), "--trust-checkpoints"]) == 2
     assert marker.exists()  # read in full, then refused as not an nbp training run
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_a_plain_hostile_pickle_is_refused_naming_its_global_without_a_protocol_warning(tmp_path, protocol):
+    import pickle
+    import warnings
+    marker, path = tmp_path / "pwned", tmp_path / "plain.pt"
+    path.write_bytes(pickle.dumps({"state_dict": {"w": 1}, "callbacks": Hostile(marker)}, protocol=protocol))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(CheckpointError, match="plain.pt holds io.open, which unpickling"):
+            read_torch_checkpoint(path)
+    assert not marker.exists()

@@ -13,10 +13,14 @@ inside it (resuming a run, converting a ZeRO folder) to the same safe mode.
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
 import pickle
+import pickletools
 import re
+import warnings
+import zipfile
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import lru_cache
@@ -61,9 +65,36 @@ def trusted(trust: bool | None = None) -> bool:
     return _trusted.get() if trust is None else trust
 
 
+# globals that torch's weights-only unpickler accepts itself: never the reason for a refusal
+PLAIN_GLOBALS = ("torch.", "collections.OrderedDict", "_codecs.encode", "builtins.set", "numpy.")
+
+
+def pickled_globals(path) -> list[str]:
+    """The `module.name` globals a torch file's pickle would import, read from its opcodes (nothing is run)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        if zipfile.is_zipfile(io.BytesIO(raw)):
+            with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+                raw = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+        found, strings = [], []
+        for opcode, arg, _ in pickletools.genops(raw):
+            if opcode.name == "GLOBAL":
+                found.append(arg.replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(".".join(strings[-2:]))
+            elif isinstance(arg, str):
+                strings.append(arg)
+        return found
+    except (OSError, ValueError, KeyError, StopIteration, zipfile.BadZipFile):
+        return []
+
+
 def refusal(path, error: Exception) -> CheckpointError:
     found = re.search(r"GLOBAL ([\w.]+)", str(error))
-    what = found.group(1) if found else "an object that is not plain data"
+    allowed = {f"{kind.__module__}.{kind.__qualname__}" for kind in allowed_globals()}
+    other = [name for name in pickled_globals(path) if name not in allowed and not name.startswith(PLAIN_GLOBALS)]
+    what = found.group(1) if found else other[0] if other else "an object that is not plain data"
     return CheckpointError(f"{path} holds {what}, which unpickling would have to import and call; nbp loads only "
                            "tensors, containers and the types of official NBP/FAR/I3D/LPIPS/Lightning/DeepSpeed "
                            f"files. If you trust this file, pass trust=True to the loader ({TRUST_FLAG} on the "
@@ -76,7 +107,9 @@ def load_torch(path: str | Path, trust: bool | None = None):
         log.warning("unpickling %s in full (trusted): it may run code", path)
         return torch.load(path, map_location="cpu", weights_only=False)
     try:
-        with torch.serialization.safe_globals(list(allowed_globals())):
+        with torch.serialization.safe_globals(list(allowed_globals())), warnings.catch_warnings():
+            # the protocol of a plain pickle is not a reason to warn: what it holds is checked either way
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise refusal(path, error) from None
