@@ -6,3 +6,5 @@ tokenizer composed with a model: video in, video out), `data` (every dataset and
 (model files in and out), `io` (files written safely, and what people look at). `cli` is the command table,
 `config` the typed configs with presets.
 """
+
+__version__ = "0.2.0"

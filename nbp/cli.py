@@ -6,6 +6,7 @@ line and exit code 2; anything else keeps its traceback.
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import json
 import logging
@@ -180,24 +181,45 @@ def run_command(command: Command, arguments: list[str]) -> Any:
     return result
 
 
+def command_help(name: str) -> str:
+    """A command's purpose, usage and every setting with its type, default and help."""
+    from nbp.config_help import settings_table
+
+    if name == "config":
+        return f"nbp config: {show_config.__doc__}"
+    command = COMMANDS[name]
+    positional = "".join(f" [{field.upper()}]" for field in command.positional)
+    return (f"nbp {name}: {command.help}\n\nusage: nbp {name}{positional} [RECIPE.yaml ...] [key=value ...]\n"
+            f"  (recipes first, then settings; `nbp config {name} [RECIPE.yaml] [key=value ...] --comments` prints "
+            f"the resolved settings as YAML)\n\nsettings (key, type, default, meaning):\n"
+            f"{settings_table(load(command.config)())}")
+
+
 def show_config(arguments: list[str]) -> None:
-    """`nbp config NAME [PRESET | RECIPE.yaml ...] [key=value ...]`: a model config's presets, or any model config
-    or command config resolved as YAML (the recipe format)."""
+    """`nbp config NAME [PRESET | RECIPE.yaml ...] [key=value ...] [--comments]`: a model config's presets, or any
+    model config or command config resolved as YAML (the recipe format); `--comments` adds each setting's help."""
+    comments = "--comments" in arguments
+    arguments = [a for a in arguments if a != "--comments"]
     if not arguments or (arguments[0] not in MODEL_CONFIGS and arguments[0] not in COMMANDS):
         raise UserError(f"nbp config: name one of {sorted(MODEL_CONFIGS)} (model configs) or a command "
                         f"({', '.join(COMMANDS)}), then a preset or recipes and key=value settings")
     name, rest = arguments[0], arguments[1:]
-    if name in COMMANDS:
-        recipes, overrides = split_arguments(rest)
-        print(resolved_yaml(load(COMMANDS[name].config), recipes=recipes, overrides=overrides), end="")
-        return
-    cls = load(MODEL_CONFIGS[name])
-    if not rest:
+    cls = load(COMMANDS[name].config if name in COMMANDS else MODEL_CONFIGS[name])
+    if name in MODEL_CONFIGS and not rest:
         print(f"{name} presets: {', '.join(presets(cls))}")
         return
-    preset = rest.pop(0) if "=" not in rest[0] and not is_recipe(rest[0]) else None
+    preset = rest.pop(0) if name in MODEL_CONFIGS and "=" not in rest[0] and not is_recipe(rest[0]) else None
     recipes, overrides = split_arguments(rest)
-    print(resolved_yaml(cls, preset, recipes, overrides), end="")
+    yaml = resolved_yaml(cls, preset, recipes, overrides)
+    if comments:
+        from nbp.config_help import commented_yaml
+        yaml = commented_yaml(yaml, cls())
+    print(yaml, end="")
+
+
+def did_you_mean(name: str) -> str:
+    close = difflib.get_close_matches(name, ["config", *COMMANDS], n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
 def usage() -> str:
@@ -205,6 +227,7 @@ def usage() -> str:
     lines = [f"  {'config':<{width}}  list a model's presets, or print any resolved config as YAML",
              *(f"  {c.name:<{width}}  {c.help}" for c in COMMANDS.values())]
     return (f"usage: nbp COMMAND [RECIPE.yaml ...] [key=value ...] [--key value ...] [{TRUST_FLAG}]\n"
+            "       nbp COMMAND --help   (every setting: type, default, what it does)   nbp --version\n"
             "Next-block-prediction video generation.\n\ncommands:\n" + "\n".join(lines) +
             "\n\n`nbp config COMMAND [RECIPE.yaml]` prints a command's settings as YAML.\n"
             f"{TRUST_FLAG}: unpickle the torch files this command reads in full (only for files you trust).")
@@ -237,13 +260,16 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from nbp import __version__
+        print(f"nbp {__version__}")
+        return 0
     name, arguments = argv[0], argv[1:]
     if name != "config" and name not in COMMANDS:
-        print(f"nbp: unknown command {name!r}\n{usage()}", file=sys.stderr)
+        print(f"nbp: unknown command {name!r}{did_you_mean(name)}\n{usage()}", file=sys.stderr)
         return 2
     if "-h" in arguments or "--help" in arguments:
-        print(f"nbp {name}: " + (COMMANDS[name].help + f"\nsettings: `nbp config {name}`" if name in COMMANDS
-                                 else show_config.__doc__))
+        print(command_help(name))
         return 0
     from nbp.checkpoint.torch_files import trusting  # torch, once a command runs: `nbp --help` stays instant
     from nbp.runtime import tune_cpu_allocator

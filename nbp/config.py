@@ -96,7 +96,7 @@ def resolved_yaml(cls: type, preset: str | None = None, recipes: list[str | Path
     try:
         return to_yaml(build_config(cls, preset, recipes, overrides))
     except ConfigError as error:
-        if "missing mandatory value" not in str(error):
+        if "missing required setting" not in str(error):
             raise
     layers = [OmegaConf.create({"preset": preset})] if preset is not None else []
     layers += [OmegaConf.load(path) for path in recipes] + [OmegaConf.from_dotlist(list(overrides))]
@@ -201,6 +201,23 @@ def check_device(device: str, name: str = "device") -> None:
                           f"use {name}=cpu")
 
 
+def resolved_device(device: str) -> str:
+    """"auto": the GPU where torch sees one, else the CPU; any other name as given (checked by `check_device`)."""
+    if device != "auto":
+        return device
+    import torch  # only here: the command line prints its help without torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class OnDevice:
+    """For job configs with a `device` field: "auto" (their default) names the device it resolves to once the
+    config is made, so that everything downstream sees a torch device."""
+
+    def __post_init__(self) -> None:
+        self.device = resolved_device(self.device)
+
+
 def check_devices(config: Any) -> None:
     """Refuse a CUDA device this torch does not have, wherever a config names one (a job's `device`, a run's
     `accelerator`): checked when a command runs, so that `nbp config` still prints a GPU recipe on a CPU."""
@@ -272,7 +289,12 @@ def _layered(cls: type, layers: list[DictConfig]) -> DictConfig:
 def _merge(cls: type[C], layers: list[Any]) -> C:
     try:
         layers = [OmegaConf.create(layer) if isinstance(layer, dict) else layer for layer in layers]
-        config = OmegaConf.to_object(_layered(cls, layers))
+        layered = _layered(cls, layers)
+        missing = sorted(OmegaConf.missing_keys(layered))
+        if missing:
+            raise ConfigError(f"missing required setting{'s' if len(missing) > 1 else ''}: {', '.join(missing)} "
+                              f"(give each as key=value; `nbp COMMAND --help` says what they are)")
+        config = OmegaConf.to_object(layered)
     except OmegaConfBaseException as error:
         fields = ", ".join(f.name for f in dataclasses.fields(cls))
         raise ConfigError(f"invalid {cls.__name__}: {error}\nvalid fields: {fields}") from None

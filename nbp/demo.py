@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from nbp.budget import fit_steps, seconds_per_step, update_step
-from nbp.config import ConfigError, from_dict, from_preset
+from nbp.config import ConfigError, OnDevice, from_dict, from_preset
 from nbp.data.dataset import ClipConfig, VideoDataset
 from nbp.data.extract import TokenizeConfig, tokenize
 from nbp.data.synthetic import CLASSES, make_dataset
@@ -35,28 +35,33 @@ from nbp.models.tokenizer import TokenizerConfig
 from nbp.pipelines.sample import SampleConfig, sample_videos
 from nbp.runtime import describe_cpu
 from nbp.training.lm import LMSystem, LMTrainConfig, train_lm
+from nbp.training.loggers import read_metrics
 from nbp.training.losses import hinge_d_loss
-from nbp.training.runner import read_metrics
 from nbp.training.tokenizer import AutoencoderSystem, TokenizerTrainConfig, train_tokenizer
 
 TOKENIZER = "tiny-frames"  # learns colours within the budget; the 3D `tiny` does not (docs/benchmarks.md)
 
 
 @dataclass
-class DemoConfig:
-    out: str = "runs/demo"
-    device: str = "cpu"
+class DemoConfig(OnDevice):
+    out: str = "runs/demo"  # the run folder (every stage's files)
+    device: str = "auto"  # "auto" (a GPU where there is one), "cpu", "cuda" or "cuda:N"
     # The time budget of the demo (setup not counted). A short calibration times the training steps on this
     # machine and shortens both trainings alike where the budget needs it; 0 keeps the step counts as given.
     minutes: float = 11.0
     scale: float = 1.0  # multiplies both training lengths: 2 trains twice as long (within the budget)
     tokenizer_steps: int = 1000  # at most
-    tokenizer_batch: int = 4  # clips per tokenizer batch
-    tokenizer_frames: int = 9  # frames per tokenizer clip (the per-frame tokenizer sees them as images)
-    tokenizer_lr: float = 1e-3
+    # 36 single frames from 36 clips a batch: the per-frame tokenizer learns from images, and 36 unlike ones teach
+    # it more per step than 4 clips of 9 alike frames (docs/benchmarks.md)
+    tokenizer_batch: int = 36  # clips per tokenizer batch
+    tokenizer_frames: int = 1  # frames per tokenizer clip
+    tokenizer_lr: float = 2e-3  # the tokenizer's peak learning rate
+    # the tokenizer's stage widths: with no residual units the encoder is as wide as the first, the decoder as the
+    # last; a wide decoder reconstructs better per step than a wide encoder
+    tokenizer_channels: list[int] = field(default_factory=lambda: [16, 16, 16, 48])
     lm_steps: int = 1200  # at most
-    lm_lr: float = 2e-3
-    videos_per_class: int = 24
+    lm_lr: float = 2e-3  # the LM's peak learning rate
+    videos_per_class: int = 24  # videos of each class for the tokenizer and the evaluations
     lm_videos_per_class: int = 120  # more videos of the same generator (another seed) for the LM alone
     resolution: int = 32  # 4x4 tokens per frame: a 144-token LM sequence, cheap on 2 cores
     fps: float | None = 4  # every other frame of the 8 fps videos: shapes move far enough that copying the last
@@ -70,27 +75,31 @@ class DemoConfig:
     windows: int = 4  # training clips per video for the LM
     block: int = 16  # tokens the LM predicts per step: 16 = a 4x4 latent frame, 4 = a row of it
     hybrid: bool = True  # the first block token by token (with frame blocks: the first frame)
-    samples_per_class: int = 6
+    samples_per_class: int = 6  # class-conditional samples drawn per class
     # how the class-conditional samples are drawn (`nbp sample`'s settings); prediction is greedy (predict-eval's)
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(cfg_scale=2.0, top_k=20))
     fresh: bool = False  # rerun every stage instead of keeping finished ones
-    seed: int = 0
+    seed: int = 0  # seeds the data, both trainings and the samples
 
 
 def tokenizer_config(cfg: DemoConfig, folder: Path, steps: int) -> TokenizerTrainConfig:
     return from_dict(TokenizerTrainConfig, dict(
         run=dict(run_dir=str(folder / "tokenizer"), steps=steps, accelerator=accelerator(cfg.device),
                  checkpoint_every=250, seed=cfg.seed),
-        model=asdict(from_preset(TokenizerConfig, TOKENIZER, fsq_levels=list(cfg.fsq_levels))),
+        model=asdict(demo_tokenizer(cfg)),
         data=dict(root=str(folder / "data"), train="trainlist.txt", val="testlist.txt", resolution=cfg.resolution,
                   fps=cfg.fps, frames=cfg.tokenizer_frames, batch_size=cfg.tokenizer_batch, num_workers=2),
         lr=cfg.tokenizer_lr, disc_lr=1e-3, disc_start=min(steps - 1, round(cfg.gan_from * steps)), l1_weight=0.0, l2_weight=1.0,
         adversarial_weight=0.1 if cfg.gan_from < 1 else 0.0,
-        discriminator=dict(channels=16, layers=2, norm_groups=8), ema_decay=0.99, sample_every=0))
+        discriminator=dict(channels=16, layers=2, norm_groups=8), ema_decay=0.0))
+
+
+def demo_tokenizer(cfg: DemoConfig) -> TokenizerConfig:
+    return from_preset(TokenizerConfig, TOKENIZER, fsq_levels=list(cfg.fsq_levels), channels=list(cfg.tokenizer_channels))
 
 
 def lm_config(cfg: DemoConfig, folder: Path, steps: int) -> LMTrainConfig:
-    tokenizer = from_preset(TokenizerConfig, TOKENIZER, fsq_levels=list(cfg.fsq_levels))
+    tokenizer = demo_tokenizer(cfg)
     latent = tokenizer.latent_shape(cfg.frames, cfg.resolution, cfg.resolution)
     return from_dict(LMTrainConfig, dict(
         run=dict(run_dir=str(folder / "lm"), steps=steps,

@@ -152,3 +152,55 @@ def test_a_device_torch_does_not_have_and_an_output_file_are_refused(tmp_path, c
     (tmp_path / "file").write_text("")
     assert main(["far-eval", "far=a", "dcae=b", "data=c", f"out={tmp_path / 'file'}"]) == 2
     assert "is a file; give a folder" in capsys.readouterr().err
+
+
+def test_every_setting_of_every_command_has_a_type_a_default_and_a_help_line():
+    import dataclasses
+
+    from nbp.cli import COMMANDS, load
+    from nbp.config_help import settings
+
+    undocumented = [f"{name}: {s.key}" for name, command in COMMANDS.items() for s in settings(load(command.config)())
+                    if not s.help]
+    assert undocumented == []
+    rows = {s.key: s for s in settings(load(COMMANDS["train-far"].config)())}
+    assert rows["lr"].type == "float" and rows["lr"].default == 1e-4 and rows["train"].required
+    assert rows["model.num_classes"].help.startswith("labels or actions")  # the comment beside the field
+    assert rows["run.precision"].help.startswith('"bf16-mixed" on GPUs')  # a nested config's own comment
+    from nbp.training.far import FARTrainConfig
+    leaves = sum(len(dataclasses.fields(v)) if dataclasses.is_dataclass(v) else 1
+                 for v in (getattr(FARTrainConfig(), f.name) for f in dataclasses.fields(FARTrainConfig)))
+    assert len(rows) == leaves
+
+
+def test_command_help_lists_every_setting_and_config_comments_them(capsys):
+    from omegaconf import OmegaConf
+
+    assert main(["train-far", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^  lr +float +0.0001 +peak learning rate", out, re.M)
+    assert re.search(r"^  train +str +required +a latent dataset", out, re.M)
+    assert main(["config", "train-far", "train=x", "--comments"]) == 0
+    commented = capsys.readouterr().out
+    assert "  steps: 1000  # batches\n" in commented
+    assert main(["config", "train-far", "train=x"]) == 0
+    assert OmegaConf.create(commented) == OmegaConf.create(capsys.readouterr().out)
+
+
+def test_missing_settings_come_in_one_line_and_a_mistyped_command_gets_a_suggestion(capsys):
+    assert main(["sample-far"]) == 2
+    assert capsys.readouterr().err.strip().startswith("nbp sample-far: missing required settings: dcae, far (give")
+    assert main(["trian-far"]) == 2
+    assert "unknown command 'trian-far'; did you mean 'train-far'" in capsys.readouterr().err
+
+
+def test_version_from_the_command_line_and_python_m(capsys):
+    import subprocess
+    import sys
+
+    import nbp
+
+    assert re.fullmatch(r"\d+\.\d+\.\d+", nbp.__version__)
+    assert main(["--version"]) == 0 and capsys.readouterr().out == f"nbp {nbp.__version__}\n"
+    done = subprocess.run([sys.executable, "-m", "nbp", "--version"], capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (0, f"nbp {nbp.__version__}\n")

@@ -20,7 +20,7 @@ from nbp.models.fused_ce import linear_cross_entropy
 from nbp.models.transformer import Transformer, TransformerConfig
 from nbp.models.transformer_attention import AttentionMask, attend, nbp_mask
 from nbp.training.lm import train_lm
-from nbp.training.runner import read_metrics
+from nbp.training.loggers import read_metrics
 from nbp.training.tokenizer import train_tokenizer
 
 import test_lm_training

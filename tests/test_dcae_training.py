@@ -4,7 +4,7 @@ import torch
 from nbp.checkpoint import load_dcae
 from nbp.config import ConfigError, build_config
 from nbp.training.dcae import DCAESystem, DCAETrainConfig, train_dcae
-from nbp.training.runner import read_metrics
+from nbp.training.loggers import read_metrics
 
 import test_tokenizer_training
 from test_tokenizer_training import KillAt
@@ -16,7 +16,7 @@ def config(root, run_dir, *overrides):
     return build_config(DCAETrainConfig, overrides=[
         f"run.run_dir={run_dir}", f"data.root={root}", "data.resolution=32", "data.frames=3",
         "data.batch_size=2", "data.num_workers=0", "run.steps=10", "disc_start=6", "run.checkpoint_every=4",
-        "sample_every=0", "run.log_every=1", "lr=2e-3", "disc_lr=1e-3", "model.preset=dcae-tiny",
+        "run.log_every=1", "lr=2e-3", "disc_lr=1e-3", "model.preset=dcae-tiny",
         "discriminator.channels=8", "discriminator.norm_groups=4", "discriminator.layers=2", "perceptual_weight=0",
         "ema_decay=0.9", *overrides])
 

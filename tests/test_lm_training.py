@@ -14,7 +14,7 @@ from nbp.data.synthetic import make_dataset
 from nbp.download import load_transformer
 from nbp.models.tokenizer import TokenizerConfig, VideoTokenizer
 from nbp.training.lm import LMTrainConfig, train_lm
-from nbp.training.runner import read_metrics
+from nbp.training.loggers import read_metrics
 from nbp.training.system import warmup_cosine as lr_factor
 
 from test_tokenizer_training import KillAt

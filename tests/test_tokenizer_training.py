@@ -9,7 +9,7 @@ from nbp.checkpoint.perceptual import PerceptualConfig, load_perceptual
 from nbp.config import ConfigError, build_config
 from nbp.data.synthetic import make_dataset
 from nbp.models.lpips import LPIPS
-from nbp.training.runner import read_metrics
+from nbp.training.loggers import read_metrics
 from nbp.training.tokenizer import AutoencoderSystem, TokenizerTrainConfig, train_tokenizer
 
 from conftest import det_state_dict
@@ -24,7 +24,7 @@ def config(root, run_dir, *overrides):
     return build_config(TokenizerTrainConfig, overrides=[
         f"run.run_dir={run_dir}", f"data.root={root}", "data.resolution=32", "data.frames=5",
         "data.batch_size=2", "data.num_workers=0", "run.steps=14", "disc_start=8", "run.checkpoint_every=5",
-        "sample_every=0", "run.log_every=1", "lr=1e-3", "disc_lr=1e-3", "discriminator.channels=8",
+        "run.log_every=1", "lr=1e-3", "disc_lr=1e-3", "discriminator.channels=8",
         "discriminator.norm_groups=4", "perceptual_weight=0", *overrides])
 
 

@@ -17,7 +17,7 @@ from nbp.eval.world import WorldEvalConfig, evaluate_world, frame_psnr
 from nbp.generation.sampling import SamplingConfig
 from nbp.models.tokenizer import TokenizerConfig, VideoTokenizer
 from nbp.training.lm import LMTrainConfig, train_lm
-from nbp.training.runner import read_metrics
+from nbp.training.loggers import read_metrics
 
 
 @pytest.fixture(scope="module")

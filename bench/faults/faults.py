@@ -61,12 +61,12 @@ JOBS = {  # the command's settings after its data and run folder, and the file i
             "model.cond_len=1"], "lm.safetensors"),
     "tokenizer": (["train-tokenizer", "model.preset=tiny", "data.resolution=32", "data.frames=5", "data.batch_size=2",
                    "data.num_workers=0", "disc_start=20", "discriminator.channels=8",
-                   "discriminator.norm_groups=4", "perceptual_weight=0", "sample_every=0"], "tokenizer.safetensors"),
+                   "discriminator.norm_groups=4", "perceptual_weight=0"], "tokenizer.safetensors"),
     "far": (["train-far", "model.preset=far-tiny-long", "model.condition=action", "model.num_classes=4",
              "clip_frames=8", "batch_size=2", "lr=1e-3", "ema_decay=0.9"], "far.safetensors"),
     "dcae": (["train-dcae", "model.preset=dcae-tiny", "data.resolution=32", "data.frames=2", "data.batch_size=2",
               "data.num_workers=0", "disc_start=20", "discriminator.channels=8", "discriminator.norm_groups=4",
-              "perceptual_weight=0", "sample_every=0", "scale_clips=4", "ema_decay=0.9"], "dcae.safetensors"),
+              "perceptual_weight=0", "scale_clips=4", "ema_decay=0.9"], "dcae.safetensors"),
     "extract-latents": (["extract-latents", "frames_per_batch=4"], None),
 }
 

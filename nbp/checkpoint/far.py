@@ -11,8 +11,10 @@ import math
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
-from nbp.checkpoint.files import CheckpointError, is_nbp_file, load_model, load_state_dict_strict, require_file
+from nbp.checkpoint.files import CheckpointError, is_nbp_file, load_model, load_state_dict_strict
+from nbp.checkpoint.folders import diffusers_folder_config, model_file
 from nbp.checkpoint.torch_files import read_torch_checkpoint
 from nbp.checkpoint.zero import CONFIG_KEY
 from nbp.config import from_preset, presets
@@ -26,7 +28,7 @@ def load_far(path: str | Path, device="cpu", dtype: torch.dtype | None = None, t
              **config_fields) -> FAR:
     """A FAR transformer in eval mode from an official `FAR_*.pth` or nbp's file. `config_fields` set what the
     official file does not carry, e.g. `short_window=30` (BAIR) or `slope_scale=0.5`; `dtype` casts the weights."""
-    path = require_file(path)
+    path = model_file(path, "far")
     if is_nbp_file(path):
         model = load_model(path, kind="far", device=device, **config_fields)
     else:
@@ -79,10 +81,13 @@ def load_dcae(path: str | Path, device="cpu", dtype: torch.dtype | None = None, 
     """A DC-AE in eval mode from an official `DCAE_*.pth` or nbp's file. The official file's configuration is
     recognised among FAR's (8x/16x/32x, and the test size), or given as `config`: a preset name, FAR's diffusers
     config .json or its dict. `resolution` is the frame size it will see (default: the configuration's)."""
-    path = require_file(path)
+    path = model_file(path, "dcae")
     fields = {} if resolution is None else {"resolution": resolution}
     if is_nbp_file(path):
         model = load_model(path, kind="dcae", device=device, **fields)
+    elif (diffusers_config := diffusers_folder_config(path)) is not None:  # a diffusers AutoencoderDC folder
+        model = DCAE(dcae_config(config if config is not None else diffusers_config, **fields))
+        load_state_dict_strict(model, load_file(str(path)), source=path)
     else:
         state = official_state_dict(read_torch_checkpoint(path, trust), path, "encoder.conv_in.conv.weight", "DC-AE")
         model = DCAE(dcae_config(config, **fields) if config is not None else

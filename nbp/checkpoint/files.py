@@ -83,8 +83,11 @@ def read_metadata(path: str | Path) -> dict:
 
 def load_model(path: str | Path, kind: str | tuple[str, ...] | None = None, device="cpu",
                **config_overrides) -> torch.nn.Module:
-    """Rebuild a model saved by `save_model`; `kind` ("tokenizer", ...) checks what the file holds."""
-    path = require_file(path)
+    """Rebuild a model saved by `save_model` (or `save_pretrained`: a folder, or a repo id in the local Hugging Face
+    cache); `kind` ("tokenizer", ...) checks what the file holds."""
+    from nbp.checkpoint.folders import model_file  # it builds on this module
+
+    path = model_file(path)
     if not is_nbp_file(path):
         raise CheckpointError(f"{path} is not an nbp model file (safetensors with nbp metadata)")
     meta = read_metadata(path)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from nbp.checkpoint.files import TRANSFORMERS, CheckpointError, is_nbp_file, load_model, load_state_dict_strict, require_file
+from nbp.checkpoint.files import TRANSFORMERS, CheckpointError, is_nbp_file, load_model, load_state_dict_strict
+from nbp.checkpoint.folders import model_file
 from nbp.checkpoint.torch_files import read_torch_checkpoint
 from nbp.config import from_preset
 from nbp.models.tokenizer import TokenizerConfig, VideoTokenizer
@@ -18,18 +19,20 @@ from nbp.models.transformer import Transformer, TransformerConfig
 OFFICIAL_TOKENIZER_PRESET = "nbp-magvit2"
 
 
-def load_magvit2(path: str | Path, resolution: int = 128, device="cpu", trust: bool | None = None) -> VideoTokenizer:
-    """A video tokenizer from an official `magvit2_*.pt` or a file written by `nbp.checkpoint.save_model`.
+def load_magvit2(path: str | Path, resolution: int | None = None, device="cpu", trust: bool | None = None) -> VideoTokenizer:
+    """A video tokenizer from an official `magvit2_*.pt`, a file written by `nbp.checkpoint.save_model`,
+    or a folder or cached repo id written by `save_pretrained` (nbp.checkpoint.folders).
 
     `resolution` is the frame size the tokenizer will see; it unflattens 1-D index sequences in
-    `decode_from_code_indices`. The official architecture does not depend on it. Torch files are read without
+    `decode_from_code_indices`. The architecture does not depend on it. None: the one nbp's file was saved with,
+    128 for an official file (UCF-101's). Torch files are read without
     running code from them; `trust=True` unpickles a file you trust in full (nbp.checkpoint.torch_files).
     """
-    path = require_file(path)
+    path = model_file(path, "tokenizer")
     if is_nbp_file(path):
-        return load_model(path, kind="tokenizer", device=device, resolution=resolution)
+        return load_model(path, kind="tokenizer", device=device, **({} if resolution is None else {"resolution": resolution}))
     state = official_tokenizer_state_dict(read_torch_checkpoint(path, trust), path)
-    model = VideoTokenizer(from_preset(TokenizerConfig, OFFICIAL_TOKENIZER_PRESET, resolution=resolution))
+    model = VideoTokenizer(from_preset(TokenizerConfig, OFFICIAL_TOKENIZER_PRESET, resolution=resolution or 128))
     load_state_dict_strict(model, state, source=path)
     return model.to(device).eval()
 
@@ -47,7 +50,7 @@ def load_transformer(path: str | Path, device="cpu", dtype: torch.dtype | None =
                      trust: bool | None = None) -> Transformer:
     """A next-block-prediction LM (or world model) from nbp's own file or an official NBP Lightning `.ckpt`
     (hybrid text models and unconditional block models), in eval mode; `dtype` casts the weights (e.g. bf16)."""
-    path = require_file(path)
+    path = model_file(path, "transformer")
     if is_nbp_file(path):
         model = load_model(path, kind=TRANSFORMERS, device=device)
     else:

@@ -22,6 +22,7 @@ class PerceptualConfig:
     vgg: str | None = None  # torchvision's VGG16 state dict; None: search `search`
     alexnet: str | None = None  # torchvision's AlexNet state dict (net=alex)
     lpips: str | None = None  # LPIPS linear layers (vgg.pth or alex.pth)
+    # folders searched for the weight files when vgg/alexnet/lpips are not given
     search: list[str] = field(default_factory=lambda: ["ckpt"])
 
     def validate(self) -> None:

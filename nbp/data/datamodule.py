@@ -13,15 +13,15 @@ from nbp.data.tokens import TokenDataset
 class DataConfig:
     root: str = "data/synthetic"  # videos (with annotation lists) or a token dataset folder per split
     train: str | None = "trainlist.txt"  # annotation file (relative to root) or token folder; None = whole root
-    val: str | None = "testlist.txt"
+    val: str | None = "testlist.txt"  # validation annotation file or token folder; None = no validation
     kind: str = "video"  # "video" files or "tokens" (folders written by `nbp tokenize`)
     frames: int = 17  # frames per clip
-    resolution: int = 128
-    fps: float | None = None
-    resize: str = "squash"
-    short: str = "skip"
-    batch_size: int = 8
-    num_workers: int = 2
+    resolution: int = 128  # frame size (square) the clips are resized to
+    fps: float | None = None  # resample the videos to this rate; None keeps every source frame
+    resize: str = "squash"  # "squash" (official) or "crop"
+    short: str = "skip"  # videos shorter than a clip: "skip" or "pad"
+    batch_size: int = 8  # clips per batch (per device)
+    num_workers: int = 2  # data-loading processes (0: in the training process)
 
     def validate(self) -> None:
         if self.kind not in ("video", "tokens"):

@@ -210,7 +210,7 @@ class ClipConfig:
     root: str = "???"  # the videos
     annotations: str | None = None  # annotation list relative to root; None = every video under root
     frames: int = 17  # frames per clip
-    resolution: int = 128
+    resolution: int = 128  # frame size (square) the clips are resized to
     fps: float | None = None  # resample to this rate; None keeps every source frame
     resize: str = "squash"  # "squash" (official) or "crop"
     short: str = "skip"  # videos shorter than a clip: "skip" or "pad"

@@ -31,6 +31,7 @@ import numpy as np
 
 from nbp.config import InputError
 from nbp.data.video import VIDEO_EXTENSIONS, probe, read_frames
+from nbp.extras import require
 from nbp.io import write_array, write_json
 from nbp.io.media import write_video
 from nbp.io.progress import progress
@@ -55,8 +56,7 @@ def movement_policy(rng: np.random.Generator, previous: int, keep: float = 0.75,
 def record_crafter(seed: int, frames: int, size: int = 64, view: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """One episode of world `seed`: uint8 (T, size, size, 3) frames and int64 (T,) actions, T <= frames;
     `view` x `view` tiles on screen (the bottom two rows show the inventory)."""
-    import crafter
-
+    crafter = require("crafter", "crafter", "recording Crafter episodes")
     env = crafter.Env(size=(size, size), view=(view, view), seed=seed)
     # Crafter picks creatures to despawn from a set ordered by memory address; order them by kind and cell
     # so that a seed always gives the same episode.
@@ -211,15 +211,15 @@ def load_episode(path: str | Path, resolution: int | None = None) -> tuple[np.nd
 
 @dataclass
 class CrafterConfig:
-    out: str = "data/crafter"
+    out: str = "data/crafter"  # the dataset folder (train/, val/, test/ inside)
     train: int = 128  # episodes per split
-    val: int = 8
-    test: int = 16
+    val: int = 8  # episodes in the validation split
+    test: int = 16  # episodes in the test split
     frames: int = 144  # most frames per episode (fewer when the player dies); night (noise) starts near 150
-    size: int = 64
+    size: int = 64  # frame size in pixels
     view: int = 8  # tiles across the frame: 8 makes a tile one 8x8 token (Crafter's default is 9)
-    fps: float = 10
-    seed: int = 0
+    fps: float = 10  # frame rate written into the mp4 files
+    seed: int = 0  # the episodes' world seeds start here
 
     @property
     def splits(self) -> dict[str, int]:

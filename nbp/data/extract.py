@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from nbp.checkpoint import load_magvit2
-from nbp.config import InputError
+from nbp.config import InputError, OnDevice
 from nbp.data.dataset import ClipConfig, collate_clips
 from nbp.data.episodes import list_episodes, load_episode
 from nbp.data.tokens import EPISODES, write_token_dataset
@@ -28,15 +28,15 @@ log = logging.getLogger(__name__)
 # --- clips -> token dataset ------------------------------------------------------------------------------
 
 @dataclass
-class TokenizeConfig:
+class TokenizeConfig(OnDevice):
     tokenizer: str = "???"  # tokenizer file (official magvit2_*.pt or nbp .safetensors)
     out: str = "???"  # token dataset folder to write (resumed if it exists)
     clips: ClipConfig = field(default_factory=ClipConfig)
     windows: int = 1  # clips per video, evenly spaced from its start to its end (1: the centre clip)
-    shard_size: int = 1024
-    batch_size: int = 4
-    num_workers: int = 2
-    device: str = "cpu"
+    shard_size: int = 1024  # clips per .npy shard of the token dataset
+    batch_size: int = 4  # clips per tokenizer batch
+    num_workers: int = 2  # data-loading processes
+    device: str = "auto"  # "auto" (a GPU where there is one), "cpu", "cuda" or "cuda:N"
     bf16: bool = False  # bf16 autocast (a few indices move across FSQ bin edges; see docs/benchmarks.md)
 
     def validate(self) -> None:
@@ -101,13 +101,13 @@ def tokenize(cfg: TokenizeConfig) -> dict:
 # --- episodes -> episode tokens --------------------------------------------------------------------------
 
 @dataclass
-class TokenizeEpisodesConfig:
+class TokenizeEpisodesConfig(OnDevice):
     tokenizer: str = "???"  # a per-frame tokenizer (e.g. tiny-frames)
     episodes: str = "???"  # folder of episodes (video + .actions.npy, or .npz with video and actions)
-    out: str = "???"
-    resolution: int = 64
-    min_frames: int = 2
-    device: str = "cpu"
+    out: str = "???"  # the tokenized episodes' folder
+    resolution: int = 64  # frame size the episodes are resized to
+    min_frames: int = 2  # shorter episodes are skipped (and counted)
+    device: str = "auto"  # "auto" (a GPU where there is one), "cpu", "cuda" or "cuda:N"
 
 
 def encode_frames(tokenizer, frames: np.ndarray, chunk: int = 64, device="cpu") -> np.ndarray:
@@ -167,7 +167,7 @@ class ExportClipsConfig:
     clips: ClipConfig = field(default_factory=lambda: ClipConfig(frames=16))
     count: int | None = None  # None: every clip once
     sampling: str = "random"  # window of each clip: "random" (seeded) or "centre"
-    seed: int = 0
+    seed: int = 0  # draws the random windows
 
 
 def export_clips(cfg: ExportClipsConfig) -> Path:

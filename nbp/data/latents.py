@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from nbp.checkpoint.far import load_dcae
-from nbp.config import InputError
+from nbp.config import InputError, OnDevice
 from nbp.data.dataset import ClipConfig
 from nbp.data.episodes import list_episodes, load_episode
 from nbp.io import atomic_write, remove_stale_temporaries, write_json
@@ -156,14 +156,14 @@ class EpisodeClips(Dataset):
 
 
 @dataclass
-class ExtractLatentsConfig:
+class ExtractLatentsConfig(OnDevice):
     dcae: str = "???"  # an official DCAE_*.pth or nbp's file
     out: str = "???"  # the latent dataset folder (resumed if it exists)
     episodes: str | None = None  # a folder of episodes (video + .actions.npy, or .npz with video and actions)
     clips: ClipConfig | None = field(default=None)  # or labelled videos: the centre clip of clips.frames frames
-    resolution: int = 64
+    resolution: int = 64  # frame size the videos are resized to before encoding
     frames_per_batch: int = 32  # frames through the DC-AE at once
-    device: str = "cpu"
+    device: str = "auto"  # "auto" (a GPU where there is one), "cpu", "cuda" or "cuda:N"
 
     def validate(self) -> None:
         if (self.episodes is None) == (self.clips is None):

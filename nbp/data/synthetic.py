@@ -76,11 +76,11 @@ def make_dataset(root: str | Path, videos_per_class: int = 24, size: int = 64, f
 
 @dataclass
 class SyntheticConfig:
-    out: str = "data/synthetic"
-    videos_per_class: int = 24
-    size: int = 64
-    fps: float = 8
-    seed: int = 0
+    out: str = "data/synthetic"  # the dataset folder (class folders, trainlist.txt, testlist.txt)
+    videos_per_class: int = 24  # videos of each of the 4 classes
+    size: int = 64  # frame size in pixels
+    fps: float = 8  # frame rate of the videos
+    seed: int = 0  # draws the shapes' positions and motions
 
 
 def write_synthetic(cfg: SyntheticConfig) -> Path:

@@ -6,6 +6,8 @@ from functools import lru_cache
 
 import torch
 
+from nbp.extras import require
+
 
 class ByteTokenizer:
     """UTF-8 bytes as ids 0..255; 256 pads. The default for text-conditional models trained with nbp."""
@@ -21,9 +23,8 @@ class HFTokenizer:
     """A Hugging Face tokenizer from a local folder (e.g. the Llama-2 tokenizer of the official UCF models)."""
 
     def __init__(self, path: str):
-        from transformers import AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        transformers = require("transformers", "text", "a text-conditional model's tokenizer")
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.vocab_size = len(self.tokenizer)
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nbp.config import ConfigError, register_protocols, with_protocol
+from nbp.config import ConfigError, OnDevice, register_protocols, with_protocol
 from nbp.data.dataset import ClipConfig
 from nbp.data.video import read_frames
 from nbp.generation.far import FARSamplingConfig
@@ -34,20 +34,20 @@ PROTOCOLS = {"latte-ucf": dict(videos=2048, frames=16, frame_interval=3, seeds=[
 
 @register_protocols(PROTOCOLS)
 @dataclass
-class FARGenerationEvalConfig:
-    far: str = "???"
-    dcae: str = "???"
+class FARGenerationEvalConfig(OnDevice):
+    far: str = "???"  # the class-conditional FAR model
+    dcae: str = "???"  # its DC-AE
     i3d: str = "???"  # i3d_pretrained_400.pt, or StyleGAN-V's i3d_torchscript.pt (FAR's)
     clips: ClipConfig = field(default_factory=lambda: ClipConfig(resolution=128, resize="crop", short="pad"))
-    out: str = "runs/far_gen_eval"
+    out: str = "runs/far_gen_eval"  # folder for fvd.json
     protocol: str = "custom"  # one of PROTOCOLS, or "custom" (the fields below)
-    videos: int = 2048
-    frames: int = 16
-    frame_interval: int = 3
-    seeds: list[int] = field(default_factory=lambda: [0, 2, 4, 6])
+    videos: int = 2048  # generated videos per seed (and real ones)
+    frames: int = 16  # frames per video
+    frame_interval: int = 3  # real clips take every k-th frame (Latte's protocol: 3)
+    seeds: list[int] = field(default_factory=lambda: [0, 2, 4, 6])  # one FVD per seed; the mean and std are reported
     sampling: FARSamplingConfig = field(default_factory=lambda: FARSamplingConfig(cfg_scale=2.0))
-    batch_size: int = 16
-    device: str = "cpu"
+    batch_size: int = 16  # videos generated at once
+    device: str = "auto"  # "auto" (a GPU where there is one), "cpu", "cuda" or "cuda:N"
 
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from nbp.config import ConfigError, InputError
+from nbp.config import ConfigError, InputError, OnDevice
 from nbp.data.video import VIDEO_EXTENSIONS
 from nbp.io import write_json
 from nbp.metrics import frechet_distance, i3d_features, load_features, load_i3d, save_features
@@ -41,14 +41,14 @@ PROTOCOLS = {p.name: p for p in (
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(OnDevice):
     real: str = "???"  # .npy / folder of real videos (or a cached feature file .npz written by this command)
-    fake: str = "???"
-    protocol: str = "custom"
+    fake: str = "???"  # .npy / folder of generated videos
+    protocol: str = "custom"  # a named protocol (its settings fixed), or custom
     i3d: str = "???"  # i3d_pretrained_400.pt (or StyleGAN-V's i3d_torchscript.pt)
-    out: str = "runs/eval"
-    batch_size: int = 16
-    device: str = "cpu"
+    out: str = "runs/eval"  # folder for fvd.json
+    batch_size: int = 16  # videos through the I3D at once
+    device: str = "auto"  # "auto" (a GPU where there is one), "cpu", "cuda" or "cuda:N"
     cache_real: str | None = None  # save the real set's features here (.npz) for reuse
 
 

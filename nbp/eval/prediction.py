@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from nbp.config import ConfigError
+from nbp.config import ConfigError, OnDevice
 from nbp.data.classes import class_text
 from nbp.data.dataset import ClipConfig
 from nbp.eval.rollout import TokenPredictor, copy_last, rollouts
@@ -24,17 +24,17 @@ from nbp.pipelines.tokens import NBPPipeline
 
 
 @dataclass
-class PredictEvalConfig:
-    lm: str = "???"
-    tokenizer: str = "???"
+class PredictEvalConfig(OnDevice):
+    lm: str = "???"  # the LM (official .ckpt or nbp file)
+    tokenizer: str = "???"  # its tokenizer
     clips: ClipConfig = field(default_factory=lambda: ClipConfig(annotations="testlist.txt", frames=9, resolution=64))
-    context_frames: int = 5
+    context_frames: int = 5  # frames given; the rest are predicted
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(greedy=True))
-    seed: int = 0
+    seed: int = 0  # seeds sampling when not greedy
     max_clips: int = 0  # 0 = all
     shown: int = 8  # clips in the side-by-side video and picture
-    out: str = "runs/predict_eval"
-    device: str = "cpu"
+    out: str = "runs/predict_eval"  # folder for metrics.json and the pictures
+    device: str = "auto"  # "auto" (a GPU where there is one), "cpu", "cuda" or "cuda:N"
 
 
 def load_clips(cfg: PredictEvalConfig) -> tuple[torch.Tensor, list[int], list[str]]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nbp.config import ConfigError, InputError, check_at_least, check_out_folder
+from nbp.config import ConfigError, InputError, OnDevice, check_at_least, check_out_folder
 from nbp.data.episodes import list_episodes, load_episode
 from nbp.data.video import frames_to_video
 from nbp.eval.rollout import FARPredictor, Predictor, WorldPredictor, copy_last, rollouts
@@ -37,23 +37,23 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class WorldEvalConfig:
+class WorldEvalConfig(OnDevice):
     lm: str | None = None  # nbp's world model (.safetensors from `nbp train-lm`) ...
     tokenizer: str | None = None  # ... and its per-frame tokenizer
     far: str | None = None  # or an action-conditioned FAR model ...
     dcae: str | None = None  # ... and its DC-AE
     episodes: str = "???"  # folder of test episodes (video + actions, or .npz)
-    out: str = "runs/world_eval"
-    resolution: int = 64
+    out: str = "runs/world_eval"  # folder for metrics.json, the plots and the video
+    resolution: int = 64  # frame size the episodes are resized to
     context: int = 16  # C frames given
     horizon: int = 48  # N frames predicted
-    max_episodes: int | None = None
+    max_episodes: int | None = None  # None: every episode
     starts_per_episode: int = 1  # evenly spaced start frames in each episode
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # the token world model's; cfg_scale: actions
     far_sampling: FARSamplingConfig = field(default_factory=FARSamplingConfig)  # FAR's; cfg_scale 1.5 as FAR's
-    seed: int = 0
-    device: str = "cpu"
-    bf16: bool = False
+    seed: int = 0  # seeds sampling and FAR's noise
+    device: str = "auto"  # "auto" (a GPU where there is one), "cpu", "cuda" or "cuda:N"
+    bf16: bool = False  # bf16 autocast
     i3d: str | None = None  # i3d_pretrained_400.pt for FVD of the predicted frames
     videos: int = 4  # rows of the side-by-side video
 

@@ -48,7 +48,7 @@ from nbp.models.far import FAR
 class FARSamplingConfig:
     steps: int = 50  # Euler steps per frame (FAR: 50)
     cfg_scale: float = 1.0  # classifier-free guidance; FAR: 2.0 for labels, 1.5 for actions; -1: action-free
-    use_cache: bool = True
+    use_cache: bool = True  # reuse the context's keys and values (KV and multi-level caches)
     # with the cache: "dynamic" (its shapes grow), "static" (fixed shapes, eager), "cuda-graphs" (a frame's steps
     # replayed as one CUDA graph), "compiled" (the same of the torch.compile'd step); "auto": CUDA graphs on a GPU
     decoding: str = "auto"

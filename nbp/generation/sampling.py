@@ -133,10 +133,10 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
 @dataclass
 class SamplingConfig:
     """How codes are drawn from logits: the settings every generating job shares."""
-    greedy: bool = False
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
+    greedy: bool = False  # take the most likely token (no sampling)
+    temperature: float = 1.0  # divides the logits before sampling
+    top_k: int | None = None  # sample among the k most likely tokens (0: all)
+    top_p: float | None = None  # nucleus sampling: the smallest set holding p (1: all)
     cfg_scale: float | None = None  # classifier-free guidance (class, text or action conditions); None = off
     cfg_schedule: str = "constant"  # or "linear"
     decoding: str = "auto"  # how the cached steps run (nbp.generation.decoding); world models: dynamic

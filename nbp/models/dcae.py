@@ -14,6 +14,7 @@ from einops import rearrange
 from torch import nn
 
 from nbp.config import ConfigError, register_presets
+from nbp.models.pretrained import Pretrained
 
 RESNET_STAGES = 3  # FAR's configs: residual stages first, then EfficientViT stages (at 1/8 resolution and below)
 
@@ -31,13 +32,13 @@ def _stages(stages: int, resolution: int) -> dict:
 })
 @dataclass
 class DCAEConfig:
-    preset: str | None = None
-    channels: list[int] = field(default_factory=lambda: [128, 256, 512, 512])
-    encoder_layers: list[int] = field(default_factory=lambda: [0, 4, 8, 2])
-    decoder_layers: list[int] = field(default_factory=lambda: [0, 5, 10, 2])
-    latent_channels: int = 32
-    attention_head_dim: int = 32
-    scaling_factor: float = 0.2889
+    preset: str | None = None  # the preset these values started from
+    channels: list[int] = field(default_factory=lambda: [128, 256, 512, 512])  # width of each stage
+    encoder_layers: list[int] = field(default_factory=lambda: [0, 4, 8, 2])  # blocks per encoder stage
+    decoder_layers: list[int] = field(default_factory=lambda: [0, 5, 10, 2])  # blocks per decoder stage
+    latent_channels: int = 32  # channels of the latents
+    attention_head_dim: int = 32  # width of an attention head in the linear-attention stages
+    scaling_factor: float = 0.2889  # latents are multiplied by it (1 / their std on training data)
     resolution: int = 64  # frame size the model is used at
 
     @property
@@ -70,7 +71,7 @@ class DCAEConfig:
                     decoder_act_fns=["relu"] * RESNET_STAGES + ["silu"] * vit, scaling_factor=self.scaling_factor)
 
 
-class DCAE(nn.Module):
+class DCAE(Pretrained, nn.Module):
     kind = "dcae"
     config_class = DCAEConfig
 

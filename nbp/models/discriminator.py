@@ -12,9 +12,9 @@ from nbp.config import InputError
 @dataclass
 class DiscriminatorConfig:
     kind: str = "3d"  # "3d" (clip), "2d" (frames), or "both"
-    channels: int = 64
+    channels: int = 64  # width of the first layer (doubled per layer)
     layers: int = 3  # stages after the first; all but the last halve H and W (3d: the first two halve T)
-    norm_groups: int = 16
+    norm_groups: int = 16  # GroupNorm groups
 
 
 def _block(conv, in_ch: int, out_ch: int, groups: int, stride, norm: bool) -> list[nn.Module]:

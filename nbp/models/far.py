@@ -24,6 +24,7 @@ from torch import nn
 
 from nbp.config import ConfigError, check_at_least, register_presets
 from nbp.models.kv_cache import KVLevel
+from nbp.models.pretrained import Pretrained
 
 
 def _sizes(layers: int, heads: int, **extra) -> dict:
@@ -40,12 +41,12 @@ LONG = dict(long=True, condition="action", num_classes=4)  # the released long m
 })
 @dataclass
 class FARConfig:
-    preset: str | None = None
-    num_layers: int = 12
-    num_heads: int = 12
-    head_dim: int = 64
+    preset: str | None = None  # the preset these values started from
+    num_layers: int = 12  # transformer blocks
+    num_heads: int = 12  # attention heads
+    head_dim: int = 64  # width of a head
     in_channels: int = 32  # latent channels (DC-AE: 32)
-    patch_size: int = 1
+    patch_size: int = 1  # latent pixels per token side
     rope_axes: list[int] = field(default_factory=lambda: [16, 24, 24])  # rotary channels for (frame, row, column)
     condition: str = "none"  # "none", "label" (one class per video) or "action" (one per frame)
     num_classes: int = 0  # labels or actions; id num_classes is the null id (guidance)
@@ -202,7 +203,7 @@ class FARBlock(nn.Module):
 
 
 # --- the model --------------------------------------------------------------------------------------------------
-class FAR(nn.Module):
+class FAR(Pretrained, nn.Module):
     kind = "far"
     config_class = FARConfig
 

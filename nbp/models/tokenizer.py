@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nbp.config import ConfigError, InputError, register_presets
+from nbp.models.pretrained import Pretrained
 from nbp.models.quantizer import BOUNDS, BoundedFSQ
 
 CHANNELS_LAST = torch.channels_last_3d
@@ -49,8 +50,9 @@ class TokenizerConfig:
     mid_res_blocks: int = 4  # extra units at the bottleneck width (encoder end, decoder start)
     temporal_downsample: list[bool] = field(default_factory=lambda: [False, True, True])  # per stage gap
     temporal_kernel: int = 3  # frames each convolution sees (causal); 1 = a per-frame image tokenizer
-    norm_groups: int = 32
-    in_channels: int = 3
+    norm_groups: int = 32  # GroupNorm groups
+    in_channels: int = 3  # image channels
+    # FSQ levels per latent channel; codes = their product (64,000 by default)
     fsq_levels: list[int] = field(default_factory=lambda: [8, 8, 8, 5, 5, 5])
     # "standard" = vector-quantize-pytorch's bound (atanh shift, (1+eps)): centred, the default for new
     # models; "official" = the NBP release's (tan shift, (1-eps)), needed by its checkpoints.
@@ -235,7 +237,7 @@ def _run_with_head(layers: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
     return conv_out(norm_swish(x, norm, swish))
 
 
-class VideoTokenizer(nn.Module):
+class VideoTokenizer(Pretrained, nn.Module):
     """Causal video tokenizer: (B, 3, 1 + 4k, H, W) in [0, 1] <-> (B, 1 + k, H/8, W/8) FSQ indices."""
 
     kind = "tokenizer"

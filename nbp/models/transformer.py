@@ -23,6 +23,7 @@ from nbp.config import ConfigError, InputError, register_presets
 from nbp.models.fused_ce import linear_cross_entropy
 from nbp.models.kv_cache import KVCache
 from nbp.models.layout import SequenceLayout
+from nbp.models.pretrained import Pretrained
 from nbp.models.transformer_attention import BACKENDS, AttentionMask, attend
 
 ARCHS = ("nbp-gpt", "modern")
@@ -45,23 +46,23 @@ _SIZES = {"700m": dict(n_layer=24, n_head=16, n_embd=1536), "1.2b": dict(n_layer
 @dataclass
 class TransformerConfig:
     preset: str | None = None  # the preset these values started from (recipes: `model.preset`)
-    arch: str = "modern"
-    n_layer: int = 24
-    n_head: int = 16
-    n_embd: int = 1536
-    video_vocab: int = 64000
+    arch: str = "modern"  # "modern" (RMSNorm, SwiGLU, rotary) or "nbp-gpt" (the official minGPT blocks)
+    n_layer: int = 24  # transformer blocks
+    n_head: int = 16  # attention heads
+    n_embd: int = 1536  # width
+    video_vocab: int = 64000  # video codes (the tokenizer's codebook size)
     latent_shape: list[int] = field(default_factory=lambda: [5, 16, 16])  # (T', h, w) of one clip
     block: int = 16  # S: tokens predicted per step; must tile the latent (a row = w, a frame = h * w)
     hybrid: bool = False  # the first block token by token (official UCF models)
     begin: bool = True  # a begin block (bov + placeholders) predicts the first block
     condition: str = "none"  # "none", "class" or "text"
     cond_len: int = 0  # P: condition tokens before the video
-    num_classes: int = 0
+    num_classes: int = 0  # classes (condition=class)
     text_vocab: int = 0  # Vt, for text conditions
     text_tokenizer: str = "byte"  # "byte" (built-in, Vt = 257) or a local Hugging Face tokenizer folder
     context: int = 0  # positions of the model (learned positions); 0 = prefix + one clip
-    mlp_ratio: float = 4.0
-    rope_base: float = 10000.0
+    mlp_ratio: float = 4.0  # MLP width / model width
+    rope_base: float = 10000.0  # rotary embedding base
     sample_full_vocab: bool = False  # official sampling: argmax/multinomial over every id, codes clamped after
     attention: str = "sdpa"  # "sdpa", or "flex": FlexAttention's block-sparse kernel over the same mask (CUDA)
     activation_checkpointing: bool = False  # in training, keep only each layer's input and recompute the rest
@@ -198,7 +199,7 @@ def _rename_keys(state: dict, prefix: str, old: str, new: str) -> None:
         state[prefix + new + key[len(prefix + old):]] = state.pop(key)
 
 
-class Transformer(nn.Module):
+class Transformer(Pretrained, nn.Module):
     kind = "transformer"
     config_class = TransformerConfig
 

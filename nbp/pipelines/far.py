@@ -11,10 +11,10 @@ from nbp.download import load_dcae, load_far
 from nbp.generation.far import FARSamplingConfig, generate_latents
 from nbp.models.dcae import DCAE
 from nbp.models.far import FAR
-from nbp.pipelines.base import VideoOutput, bf16_dtype
+from nbp.pipelines.base import PipelineFolder, VideoOutput, bf16_dtype
 
 
-class FARPipeline:
+class FARPipeline(PipelineFolder):
     """DC-AE + FAR: frames in, frames out."""
 
     def __init__(self, dcae: DCAE, far: FAR):
@@ -22,6 +22,9 @@ class FARPipeline:
             raise InputError(f"the DC-AE makes {dcae.config.latent_channels}-channel latents, the FAR model reads "
                              f"{far.config.in_channels}")
         self.dcae, self.far = dcae, far
+
+    def components(self) -> dict:
+        return {"dcae": ("dcae", self.dcae), "far": ("far", self.far)}
 
     @classmethod
     def from_files(cls, dcae: str, far: str, device="cpu", bf16: bool = False, resolution: int | None = None,

@@ -22,7 +22,7 @@ from nbp.generation.tokens import generate
 from nbp.models.tokenizer import VideoTokenizer
 from nbp.models.transformer import Transformer
 from nbp.models.world import WorldTransformer
-from nbp.pipelines.base import VideoOutput, bf16_dtype
+from nbp.pipelines.base import PipelineFolder, VideoOutput, bf16_dtype
 
 SAMPLING_FIELDS = {f.name for f in fields(SamplingConfig)}
 
@@ -40,9 +40,15 @@ def given_codes(tokenizer_config, context_frames: int, per_latent_frame: int) ->
     return (1 + (context_frames - 1) // tokenizer_config.temporal_factor) * per_latent_frame
 
 
-class NBPPipeline:
+class NBPPipeline(PipelineFolder):
     def __init__(self, tokenizer: VideoTokenizer, lm: Transformer, resolution: int):
         self.tokenizer, self.lm, self.resolution = tokenizer, lm, resolution
+
+    def components(self) -> dict:
+        return {"tokenizer": ("tokenizer", self.tokenizer), "lm": ("transformer", self.lm)}
+
+    def settings(self) -> dict:
+        return {"resolution": self.resolution}
 
     @classmethod
     def from_files(cls, tokenizer: str, lm: str, resolution: int, device="cpu", bf16: bool = False) -> NBPPipeline:
@@ -93,7 +99,7 @@ class NBPPipeline:
         return VideoOutput(self.decode(codes, frames), codes)
 
 
-class WorldPipeline:
+class WorldPipeline(PipelineFolder):
     def __init__(self, tokenizer: VideoTokenizer, model: WorldTransformer):
         if tokenizer.config.temporal_factor != 1:
             raise InputError(f"world models need one latent frame per frame; this tokenizer merges "
@@ -101,6 +107,12 @@ class WorldPipeline:
         if not isinstance(model, WorldTransformer):
             raise InputError(f"{type(model).__name__} is not a world model (train one with a world-* preset)")
         self.tokenizer, self.model = tokenizer, model
+
+    def components(self) -> dict:
+        return {"tokenizer": ("tokenizer", self.tokenizer), "model": ("transformer", self.model)}
+
+    def settings(self) -> dict:
+        return {"resolution": self.tokenizer.config.resolution}
 
     @classmethod
     def from_files(cls, tokenizer: str, model: str, resolution: int, device="cpu", bf16: bool = False) -> WorldPipeline:

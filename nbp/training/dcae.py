@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class DCAETrainConfig(TokenizerTrainConfig):
     # FAR starts its GAN phase at step 50,000: the default run goes as far again past it
-    run: RunConfig = field(default_factory=lambda: RunConfig(run_dir="runs/dcae", steps=100_000))
+    run: RunConfig = field(default_factory=lambda: RunConfig(run_dir="runs/dcae", steps=100_000, sample_every=200))
     model: DCAEConfig = field(default_factory=lambda: from_preset(DCAEConfig, "dcae-8x"))
     init_from: str | None = None  # fine-tune: an official DCAE_*.pth or an nbp dcae file
     discriminator: DiscriminatorConfig = field(default_factory=lambda: DiscriminatorConfig(kind="2d"))
@@ -47,7 +47,7 @@ class DCAETrainConfig(TokenizerTrainConfig):
     # None: 1 / the latents' std on `scale_clips` training clips, measured at export (an `init_from` model keeps
     # its own, so FAR models trained on its latents stay valid); a number: that factor
     scaling_factor: float | None = None
-    scale_clips: int = 64
+    scale_clips: int = 64  # training clips that measure the latents' std at export
 
     def validate(self) -> None:
         check_at_least(self, 1, "scale_clips")

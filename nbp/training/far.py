@@ -26,6 +26,7 @@ from nbp.data.latents import EpisodeClips, LatentDataset
 from nbp.models.dcae import DCAE
 from nbp.models.far import FAR, FARConfig
 from nbp.training.far_loss import far_loss_terms
+from nbp.training.loggers import SamplePictures, far_samples_picture
 from nbp.training.runner import RunConfig, build_trainer, fit_and_export
 from nbp.training.system import TrainingSystem, scheduled, warmup_constant
 
@@ -35,24 +36,26 @@ class FARTrainConfig:
     run: RunConfig = field(default_factory=lambda: RunConfig(run_dir="runs/far"))
     model: FARConfig = field(default_factory=lambda: from_preset(FARConfig, "far-tiny"))
     train: str = "???"  # a latent dataset (`nbp extract-latents`), or with `dcae` a folder of episodes
-    val: str | None = None
+    val: str | None = None  # a validation latent dataset (None: no validation)
     dcae: str | None = None  # train from videos: the frozen DC-AE that encodes each batch (FAR's 'video' batches)
     resolution: int = 64  # frame size of the videos (with `dcae`)
     clip_frames: int = 16  # frames per training clip (FAR_Long: the longest clip the sampler cuts from)
-    batch_size: int = 4
-    num_workers: int = 0
-    lr: float = 1e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    weight_decay: float = 0.0
+    batch_size: int = 4  # clips per batch (per device)
+    num_workers: int = 0  # data-loading processes
+    lr: float = 1e-4  # peak learning rate (AdamW)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW's betas
+    weight_decay: float = 0.0  # AdamW's weight decay
     warmup_steps: int = 0  # FAR: 0 (long models: 10,000)
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # gradient-norm clip (0: none)
     ema_decay: float = 0.9999  # 0: no EMA; the export is the EMA weights when on
-    clean_context_ratio: float = 0.1
-    cond_dropout: float = 0.1
+    clean_context_ratio: float = 0.1  # share of clips trained with clean (noise-free) context frames (FAR: 0.1)
+    cond_dropout: float = 0.1  # share of conditions replaced by the null one (for guidance)
     # noise levels: u = sigmoid(N(logit_mean, logit_std)), sigma = 1 - u (FAR: 0, 1); a negative mean trains more
     # at high noise, where a frame must come from its context and its action rather than from its own noisy input
     logit_mean: float = 0.0
-    logit_std: float = 1.0
+    logit_std: float = 1.0  # see logit_mean
+    # a DC-AE file: every run.sample_every batches, samples of the model decoded with it, as pictures (default: dcae)
+    decoder: str | None = None
 
     def validate(self) -> None:
         if self.model.long and self.clip_frames <= self.model.short_window:
@@ -197,7 +200,13 @@ def train_far(cfg: FARTrainConfig, callbacks=()) -> Path:
     run_dir = Path(cfg.run.run_dir)
     system = FARSystem(cfg)  # the model first: its initialization draws from the seeded generator
     system.train_set, system.val_set = training_sets(cfg, system.dcae)
-    trainer = build_trainer(cfg.run, callbacks, grad_clip=cfg.grad_clip, validate=system.val_set is not None)
+    pictures = []
+    if (cfg.decoder or cfg.dcae) and cfg.run.sample_every:
+        draw = far_samples_picture(cfg.decoder or cfg.dcae, system.train_set[0], cfg.model.num_classes,
+                                   min(8, cfg.clip_frames))
+        pictures.append(SamplePictures(run_dir / "samples", cfg.run.sample_every, draw))
+    trainer = build_trainer(cfg.run, [*callbacks, *pictures], grad_clip=cfg.grad_clip,
+                            validate=system.val_set is not None)
     return fit_and_export(trainer, system, cfg.run, to_dict(cfg), system.exported(), run_dir / "far.safetensors",
                           also=lambda out: write_official_state(run_dir / "far_official.pth", official_far_state(out)))
 

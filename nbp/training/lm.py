@@ -8,6 +8,7 @@ DeepSpeed ZeRO 1/2/3 (`run.strategy=deepspeed_stage_2`, ...), including on CPU p
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,27 +22,31 @@ from nbp.data.text import text_ids_for
 from nbp.data.tokens import EpisodeTokens, TokenDataset, is_episode_tokens
 from nbp.models.transformer import Transformer, TransformerConfig
 from nbp.models.world import WorldConfig, WorldTransformer
+from nbp.training.loggers import SamplePictures, token_samples_picture
 from nbp.training.runner import RunConfig, build_trainer, fit_and_export
 from nbp.training.system import TrainingSystem, scheduled, warmup_cosine
 
+log = logging.getLogger(__name__)
 
 @dataclass
 class LMTrainConfig:
     run: RunConfig = field(default_factory=lambda: RunConfig(run_dir="runs/lm"))
     model: TransformerConfig = field(default_factory=lambda: from_preset(TransformerConfig, "tiny"))
     train: str = "???"  # token dataset folder (`nbp tokenize`), or tokenized episodes for world models
-    val: str | None = None
-    batch_size: int = 8
-    num_workers: int = 0
-    lr: float = 3e-4
+    val: str | None = None  # validation token folder (None: no validation)
+    batch_size: int = 8  # sequences per batch (per device)
+    num_workers: int = 0  # data-loading processes
+    lr: float = 3e-4  # peak learning rate (AdamW)
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
-    warmup_steps: int = 100
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    warmup_steps: int = 100  # linear warmup, then cosine decay
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])  # AdamW's betas
     weight_decay: float = 0.05  # on matrices only (not norms, biases, learned positions)
-    grad_clip: float = 1.0
-    accumulate: int = 1
+    grad_clip: float = 1.0  # gradient-norm clip (0: none)
+    accumulate: int = 1  # batches per optimizer step
     cond_dropout: float = 0.1  # probability of replacing the condition (or actions) by the unconditional one
     fused_loss: bool = True  # head fused with the cross-entropy (nbp.models.fused_ce): ~25% less peak memory
+    # a tokenizer file: every run.sample_every batches, samples of the model decoded with it, as pictures
+    decoder: str | None = None
 
 
 def check_dataset(model: TransformerConfig, dataset) -> None:
@@ -176,6 +181,16 @@ def open_tokens(cfg: LMTrainConfig, folder: str):
     return TokenDataset(folder)
 
 
+def sample_pictures(cfg: LMTrainConfig, run_dir: Path) -> list:
+    if not (cfg.decoder and cfg.run.sample_every):
+        return []
+    if isinstance(cfg.model, WorldConfig):
+        log.warning("decoder: sample pictures are drawn for LMs, not yet for world models (none are written)")
+        return []
+    classes = cfg.model.num_classes if cfg.model.condition == "class" else 0
+    return [SamplePictures(run_dir / "samples", cfg.run.sample_every, token_samples_picture(cfg.decoder, classes))]
+
+
 def train_lm(cfg: LMTrainConfig, callbacks=()) -> Path:
     """Train (or resume) the run in `cfg.run.run_dir`; returns the exported model file."""
     L.seed_everything(cfg.run.seed, workers=True)
@@ -184,6 +199,6 @@ def train_lm(cfg: LMTrainConfig, callbacks=()) -> Path:
     check_dataset(cfg.model, train_set)
     system_class = WorldSystem if isinstance(cfg.model, WorldConfig) else LMSystem
     system = system_class(cfg, train_set, val_set, train_set.classes)
-    trainer = build_trainer(cfg.run, callbacks, grad_clip=cfg.grad_clip, accumulate=cfg.accumulate,
-                            validate=val_set is not None)
+    trainer = build_trainer(cfg.run, [*callbacks, *sample_pictures(cfg, run_dir)], grad_clip=cfg.grad_clip,
+                            accumulate=cfg.accumulate, validate=val_set is not None)
     return fit_and_export(trainer, system, cfg.run, to_dict(cfg), system.model, run_dir / "lm.safetensors")

@@ -7,18 +7,17 @@ through `ResumableSampler`.
 """
 from __future__ import annotations
 
-import csv
+import inspect
 import logging
 import os
 import re
 import shutil
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.utilities import GradClipAlgorithmType
@@ -29,9 +28,11 @@ from nbp.checkpoint import convert, save_model
 from nbp.checkpoint.torch_files import safe_unpickling, trusted
 from nbp.config import ConfigError, UserError, check_at_least
 from nbp.data.sampler import ResumableSampler
+from nbp.extras import require
 from nbp.io import remove_stale_temporaries
 from nbp.io.progress import ProgressLines, on_terminal
 from nbp.runtime import native_bf16, use_bf16
+from nbp.training.loggers import LOGGERS, LossCurve, make_loggers
 from nbp.training.run_folder import locked, record_settings, set_aside_broken
 
 log = logging.getLogger(__name__)
@@ -49,24 +50,29 @@ class BF16Mixed(MixedPrecision):
 @dataclass
 class RunConfig:
     """Where a training run lives and how it runs: shared by the tokenizer and the LM recipes (`run.*`)."""
-    run_dir: str = "runs/run"
+    run_dir: str = "runs/run"  # the run folder: checkpoints, logs, config.yaml, the exports (a rerun resumes)
     steps: int = 1000  # batches
     precision: str = "32-true"  # "bf16-mixed" on GPUs; "auto": bf16-mixed where bf16 is native, else 32-true
     accelerator: str = "auto"  # Lightning accelerator: "auto", "cpu", "gpu"
     strategy: str = "auto"  # "ddp", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3"
-    devices: int = 1
-    num_nodes: int = 1
-    seed: int = 0
+    devices: int = 1  # devices per node
+    num_nodes: int = 1  # machines
+    seed: int = 0  # seeds the weights and every draw
     checkpoint_every: int = 500  # batches between checkpoints (and one at the end)
-    keep_last: int = 3
+    keep_last: int = 3  # checkpoints kept
     val_every: int = 0  # batches between validation passes (0: none)
-    log_every: int = 10
+    log_every: int = 10  # batches between logged scalars
+    loggers: list[str] = field(default_factory=lambda: ["csv"])  # csv (always), tensorboard, wandb (offline without W&B credentials)
+    sample_every: int = 0  # batches between sample pictures in samples/ and the loggers (0: none)
 
     def validate(self) -> None:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"run.precision must be one of {PRECISIONS}, got {self.precision!r}")
         check_at_least(self, 1, "steps", "devices", "num_nodes", "keep_last", "log_every", prefix="run.")
-        check_at_least(self, 0, "checkpoint_every", "val_every", prefix="run.")
+        check_at_least(self, 0, "checkpoint_every", "val_every", "sample_every", prefix="run.")
+        unknown = sorted(set(self.loggers) - set(LOGGERS))
+        if unknown:
+            raise ConfigError(f"run.loggers: unknown {unknown}; choose among {list(LOGGERS)}")
 
     @property
     def deepspeed(self) -> bool:
@@ -99,6 +105,7 @@ class RunConfig:
         """Lightning strategy from its name; DeepSpeed runs on CPU processes too (see CPUDeepSpeedStrategy)."""
         if not self.deepspeed:
             return self.strategy
+        require("deepspeed", "deepspeed", f"run.strategy={self.strategy}")
         from nbp.training.deepspeed_cpu import deepspeed_strategy  # sets DeepSpeed's accelerator when imported
 
         return deepspeed_strategy(int(self.strategy.rsplit("_", 1)[-1]))
@@ -234,34 +241,22 @@ def resumable_loader(dataset, batch_size: int, num_workers: int, seed: int, batc
 def build_trainer(run: RunConfig, callbacks=(), grad_clip: float | None = None, accumulate: int = 1,
                   validate: bool = False) -> L.Trainer:
     run_dir = Path(run.run_dir)
-    # logs/version_N/metrics.csv (a resumed run adds a version), flushed at every logged step: a kill loses no point
-    logger = CSVLogger(str(run_dir), name="logs", flush_logs_every_n_steps=run.log_every)
     val_every = run.val_every if validate else 0
     settings = run.precision_settings()
     # DeepSpeed writes its own checkpoint folders in place; every other strategy through the writer beside them
     plugins = settings.pop("plugins", []) + ([] if run.deepspeed else [BesideCheckpointIO()])
     return L.Trainer(
         default_root_dir=str(run_dir), max_epochs=-1, max_steps=-1, **settings, plugins=plugins, devices=run.devices,
-        num_nodes=run.num_nodes, strategy=run.lightning_strategy(), accelerator=run.accelerator, logger=logger,
+        num_nodes=run.num_nodes, strategy=run.lightning_strategy(), accelerator=run.accelerator,
+        logger=make_loggers(run_dir, run.loggers, run.log_every),
         log_every_n_steps=run.log_every,
         callbacks=[AtomicCheckpoint(run_dir / "checkpoints", run.checkpoint_every, run.keep_last),
-                   StopAfter(run.steps), GracefulStop(), PlainProgress(run.steps), *callbacks],
+                   StopAfter(run.steps), GracefulStop(), PlainProgress(run.steps), LossCurve(run_dir), *callbacks],
         enable_checkpointing=False, num_sanity_val_steps=0, use_distributed_sampler=False, enable_model_summary=False,
         gradient_clip_val=grad_clip or None, accumulate_grad_batches=accumulate,
         limit_val_batches=1.0 if val_every else 0, val_check_interval=val_every or None,
         check_val_every_n_epoch=None if val_every else 1,
     )
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, str]]:
-    """The rows of every logged metrics.csv of a run (resumed runs add versions), in order."""
-    rows = []
-    versions = sorted((Path(run_dir) / "logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-    for version in versions:
-        if (version / "metrics.csv").is_file():
-            with open(version / "metrics.csv") as f:
-                rows += list(csv.DictReader(f))
-    return rows
 
 
 class RunStopped(UserError):
@@ -279,9 +274,12 @@ def fit(trainer: L.Trainer, system: L.LightningModule, run_dir: Path, resume: bo
     latest = found[-1] if found else None
     if latest is not None:
         log.info("resuming from %s", latest)
+    # Lightning 2.6 takes `weights_only`; before it, it unpickled in full unless torch was forced to weights only,
+    # as safe_unpickling does for an untrusted run
+    chosen = {"weights_only": not trusted()} if "weights_only" in inspect.signature(trainer.fit).parameters else {}
     try:
         with safe_unpickling(latest):
-            trainer.fit(system, ckpt_path=str(latest) if latest else None, weights_only=not trusted())
+            trainer.fit(system, ckpt_path=str(latest) if latest else None, **chosen)
     except SIGTERMException:
         raise RunStopped(f"training stopped at batch {int(system.batches_seen)}, saved in {run_dir}/checkpoints; "
                          "run the same command again to resume") from None

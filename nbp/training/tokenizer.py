@@ -33,6 +33,7 @@ from nbp.io.media import contact_sheet, to_uint8
 from nbp.metrics import psnr
 from nbp.models.discriminator import Discriminator, DiscriminatorConfig
 from nbp.models.tokenizer import TokenizerConfig, VideoTokenizer
+from nbp.training.loggers import SamplePictures
 from nbp.training.losses import adaptive_weight, generator_adv_loss, hinge_d_loss, lecam_loss
 from nbp.training.run_folder import locked, record_settings
 from nbp.training.runner import RunConfig, build_trainer, fit
@@ -43,28 +44,27 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TokenizerTrainConfig:
-    run: RunConfig = field(default_factory=lambda: RunConfig(run_dir="runs/tokenizer"))
+    run: RunConfig = field(default_factory=lambda: RunConfig(run_dir="runs/tokenizer", sample_every=200))
     model: TokenizerConfig = field(default_factory=lambda: from_preset(TokenizerConfig, "tiny"))
     init_from: str | None = None  # fine-tune: an official magvit2_*.pt or an nbp tokenizer file
     data: DataConfig = field(default_factory=DataConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
-    lr: float = 1e-4
-    disc_lr: float = 1e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
-    warmup_fraction: float = 0.01
-    l1_weight: float = 1.0
-    l2_weight: float = 0.0
-    perceptual_weight: float = 0.1
-    adversarial_weight: float = 0.1
-    adaptive_weight: bool = True
-    disc_start: int = 200
-    lecam_weight: float = 0.001
-    grad_clip: float = 1.0
+    lr: float = 1e-4  # the generator's peak learning rate (Adam)
+    disc_lr: float = 1e-4  # the discriminator's
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])  # Adam's betas
+    warmup_fraction: float = 0.01  # share of the steps in linear warmup (then linear decay)
+    l1_weight: float = 1.0  # |x - x'| in the loss
+    l2_weight: float = 0.0  # (x - x')^2 in the loss
+    perceptual_weight: float = 0.1  # LPIPS in the loss (when its weights are found)
+    adversarial_weight: float = 0.1  # the GAN loss (from disc_start on)
+    adaptive_weight: bool = True  # scale the GAN loss by VQGAN's gradient-norm ratio
+    disc_start: int = 200  # batch at which the discriminator joins
+    lecam_weight: float = 0.001  # LeCam regulariser of the discriminator
+    grad_clip: float = 1.0  # gradient-norm clip (0: none)
     ema_decay: float = 0.999  # 0 disables the EMA copy; the export uses the EMA weights when on
     image_steps: int = 0  # curriculum: the first steps train on single frames
     max_bad_steps: int = 10  # consecutive non-finite losses before stopping
-    sample_every: int = 200
 
     def validate(self) -> None:
         steps = self.run.steps
@@ -234,24 +234,15 @@ class AutoencoderSystem(TrainingSystem):
         return self.exported().eval()
 
 
-class ReconstructionSamples(L.Callback):
-    """Every `every` batches: a PNG with inputs and reconstructions of a fixed set of clips (row pairs)."""
-
-    def __init__(self, videos: torch.Tensor, folder: Path, every: int):
-        self.videos, self.folder, self.every = videos, Path(folder), every
-
-    def on_train_batch_end(self, trainer, system, outputs, batch, batch_idx) -> None:
-        step = int(system.batches_seen)
-        if trainer.is_global_zero and self.every > 0 and step % self.every == 0:
-            self.write(system, step)
-
+def reconstruction_picture(videos: torch.Tensor):
+    """A `SamplePictures` drawer: the fixed clips `videos` and their reconstructions, in row pairs."""
     @torch.no_grad()
-    def write(self, system: AutoencoderSystem, step: int) -> Path:
-        tokenizer = system.exported_tokenizer()
-        recon = tokenizer(self.videos.to(system.device)).clamp(0, 1).cpu()
+    def draw(system: AutoencoderSystem, path: Path) -> Path:
+        recon = system.exported_tokenizer()(videos.to(system.device)).clamp(0, 1).cpu()
         system.tokenizer.train()
-        rows = torch.stack([self.videos, recon], dim=1).flatten(0, 1)  # (2N, 3, T, H, W): input, recon, ...
-        return contact_sheet(to_uint8(rows), self.folder / f"recon_step_{step:08d}.png")
+        rows = torch.stack([videos, recon], dim=1).flatten(0, 1)  # (2N, 3, T, H, W): input, recon, ...
+        return contact_sheet(to_uint8(rows), path)
+    return draw
 
 
 def export(system: AutoencoderSystem, run_dir: Path) -> Path:
@@ -278,7 +269,7 @@ def train_autoencoder(cfg: TokenizerTrainConfig, system_class: type[AutoencoderS
     val_set = cfg.data.dataset(cfg.data.val, training=False) if cfg.data.val and cfg.run.val_every else None
     system = system_class(cfg, dataset, val_set)
     fixed = torch.stack([dataset.load_clip(i, draw=i)["video"] for i in range(min(4, len(dataset)))])
-    samples = ReconstructionSamples(fixed, run_dir / "samples", cfg.sample_every)
+    samples = SamplePictures(run_dir / "samples", cfg.run.sample_every, reconstruction_picture(fixed))
     trainer = build_trainer(cfg.run, [samples, *callbacks], validate=val_set is not None)
     with locked(run_dir):  # held until the last file is written
         record_settings(run_dir, to_dict(cfg))
