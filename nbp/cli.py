@@ -246,7 +246,10 @@ class CurrentStderr(logging.StreamHandler):
 
 
 def configure_logging() -> None:
-    """nbp's own messages (skipped files, resume, perceptual loss off) to stderr; Lightning keeps its own."""
+    """nbp's own messages (skipped files, resume, perceptual loss off) to stderr; the libraries' banners quiet."""
+    from nbp.io.progress import quiet_banners
+
+    quiet_banners()
     logger = logging.getLogger("nbp")
     if not logger.handlers:
         handler = CurrentStderr()

@@ -92,7 +92,8 @@ def build_config(cls: type[C], preset: str | None = None, recipes: list[str | Pa
 
 def resolved_yaml(cls: type, preset: str | None = None, recipes: list[str | Path] = (),
                   overrides: list[str] = ()) -> str:
-    """The config the layers resolve to, as YAML; settings left to the command line print as ???."""
+    """The config the layers resolve to, as YAML; settings left to the command line print as ??? (the others are
+    validated as when the command runs, with a stand-in for each missing one)."""
     try:
         return to_yaml(build_config(cls, preset, recipes, overrides))
     except ConfigError as error:
@@ -100,7 +101,10 @@ def resolved_yaml(cls: type, preset: str | None = None, recipes: list[str | Path
             raise
     layers = [OmegaConf.create({"preset": preset})] if preset is not None else []
     layers += [OmegaConf.load(path) for path in recipes] + [OmegaConf.from_dotlist(list(overrides))]
-    return OmegaConf.to_yaml(_layered(cls, layers))
+    layered = _layered(cls, layers)
+    stand_ins = OmegaConf.from_dotlist([f"{key}=required-setting" for key in OmegaConf.missing_keys(layered)])
+    _merge(cls, [*layers, stand_ins])  # refuses a bad value as the command would
+    return OmegaConf.to_yaml(layered)
 
 
 def register_protocols(protocols: dict[str, dict[str, Any]]):

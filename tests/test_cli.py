@@ -204,3 +204,9 @@ def test_version_from_the_command_line_and_python_m(capsys):
     assert main(["--version"]) == 0 and capsys.readouterr().out == f"nbp {nbp.__version__}\n"
     done = subprocess.run([sys.executable, "-m", "nbp", "--version"], capture_output=True, text=True)
     assert (done.returncode, done.stdout) == (0, f"nbp {nbp.__version__}\n")
+
+
+def test_nbp_config_refuses_a_bad_value_even_with_required_settings_left_out(capsys):
+    assert main(["config", "train-far", "lr=-1"]) == 2
+    assert "lr must be > 0" in capsys.readouterr().err
+    assert main(["config", "train-far"]) == 0 and "train: ???" in capsys.readouterr().out

@@ -1,12 +1,12 @@
 """Experiment loggers: a tiny LM and a tiny FAR logging to CSV and TensorBoard (scalars and sample pictures read back
 with TensorBoard's own reader), W&B offline writing its run folder, and the loss curve every run leaves."""
 import pytest
+from test_far_training import far_run, golden_far, latent_episodes  # noqa: F401 (fixtures)
 
 from nbp.cli import main
 from nbp.config import ConfigError, build_config
 from nbp.training.lm import LMTrainConfig
 
-from test_far_training import far_run, golden_far, latent_episodes  # noqa: F401 (fixtures)
 from test_lm_training import MODEL, tokens  # noqa: F401 (fixture)
 
 

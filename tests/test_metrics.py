@@ -415,6 +415,22 @@ def test_lpips_alexnet_loads_torchvision_and_lpips_files_and_computes_lpips(tmp_
         load_perceptual(PerceptualConfig(net="squeeze"))
 
 
+def test_perceptual_weights_are_found_where_torchvision_and_the_lpips_package_keep_them(tmp_path, monkeypatch):
+    backbone = {f"{name}.{kind}": torch.zeros(shape if kind == "weight" else shape[:1])
+                for name, shape in ALEXNET_SHAPES.items() for kind in ("weight", "bias")}
+    hub = tmp_path / "torch_home" / "hub" / "checkpoints"
+    shipped = tmp_path / "site" / "lpips" / "weights" / "v0.1"
+    hub.mkdir(parents=True)
+    shipped.mkdir(parents=True)
+    (shipped.parent.parent / "__init__.py").write_text("raise ImportError('not to be imported')\n")
+    torch.save(backbone, hub / "alexnet-owt-7be5be79.pth")
+    torch.save({f"lin{i}.model.1.weight": torch.ones(1, c, 1, 1) for i, c in enumerate((64, 192, 384, 256, 256))},
+               shipped / "alex.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert load_perceptual(PerceptualConfig(net="alex", search=[str(tmp_path / "empty")])) is not None
+
+
 def sqrtm_distance(a, b):
     """The official formula, through scipy's matrix square root (FVD's reference implementations)."""
     from scipy import linalg

@@ -105,8 +105,9 @@ def test_world_model_trains_and_evaluates(world, tmp_path):
         f"run.run_dir={tmp_path / 'lm'}", f"train={world / 'train'}", "model.preset=world-tiny", "run.steps=6",
         "batch_size=4", "run.log_every=1", "warmup_steps=1", "lr=3e-3", "model.latent_shape=[6,4,4]",
         "model.block=16", "model.short_frames=3", "model.long_frames=2", "model.video_vocab=1000",
-        "model.n_layer=2", "model.n_embd=64"])
+        "model.n_layer=2", "model.n_embd=64", "run.sample_every=6", f"decoder={world / 'tok.safetensors'}"])
     lm = train_lm(cfg)
+    assert (tmp_path / "lm" / "samples" / "step_00000006.png").is_file()  # the window and its prediction
     losses = [float(r["train/loss"]) for r in read_metrics(tmp_path / "lm") if r.get("train/loss")]
     assert len(losses) == 6 and losses[-1] < losses[0]
     out = tmp_path / "eval"

@@ -1,6 +1,9 @@
-"""The perceptual metric's weight files (LPIPS over VGG16 or AlexNet): found in the user's folders, never downloaded."""
+"""The perceptual metric's weight files (LPIPS over VGG16 or AlexNet): found in the user's folders and where the
+libraries keep them (torchvision's downloads in the torch hub cache, the weights the `lpips` package ships), never
+downloaded."""
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +25,24 @@ class PerceptualConfig:
     vgg: str | None = None  # torchvision's VGG16 state dict; None: search `search`
     alexnet: str | None = None  # torchvision's AlexNet state dict (net=alex)
     lpips: str | None = None  # LPIPS linear layers (vgg.pth or alex.pth)
-    # folders searched for the weight files when vgg/alexnet/lpips are not given
+    # folders searched first for the weight files when vgg/alexnet/lpips are not given (then the libraries' own)
     search: list[str] = field(default_factory=lambda: ["ckpt"])
 
     def validate(self) -> None:
         if self.net not in BACKBONE_FILES:
             raise ConfigError(f"perceptual.net must be one of {sorted(BACKBONE_FILES)}, got {self.net!r}")
+
+
+def library_folders() -> list[Path]:
+    """Where the libraries keep these files: torchvision's downloads (the torch hub cache, TORCH_HOME aware) and
+    the `lpips` package's shipped weights (found without importing it: it needs torchvision)."""
+    import torch
+
+    folders = [Path(torch.hub.get_dir()) / "checkpoints"]
+    spec = importlib.util.find_spec("lpips")
+    if spec is not None and spec.submodule_search_locations:
+        folders.append(Path(list(spec.submodule_search_locations)[0]) / "weights" / "v0.1")
+    return folders
 
 
 def find_file(explicit: str | None, names: tuple[str, ...], search: list[str]) -> Path | None:
@@ -36,7 +51,8 @@ def find_file(explicit: str | None, names: tuple[str, ...], search: list[str]) -
         if not path.is_file():
             raise FileNotFoundError(f"perceptual weight file {path} does not exist")
         return path
-    return next((Path(d) / n for d in search for n in names if (Path(d) / n).is_file()), None)
+    folders = [Path(d) for d in search] + library_folders()
+    return next((d / n for d in folders for n in names if (d / n).is_file()), None)
 
 
 def build_lpips(backbone_state: dict, lpips_state: dict, net: str = "vgg") -> LPIPS:
@@ -58,7 +74,8 @@ def load_perceptual(cfg: PerceptualConfig) -> LPIPS | None:
     if backbone is None or lpips is None:
         name, field_name = ("VGG16", "vgg") if cfg.net == "vgg" else ("AlexNet", "alexnet")
         log.warning("perceptual loss OFF: need torchvision's %s weights (%s) and LPIPS's linear layers (%s) "
-                    "in %s or set perceptual.%s / perceptual.lpips; training then uses reconstruction + GAN losses "
+                    "in %s (or the torch hub cache / the lpips package) or set perceptual.%s / perceptual.lpips; "
+                    "training then uses reconstruction + GAN losses "
                     "only, evaluation reports no LPIPS", name, " or ".join(BACKBONE_FILES[cfg.net]),
                     " or ".join(LPIPS_FILES[cfg.net]), ", ".join(cfg.search), field_name)
         return None

@@ -30,6 +30,7 @@ import torch
 
 from nbp.checkpoint import TRUST_FLAG
 from nbp.checkpoint.files import CheckpointError
+from nbp.extras import deepspeed_quietly
 from nbp.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,10 @@ def allowed_globals() -> tuple:
     """The non-container types that files nbp supports hold: official NBP's hyper-parameters, DeepSpeed's records."""
     allowed = [argparse.Namespace]
     try:
-        from deepspeed.runtime.fp16.loss_scaler import LossScaler
-        from deepspeed.runtime.zero.config import ZeroStageEnum
-        from deepspeed.utils.tensor_fragment import fragment_address
+        with deepspeed_quietly():
+            from deepspeed.runtime.fp16.loss_scaler import LossScaler
+            from deepspeed.runtime.zero.config import ZeroStageEnum
+            from deepspeed.utils.tensor_fragment import fragment_address
         allowed += [LossScaler, ZeroStageEnum, fragment_address]
     except ImportError:  # no DeepSpeed: no DeepSpeed checkpoints to read
         pass

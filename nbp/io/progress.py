@@ -2,8 +2,10 @@
 percent with the rate and the time left, so a log shows how far a stage is."""
 from __future__ import annotations
 
+import logging
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 
 from tqdm import tqdm
@@ -68,3 +70,18 @@ def progress(iterable: Iterable, desc: str, unit: str = "it", total: int | None 
         for item in iterable:
             yield item
             bar.update(1)
+
+
+# what Lightning says at every start (devices, the seed, tips, advertisements) and known deprecation notes of the
+# libraries' own code: none of it is the user's to act on
+BANNERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+           "lightning.pytorch.trainer.connectors.checkpoint_connector", "lightning.fabric.utilities.seed")
+LIBRARY_NOTES = (".*LeafSpec.*", ".*limit_val_batches.*", ".*does not have many workers.*")
+
+
+def quiet_banners() -> None:
+    """Training logs that hold nbp's lines and the libraries' warnings, not their banners."""
+    for name in BANNERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in LIBRARY_NOTES:
+        warnings.filterwarnings("ignore", message=message)

@@ -8,7 +8,6 @@ DeepSpeed ZeRO 1/2/3 (`run.strategy=deepspeed_stage_2`, ...), including on CPU p
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,11 +21,10 @@ from nbp.data.text import text_ids_for
 from nbp.data.tokens import EpisodeTokens, TokenDataset, is_episode_tokens
 from nbp.models.transformer import Transformer, TransformerConfig
 from nbp.models.world import WorldConfig, WorldTransformer
-from nbp.training.loggers import SamplePictures, token_samples_picture
+from nbp.training.loggers import SamplePictures, token_samples_picture, world_prediction_picture
 from nbp.training.runner import RunConfig, build_trainer, fit_and_export
 from nbp.training.system import TrainingSystem, scheduled, warmup_cosine
 
-log = logging.getLogger(__name__)
 
 @dataclass
 class LMTrainConfig:
@@ -181,14 +179,16 @@ def open_tokens(cfg: LMTrainConfig, folder: str):
     return TokenDataset(folder)
 
 
-def sample_pictures(cfg: LMTrainConfig, run_dir: Path) -> list:
+def sample_pictures(cfg: LMTrainConfig, run_dir: Path, train_set) -> list:
+    """Pictures every run.sample_every batches when a decoder is given: an LM's samples, a world model's
+    prediction of its first training window."""
     if not (cfg.decoder and cfg.run.sample_every):
         return []
     if isinstance(cfg.model, WorldConfig):
-        log.warning("decoder: sample pictures are drawn for LMs, not yet for world models (none are written)")
-        return []
-    classes = cfg.model.num_classes if cfg.model.condition == "class" else 0
-    return [SamplePictures(run_dir / "samples", cfg.run.sample_every, token_samples_picture(cfg.decoder, classes))]
+        draw = world_prediction_picture(cfg.decoder, train_set[0])
+    else:
+        draw = token_samples_picture(cfg.decoder, cfg.model.num_classes if cfg.model.condition == "class" else 0)
+    return [SamplePictures(run_dir / "samples", cfg.run.sample_every, draw)]
 
 
 def train_lm(cfg: LMTrainConfig, callbacks=()) -> Path:
@@ -199,6 +199,6 @@ def train_lm(cfg: LMTrainConfig, callbacks=()) -> Path:
     check_dataset(cfg.model, train_set)
     system_class = WorldSystem if isinstance(cfg.model, WorldConfig) else LMSystem
     system = system_class(cfg, train_set, val_set, train_set.classes)
-    trainer = build_trainer(cfg.run, [*callbacks, *sample_pictures(cfg, run_dir)], grad_clip=cfg.grad_clip,
+    trainer = build_trainer(cfg.run, [*callbacks, *sample_pictures(cfg, run_dir, train_set)], grad_clip=cfg.grad_clip,
                             accumulate=cfg.accumulate, validate=val_set is not None)
     return fit_and_export(trainer, system, cfg.run, to_dict(cfg), system.model, run_dir / "lm.safetensors")

@@ -22,8 +22,6 @@ from nbp.extras import require
 from nbp.io.plot import line_chart, metric_series
 
 LOGGERS = ("csv", "tensorboard", "wandb")
-
-
 def make_loggers(run_dir: Path, names: list[str], flush_every: int) -> list:
     """Lightning loggers: CSV always (a resumed run adds a version, flushed every `flush_every` logged steps, so a
     kill loses no point), then the others named, in the CSV log's version folder."""
@@ -169,4 +167,29 @@ def far_samples_picture(decoder: str, first_item: dict, classes: int, frames: in
         videos = pipeline(frames, None, noise=noise, steps=10, **arguments).videos
         system.trained.train()
         return contact_sheet(to_uint8(videos.cpu()), path)
+    return draw
+
+
+def world_prediction_picture(decoder: str, item: dict):
+    """A `SamplePictures` drawer for a world model: the first training window's second half predicted greedily
+    from its first half and its actions (bottom row) under the window itself (top row), decoded by `decoder`."""
+    import torch
+
+    from nbp.checkpoint import load_magvit2
+    from nbp.io.media import contact_sheet, to_uint8
+    from nbp.pipelines import WorldPipeline
+
+    tokenizer = load_magvit2(decoder)
+
+    @torch.no_grad()
+    def draw(system, path: Path) -> Path:
+        model = system.exported().eval()
+        pipeline = WorldPipeline(tokenizer.to(system.device), model)
+        codes = item["tokens"].view(1, -1, model.config.block).to(system.device)  # (1, F, h*w)
+        given = codes.shape[1] // 2
+        actions = item["actions"][None].to(system.device) if model.config.num_actions else None
+        predicted = pipeline.continue_codes(codes[:, :given], codes.shape[1] - given, actions, greedy=True)
+        rows = pipeline.decode(torch.cat([codes, torch.cat([codes[:, :given], predicted], dim=1)]))
+        system.trained.train()
+        return contact_sheet(to_uint8(rows.cpu()), path)
     return draw

@@ -28,9 +28,9 @@ from nbp.checkpoint import convert, save_model
 from nbp.checkpoint.torch_files import safe_unpickling, trusted
 from nbp.config import ConfigError, UserError, check_at_least
 from nbp.data.sampler import ResumableSampler
-from nbp.extras import require
+from nbp.extras import deepspeed_quietly, require
 from nbp.io import remove_stale_temporaries
-from nbp.io.progress import ProgressLines, on_terminal
+from nbp.io.progress import ProgressLines, quiet_banners
 from nbp.runtime import native_bf16, use_bf16
 from nbp.training.loggers import LOGGERS, LossCurve, make_loggers
 from nbp.training.run_folder import locked, record_settings, set_aside_broken
@@ -105,7 +105,8 @@ class RunConfig:
         """Lightning strategy from its name; DeepSpeed runs on CPU processes too (see CPUDeepSpeedStrategy)."""
         if not self.deepspeed:
             return self.strategy
-        require("deepspeed", "deepspeed", f"run.strategy={self.strategy}")
+        with deepspeed_quietly():
+            require("deepspeed", "deepspeed", f"run.strategy={self.strategy}")
         from nbp.training.deepspeed_cpu import deepspeed_strategy  # sets DeepSpeed's accelerator when imported
 
         return deepspeed_strategy(int(self.strategy.rsplit("_", 1)[-1]))
@@ -197,14 +198,14 @@ class GracefulStop(L.Callback):
 
 
 class PlainProgress(L.Callback):
-    """Off a terminal (a log file, CI), a line every few percent of the run's batches with the rate and the time
-    left, besides Lightning's bar (which draws only on a terminal)."""
+    """A line every few percent of the run's batches with the rate and the time left, on a terminal and in log
+    files alike (Lightning's own bar knows no total for a run counted in batches)."""
 
     def __init__(self, steps: int):
         self.steps, self.lines = steps, None
 
     def on_train_start(self, trainer, system) -> None:
-        if trainer.is_global_zero and not on_terminal():
+        if trainer.is_global_zero:
             self.lines = ProgressLines(self.steps, "training", "batch", initial=int(system.batches_seen))
 
     def on_train_batch_end(self, trainer, system, outputs, batch, batch_idx) -> None:
@@ -241,6 +242,7 @@ def resumable_loader(dataset, batch_size: int, num_workers: int, seed: int, batc
 def build_trainer(run: RunConfig, callbacks=(), grad_clip: float | None = None, accumulate: int = 1,
                   validate: bool = False) -> L.Trainer:
     run_dir = Path(run.run_dir)
+    quiet_banners()
     val_every = run.val_every if validate else 0
     settings = run.precision_settings()
     # DeepSpeed writes its own checkpoint folders in place; every other strategy through the writer beside them
@@ -252,7 +254,8 @@ def build_trainer(run: RunConfig, callbacks=(), grad_clip: float | None = None, 
         log_every_n_steps=run.log_every,
         callbacks=[AtomicCheckpoint(run_dir / "checkpoints", run.checkpoint_every, run.keep_last),
                    StopAfter(run.steps), GracefulStop(), PlainProgress(run.steps), LossCurve(run_dir), *callbacks],
-        enable_checkpointing=False, num_sanity_val_steps=0, use_distributed_sampler=False, enable_model_summary=False,
+        enable_checkpointing=False, enable_progress_bar=False, num_sanity_val_steps=0, use_distributed_sampler=False,
+        enable_model_summary=False,
         gradient_clip_val=grad_clip or None, accumulate_grad_batches=accumulate,
         limit_val_batches=1.0 if val_every else 0, val_check_interval=val_every or None,
         check_val_every_n_epoch=None if val_every else 1,
