@@ -103,7 +103,10 @@ def resolved_yaml(cls: type, preset: str | None = None, recipes: list[str | Path
     layers += [OmegaConf.load(path) for path in recipes] + [OmegaConf.from_dotlist(list(overrides))]
     layered = _layered(cls, layers)
     stand_ins = OmegaConf.from_dotlist([f"{key}=required-setting" for key in OmegaConf.missing_keys(layered)])
-    _merge(cls, [*layers, stand_ins])  # refuses a bad value as the command would
+    try:
+        _merge(cls, [*layers, stand_ins])  # refuses a bad value as the command would
+    except InputError:  # what else is missing (e.g. one of two sources), said when the command runs
+        pass
     return OmegaConf.to_yaml(layered)
 
 

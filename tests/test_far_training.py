@@ -186,7 +186,7 @@ def test_world_eval_scores_a_far_model_on_the_clips_and_metrics_of_the_discrete_
     np.testing.assert_allclose(results["psnr_curve"]["true_actions"], expected.numpy(), atol=1e-3)
     ceiling = frame_psnr(pipeline.decode(pipeline.encode(video[:, :, 4:])), video[:, :, 4:])[0]
     np.testing.assert_allclose(results["psnr_curve"]["tokenizer"], ceiling.numpy(), atol=1e-3)
-    with pytest.raises(ConfigError, match="not a mix"):
+    with pytest.raises(InputError, match="not a mix"):
         evaluate_world(WorldEvalConfig(far=far, dcae=dcae, lm=far, episodes=str(latent_episodes)))
 
 

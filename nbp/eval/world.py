@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nbp.config import ConfigError, InputError, OnDevice, check_at_least, check_out_folder
+from nbp.config import InputError, OnDevice, check_at_least, check_out_folder
 from nbp.data.episodes import list_episodes, load_episode
 from nbp.data.video import frames_to_video
 from nbp.eval.rollout import FARPredictor, Predictor, WorldPredictor, copy_last, rollouts
@@ -62,7 +62,7 @@ class WorldEvalConfig(OnDevice):
         check_out_folder(self.out)
         discrete, far = (self.lm, self.tokenizer), (self.far, self.dcae)
         if not (all(discrete) and not any(far)) and not (all(far) and not any(discrete)):
-            raise ConfigError("world-eval needs either lm= and tokenizer= (nbp's world model) or far= and dcae= "
+            raise InputError("world-eval needs either lm= and tokenizer= (nbp's world model) or far= and dcae= "
                               "(a FAR model), not a mix")
 
 
