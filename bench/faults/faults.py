@@ -119,17 +119,19 @@ def on_disk(run_dir: Path) -> list[str]:
 
 def kill_at_random(args: list[str], run_dir: Path, rng: random.Random, extraction: bool, span: float) -> dict:
     """Start the run, SIGKILL it after a random delay of up to `span` seconds once it has begun (or as soon as a
-    temporary file is being written)."""
+    temporary file is being written); an extraction once it has written a random number of its remaining items."""
     versions = None if extraction else len(list(run_dir.glob("logs/version_*")))
+    items = len(list(run_dir.glob("[0-9]*.npz")))
+    target = items + rng.randint(1, max(1, EPISODES - items))  # reached only if the run is still extracting
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     during_write = rng.random() < 0.4
     while not begun(run_dir, versions, process.pid) and process.poll() is None:
         time.sleep(0.05)
     deadline = time.time() + rng.uniform(0, span)
     while time.time() < deadline and process.poll() is None:
-        if during_write and writing(run_dir):
+        if (during_write and writing(run_dir)) or (extraction and len(list(run_dir.glob("[0-9]*.npz"))) >= target):
             break
-        time.sleep(0.005 if during_write else 0.1)
+        time.sleep(0.005 if during_write or extraction else 0.1)
     mid_write = writing(run_dir)
     process.kill()
     process.wait()
@@ -183,6 +185,7 @@ def main() -> None:
         make_data(folder)
         span = min(8.0, 0.9 * running_seconds(command(args.job, folder, folder / "straight", args.steps),
                                              folder / "straight", extraction))  # kills land within the run
+        span = 60.0 if extraction else span  # an extraction is killed at a random item count instead
         rows = []
         for kill in range(args.kills):
             pause = 0 if extraction else args.write_pause
