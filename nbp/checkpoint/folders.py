@@ -80,16 +80,16 @@ def pipeline_component(folder: Path, component: str | None) -> str:
 def cached_snapshot(repo_id: str, local_files_only: bool = True) -> Path:
     """A repo's folder from the local Hugging Face cache (downloaded first only with local_files_only=False)."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
     try:
         return Path(snapshot_download(repo_id, local_files_only=local_files_only))
-    except LocalEntryNotFoundError:
+    except (LocalEntryNotFoundError, HFValidationError):  # not cached, or no valid repo id: a missing path
         from huggingface_hub.constants import HF_HUB_CACHE
 
-        raise FileNotFoundError(f"{repo_id} is neither a path nor a repo in the local Hugging Face cache "
-                                f"({HF_HUB_CACHE}): download it first (`hf download {repo_id}`), or pass "
-                                "local_files_only=False") from None
+        raise FileNotFoundError(f"checkpoint {repo_id} does not exist: no such file or folder, and no repo of that "
+                                f"id in the local Hugging Face cache ({HF_HUB_CACHE}; a repo is cached with `hf "
+                                "download ID`, or read with local_files_only=False)") from None
 
 
 def diffusers_folder_config(weights: Path) -> dict | None:
