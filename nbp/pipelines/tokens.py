@@ -115,7 +115,8 @@ class WorldPipeline(PipelineFolder):
         return {"resolution": self.tokenizer.config.resolution}
 
     @classmethod
-    def from_files(cls, tokenizer: str, model: str, resolution: int, device="cpu", bf16: bool = False) -> WorldPipeline:
+    def from_files(cls, tokenizer: str, model: str, resolution: int | None = None, device="cpu",
+                   bf16: bool = False) -> WorldPipeline:
         return cls(load_magvit2(tokenizer, resolution=resolution, device=device),
                    load_transformer(model, device=device, dtype=bf16_dtype(bf16, device)))
 
