@@ -57,6 +57,10 @@ def test_the_input_of_a_step_is_flat_once_the_window_slides_and_the_session_save
     session = WorldSession.from_files(model, tokenizer, greedy=True)
     with pytest.raises(InputError, match="call reset"):
         session.step(1)
+    from nbp.models.far import FAR, FARConfig
+    save_model(FAR(from_preset(FARConfig, "far-tiny")), tmp_path / "far.safetensors")
+    with pytest.raises(InputError, match="is a FAR model: sessions play token world models so far"):
+        WorldSession.from_files(tmp_path / "far.safetensors", tokenizer)
     session.reset(episode)
     fed = []
     for step in range(40):

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nbp.checkpoint.files import read_metadata
+from nbp.checkpoint.files import is_nbp_file, read_metadata
+from nbp.checkpoint.folders import model_file
 from nbp.config import InputError
 from nbp.data.episodes import load_episode
 from nbp.generation.frames import FrameStepper
@@ -40,7 +41,8 @@ class WorldSession:
     def from_files(cls, model: str, autoencoder: str, *, resolution: int | None = None, device="cpu", seed: int = 0,
                    fps: float = 10, **sampling_fields) -> WorldSession:
         """A session of a token world model file and its tokenizer; `sampling_fields` are `SamplingConfig`'s."""
-        if Path(model).is_file() and read_metadata(model).get("kind") == "far":
+        path = model_file(model, "transformer")
+        if is_nbp_file(path) and read_metadata(path).get("kind") == "far":  # official files: the loader says what they are
             raise InputError(f"{model} is a FAR model: sessions play token world models so far")
         pipeline = WorldPipeline.from_files(autoencoder, model, resolution, device)  # None: the tokenizer's own
         return cls(pipeline, SamplingConfig(**sampling_fields), seed, fps)
