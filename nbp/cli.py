@@ -74,6 +74,20 @@ def samples_report(cfg, r) -> str:
             "samples_uint8.npy")
 
 
+def drift_table(cfg, r) -> str:
+    lines = [f"{r['family']} world model, {r['episodes']} sessions of {r['steps']} steps after {r['context']} frames "
+             f"({1000 * r['seconds_per_frame']:.1f} ms a frame)",
+             f"{'steps':>10} {'PSNR':>7} {'copy-last':>9} {'SSIM':>6} {'palette':>8} {'(truth)':>8} {'sharpness':>9}"]
+    spans = r["spans"]
+    cell = lambda key, span, width, digits: (f"{spans[key][span]:{width}.{digits}f}" if spans[key][span] is not None
+                                             else f"{'-':>{width}}")
+    for span in spans["psnr"]:
+        lines.append(f"{span:>10} {cell('psnr', span, 7, 2)} {cell('copy_last_psnr', span, 9, 2)} "
+                     f"{cell('ssim', span, 6, 3)} {cell('palette', span, 8, 3)} {cell('truth_palette', span, 8, 3)} "
+                     f"{cell('sharpness', span, 9, 2)}")
+    return "\n".join([*lines, f"written to {cfg.out}/metrics.json, psnr_over_steps.png, game_frame_over_steps.png, strip.png"])
+
+
 COMMANDS = {c.name: c for c in (
     Command("demo", "nbp.demo:DemoConfig", "nbp.demo:run_demo",
             "run the whole pipeline on the built-in dataset (sized to an 11-minute budget on 2 cores)", lambda cfg, r: ""),
@@ -117,6 +131,9 @@ COMMANDS = {c.name: c for c in (
             prediction_table),
     Command("world-eval", "nbp.eval.world:WorldEvalConfig", "nbp.eval.world:evaluate_world",
             "predict test episodes from context frames and actions: PSNR/SSIM over the horizon", world_table),
+    Command("world-drift", "nbp.eval.drift:DriftConfig", "nbp.eval.drift:evaluate_drift",
+            "play a world model for a long session: PSNR against the replayed episode, and whether frames stay the game's",
+            drift_table),
     Command("far-gen-eval", "nbp.eval.far_generation:FARGenerationEvalConfig",
             "nbp.eval.far_generation:evaluate_far_generation",
             "FVD of a class-conditional FAR model's samples (Latte's UCF-101 protocol, seeds 0/2/4/6)",
@@ -126,6 +143,9 @@ COMMANDS = {c.name: c for c in (
             lambda cfg, r: f"{r['videos']} videos, {r['context']} -> {r['horizon']} frames, {r['trajectories']} "
                            f"trajectories: PSNR {r['predicted']['psnr']:.2f} dB (copy-last "
                            f"{r['copy_last_frame']['psnr']:.2f}), SSIM {r['predicted']['ssim']:.3f}"),
+    Command("play", "nbp.play.server:PlayConfig", "nbp.play.server:play",
+            "play a world model in the browser: keys to actions, frames streamed from a local page",
+            lambda cfg, r: ""),
     Command("eval", "nbp.eval.fvd:EvalConfig", "nbp.eval.fvd:evaluate",
             "FVD between two sets of videos under a named protocol", fvd_table),
 )}

@@ -97,11 +97,13 @@ def test_every_command_resolves_its_config_class_and_function():
         assert main(["config", command.name]) == 0, command.name  # its defaults resolve (paths left as ???)
 
 
-FAR_SAMPLING = {"steps": 3, "cfg_scale": 1.5, "use_cache": False, "decoding": "dynamic", "context_noise": 0.25}
+FAR_SAMPLING = {"steps": 3, "cfg_scale": 1.5, "use_cache": False, "decoding": "dynamic", "context_noise": 0.25,
+                "long_frames": 6}
 
 
 @pytest.mark.parametrize("command,section", [("sample-far", "sampling"), ("far-eval", "sampling"),
-                                             ("far-gen-eval", "sampling"), ("world-eval", "far_sampling")])
+                                             ("far-gen-eval", "sampling"), ("world-eval", "far_sampling"),
+                                             ("play", "far_sampling"), ("world-drift", "far_sampling")])
 def test_every_far_sampling_field_is_settable_from_every_far_job(command, section, capsys):
     from omegaconf import OmegaConf
 

@@ -87,3 +87,16 @@ def test_from_nothing_the_latent_size_comes_from_the_inputs():
     with pytest.raises(InputError, match="of the context's latent size"):
         generate_latents(model, 1, torch.zeros(2, 1, CHANNELS, 6, 6), noise=noise[:, :1],
                          sampling=FARSamplingConfig(steps=1))
+
+
+@pytest.mark.parametrize("long_frames,given,guidance", [(0, 0, 1.0), (1, 2, 1.5), (2, 5, 1.0)])
+def test_a_bounded_long_term_context_agrees_on_every_path(long_frames, given, guidance):
+    """FAR_Long seeing only its newest `long_frames` long-term frames: the cache (its long-term level recomputed as it
+    slides), the whole sequence again and the fixed-shape step agree; a bound no rollout reaches changes nothing."""
+    model = tiny_far(True, 3, 2, "none")
+    paths = [rollout(model, given, 7, 2, (4, 4), guidance, long_frames=long_frames, **path) for path in (
+        dict(use_cache=True, decoding="dynamic"), dict(use_cache=False), dict(use_cache=True, decoding="static"))]
+    for other in paths[1:]:
+        torch.testing.assert_close(other, paths[0], atol=1e-4, rtol=0)
+    unbounded, unreached = (rollout(model, given, 7, 2, (4, 4), guidance, long_frames=n) for n in (None, 100))
+    assert torch.equal(unreached, unbounded) and not torch.allclose(paths[0][:, -1], unbounded[:, -1])

@@ -36,6 +36,7 @@ from nbp.generation.far_context import (
     add_generated,
     clean_context,
     context_capacity,
+    long_term_span,
     noisy_frame_velocity,
 )
 from nbp.generation.flow import euler_step, flow_schedule
@@ -57,6 +58,10 @@ class FARSamplingConfig:
     # of its own frames before a long rollout compounds them (GameNGen's noise augmentation, at sampling only; on
     # the tiny Crafter model it moved PSNR by < 0.1 dB). The given context and the long-term frames stay clean.
     context_noise: float = 0.0
+    # FAR_Long past its window: the long-term frames seen, the newest ones (None: every older frame, as FAR). A bound
+    # keeps the cost of a frame flat however long the video (a played session): the kept long-term frames are then
+    # recomputed as they slide, each seeing only the kept ones
+    long_frames: int | None = None
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -66,6 +71,8 @@ class FARSamplingConfig:
         check_decoding(self.decoding)
         if not 0 <= self.context_noise < 1:
             raise ConfigError(f"context_noise must be in [0, 1), got {self.context_noise}")
+        if self.long_frames is not None and self.long_frames < 0:
+            raise ConfigError(f"long_frames must be >= 0 (or None: every older frame), got {self.long_frames}")
         if not self.use_cache and self.decoding not in ("auto", "dynamic"):
             raise ConfigError(f"decoding={self.decoding!r} runs over the cache: it needs use_cache")
 
@@ -84,10 +91,16 @@ def check_latents(far: FAR, latents: torch.Tensor, what: str = "latents") -> Non
                          f"context's {cfg.context_patch_size}x{cfg.context_patch_size} patches")
 
 
-def check_conditions(far: FAR, labels: torch.Tensor | None, actions: torch.Tensor | None) -> None:
+def check_conditions(far: FAR, labels: torch.Tensor | None, actions: torch.Tensor | None, cfg_scale: float = 1.0) -> None:
     cfg = far.config
+    if cfg.condition == "label" and labels is None:
+        raise InputError("this FAR model is class-conditional: give labels (one class id per video)")
+    if cfg.condition == "action" and actions is None:
+        raise InputError("this FAR model is action-conditional: give actions (one id per frame, context included)")
+    if cfg_scale == -1 and cfg.condition != "action":
+        raise ConfigError("cfg_scale -1 (action-free sampling) needs an action-conditioned model")
     for name, ids, expected in (("labels", labels, "label"), ("actions", actions, "action")):
-        if ids is None:
+        if ids is None or not ids.numel():
             continue
         if cfg.condition != expected:
             raise InputError(f"{name} given to a FAR model conditioned on {cfg.condition!r}")
@@ -98,13 +111,8 @@ def check_conditions(far: FAR, labels: torch.Tensor | None, actions: torch.Tenso
 
 def conditions_for(model: FAR, labels, actions, cfg_scale: float) -> Conditions:
     cfg = model.config
-    if cfg.condition == "label" and labels is None:
-        raise InputError("this FAR model is class-conditional: give labels (one class id per video)")
-    if cfg.condition == "action" and actions is None:
-        raise InputError("this FAR model is action-conditional: give actions (one id per frame, context included)")
+    check_conditions(model, labels, actions, cfg_scale)
     if cfg_scale == -1:
-        if cfg.condition != "action":
-            raise ConfigError("cfg_scale -1 (action-free sampling) needs an action-conditioned model")
         return Conditions(None, torch.full_like(actions, model.null_id), False, 1.0)
     if not is_guided(cfg_scale, cfg.condition != "none") or cfg_scale < 1:
         return Conditions(labels, actions, False, 1.0)
@@ -112,14 +120,92 @@ def conditions_for(model: FAR, labels, actions, cfg_scale: float) -> Conditions:
 
 
 def denoise(model: FAR, past: Context, noise: torch.Tensor, timesteps: torch.Tensor, sigmas: torch.Tensor,
-            cond: Conditions, cache: ContextCache | None) -> torch.Tensor:
+            cond: Conditions, cache: ContextCache | None, long_frames: int | None = None) -> torch.Tensor:
     """Frame j = past.frames from its noise (B, C, H, W) by the schedule's Euler steps."""
     x = noise
     for i, t in enumerate(timesteps):
         xs = torch.cat([x, x]) if cond.doubled else x
-        v = cond.guided(noisy_frame_velocity(model, past, xs, t, cond, cache))
+        v = cond.guided(noisy_frame_velocity(model, past, xs, t, cond, cache, long_frames))
         x = euler_step(x, v, sigmas[i + 1] - sigmas[i])
     return x
+
+
+class LatentStepper:
+    """FAR's next latent frame, one call at a time: `generate_latents` loops it, and a played session
+    (`nbp.pipelines.session`) drives it with an action per frame. With `sampling.long_frames`, the state between
+    frames holds only the frames the next one sees, so time and memory per frame stay flat however long it runs."""
+
+    def __init__(self, model: FAR, context: torch.Tensor, sampling: FARSamplingConfig, *,
+                 labels: torch.Tensor | None = None, actions: torch.Tensor | None = None, end: int | None = None):
+        """`context`: clean latents (B, Tc, C, h, w), Tc >= 0; `actions` (B, Tc) theirs. `end`: the frames there will
+        be, when known (fixed-shape decoding sizes its buffers by it; else by the most a bounded context holds)."""
+        param = next(model.parameters())
+        self.model, self.sampling = model, sampling
+        self.cond = conditions_for(model, labels, actions, sampling.cfg_scale)
+        self.video = clean_context(context.to(param.device, param.dtype))
+        self.cache = ContextCache(model, sampling.long_frames) if sampling.use_cache else None
+        self.timesteps, self.sigmas = flow_schedule(sampling.steps)
+        self.frame_tokens = (context.shape[-2] // model.config.patch_size) * (context.shape[-1] // model.config.patch_size)
+        self.tokens_fed = 0  # tokens (of one video) through the model for the last frame, with the cache
+        self.denoiser = None
+        decoding = sampling.resolved_decoding(param.device)
+        if fixed_shapes(decoding):
+            capacity = context_capacity(model, context.shape[1], self.end_of(context.shape[1], end),
+                                        *context.shape[-2:], sampling.long_frames)
+            like = self.video.clean.new_zeros(len(context), *context.shape[2:])
+            self.denoiser = FrameDenoiser(model, self.cond, sampling.steps, max(capacity, 1), like, decoding)
+
+    def end_of(self, given: int, end: int | None) -> int:
+        """`end`, or for an endless run the frame from which a bounded context is as large as it gets."""
+        if end is not None:
+            return end
+        cfg = self.model.config
+        if not cfg.long or self.sampling.long_frames is None:
+            raise InputError("fixed-shape decoding of an open-ended run needs FAR_Long with long_frames set (so that "
+                             "its context stops growing), or the frame count")
+        return given + cfg.short_window + self.sampling.long_frames + 1
+
+    def action_rows(self, action: torch.Tensor) -> torch.Tensor:
+        """The new frame's actions (B,) as the rows take them (B', 1)."""
+        column = torch.as_tensor(action, device=self.cond.actions.device).view(-1, 1).long()
+        check_conditions(self.model, None, column)
+        if self.sampling.cfg_scale == -1:  # action-free: every action the null id
+            column = torch.full_like(column, self.model.null_id)
+        return with_null_rows(column, self.model.null_id) if self.cond.doubled else column
+
+    @torch.no_grad()
+    def step(self, noise: torch.Tensor, action: torch.Tensor | None = None,
+             context_noise: torch.Tensor | None = None) -> torch.Tensor:
+        """The next frame (B, C, h, w) from its noise (B, C, h, w), made with `action` (B,) (action-conditioned
+        models: the frame's own); `context_noise` (B, C, h, w) noises it as context when `sampling.context_noise`."""
+        cond, j = self.cond, self.video.frames
+        if (action is None) != (cond.actions is None):
+            raise InputError("give each new frame its action exactly when the FAR model is action-conditioned")
+        if action is not None:
+            cond.actions = torch.cat([cond.actions, self.action_rows(action)], dim=1)
+        past = self.video.doubled() if cond.doubled else self.video
+        if self.cache is not None:
+            self.cache.update(past, cond)
+            self.tokens_fed = self.cache.tokens_fed + self.sampling.steps * self.frame_tokens
+        noise = noise.to(self.video.clean.device, self.video.clean.dtype)
+        if self.denoiser is not None:
+            x = self.denoiser(noise, j, self.cache.levels())
+        else:
+            x = denoise(self.model, past, noise, self.timesteps, self.sigmas, cond, self.cache,
+                        self.sampling.long_frames)
+        if context_noise is not None:
+            context_noise = context_noise.to(x.device, x.dtype)
+        self.video = add_generated(self.video, x, context_noise, self.sampling.context_noise)
+        self.forget()
+        return x
+
+    def forget(self) -> None:
+        """Drop the frames (and actions) the next frame no longer sees."""
+        first, _ = long_term_span(self.model, self.video.frames + 1, self.sampling.long_frames)
+        if first > self.video.first:
+            self.video = self.video.since(first)
+            if self.cond.actions is not None:
+                self.cond.actions, self.cond.first = self.cond.actions[:, first - self.cond.first:], first
 
 
 @torch.no_grad()
@@ -140,10 +226,9 @@ def generate_latents(model: FAR, frames: int, context: torch.Tensor | None = Non
     for what, latents in (("context", context), ("noise", noise)):
         if latents is not None:
             check_latents(model, latents, what)
-    check_conditions(model, labels, actions)
+    check_conditions(model, labels, actions, sampling.cfg_scale)
     param = next(model.parameters())
-    cond = conditions_for(model, labels, actions, sampling.cfg_scale)
-    decoding = sampling.resolved_decoding(param.device)
+    sampling.resolved_decoding(param.device)  # a mode this device lacks is refused before any work
     if context is None:
         rows = batch or next((len(x) for x in (noise, labels, actions) if x is not None), 1)
         context = empty_context(model, rows, noise, latent_size, param.device)
@@ -159,28 +244,18 @@ def generate_latents(model: FAR, frames: int, context: torch.Tensor | None = Non
     # drawn after the frames' noise, and only when used, so that clean-context sampling draws what it always did
     context_noise = None if not sampling.context_noise else \
         torch.randn(noise.shape, generator=generator, device="cpu").to(param.device, param.dtype)
-    timesteps, sigmas = flow_schedule(sampling.steps)
-    video = clean_context(context.to(param.dtype))
-    cache = ContextCache(model) if sampling.use_cache else None
-    denoiser = None
-    if fixed_shapes(decoding):
-        capacity = context_capacity(model, given, given + frames, *context.shape[-2:])
-        denoiser = FrameDenoiser(model, cond, sampling.steps, max(capacity, 1), noise[:, 0], decoding)
+    stepper = LatentStepper(model, context, sampling, labels=labels,
+                            actions=None if actions is None else actions[:, :given], end=given + frames)
+    made = [stepper.video.clean]
     with progress_bar(frames, "FAR frames", "frame", disable=not show_progress) as bar:
         for k in range(frames):
-            past = video.doubled() if cond.doubled else video
-            if cache is not None:
-                cache.update(past, cond)
-            if denoiser is not None:
-                x = denoiser(noise[:, k], given + k, cache.levels())
-            else:
-                x = denoise(model, past, noise[:, k], timesteps, sigmas, cond, cache)
-            video = add_generated(video, x, None if context_noise is None else context_noise[:, k],
-                                  sampling.context_noise)
+            x = stepper.step(noise[:, k], None if actions is None else actions[:, given + k],
+                             None if context_noise is None else context_noise[:, k])
+            made.append(x[:, None])
             bar.update(1)
             if on_frame is not None:
                 on_frame(given + k, x)
-    return video.clean
+    return torch.cat(made, dim=1)
 
 
 def empty_context(model: FAR, rows: int, noise: torch.Tensor | None, latent_size: int | tuple[int, int] | None,

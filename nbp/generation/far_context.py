@@ -23,9 +23,14 @@ UNWRITTEN = 1 << 30  # the frame of a static context column not written: after e
 class Conditions:
     """What the model is given besides latents, already doubled for guidance where it applies."""
     labels: torch.Tensor | None
-    actions: torch.Tensor | None  # (B', all frames)
+    actions: torch.Tensor | None  # (B', frames first ..): a session keeps only those its next frame can see
     doubled: bool
     scale: float
+    first: int = 0  # the frame of actions[:, 0]
+
+    def actions_of(self, start: int, end: int) -> torch.Tensor | None:
+        """The actions (B', end - start) of frames start .. end - 1."""
+        return None if self.actions is None else self.actions[:, start - self.first:end - self.first]
 
     def guided(self, v: torch.Tensor) -> torch.Tensor:
         """The velocity (B, ...) of the rows' velocities (B', ...)."""
@@ -34,56 +39,78 @@ class Conditions:
 
 @dataclass
 class Context:
-    """Frames 0 .. j - 1 before noisy frame j, as the model sees them: `clean` (B', j, C, h, w) for the long-term
-    frames, `seen` and its `timesteps` (B', j) for the window (generated frames noised by `context_noise`)."""
+    """Frames first .. j - 1 before noisy frame j, as the model sees them: `clean` (B', j - first, C, h, w) for the
+    long-term frames, `seen` and its `timesteps` (B', j - first) for the window (generated frames noised by
+    `context_noise`). `first` is 0 unless the frames no later frame can see were dropped (`since`)."""
     clean: torch.Tensor
     seen: torch.Tensor
     timesteps: torch.Tensor
+    first: int = 0
 
     @property
     def frames(self) -> int:
-        return self.clean.shape[1]
+        """j: the frames before the noisy one, dropped ones included."""
+        return self.first + self.clean.shape[1]
 
     def window(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start, end = start - self.first, end - self.first
         return self.seen[:, start:end], self.timesteps[:, start:end]
 
     def long_term(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
-        clean = self.clean[:, start:end]
+        clean = self.clean[:, start - self.first:end - self.first]
         return clean, torch.full(clean.shape[:2], CLEAN, device=clean.device)
 
     def doubled(self) -> Context:
-        return Context(*(torch.cat([x, x]) for x in (self.clean, self.seen, self.timesteps)))
+        return Context(*(torch.cat([x, x]) for x in (self.clean, self.seen, self.timesteps)), self.first)
+
+    def since(self, first: int) -> Context:
+        """Without the frames before `first`."""
+        drop = first - self.first
+        return Context(self.clean[:, drop:], self.seen[:, drop:], self.timesteps[:, drop:], first)
 
     def append(self, clean: torch.Tensor, seen: torch.Tensor, timestep: float) -> Context:
         """With one more frame (B, C, h, w), seen as `seen` at `timestep`."""
         t = torch.full((len(clean), 1), timestep, device=clean.device)
         return Context(torch.cat([self.clean, clean[:, None]], 1), torch.cat([self.seen, seen[:, None]], 1),
-                       torch.cat([self.timesteps, t], 1))
+                       torch.cat([self.timesteps, t], 1), self.first)
 
 
 def clean_context(video: torch.Tensor) -> Context:
     return Context(video, video, torch.full(video.shape[:2], CLEAN, device=video.device))
 
 
-class ContextCache:
-    """Keys and values of the context frames before the noisy one (module docstring)."""
+def long_term_span(model: FAR, frames: int, long_frames: int | None) -> tuple[int, int]:
+    """(first, end) of the long-term frames seen with `frames` input frames: past FAR_Long's window, every older
+    frame (`long_frames` None, FAR's sampler) or the newest `long_frames` of them."""
+    end = model.long_term_frames(frames)
+    return (0 if long_frames is None else max(0, end - long_frames)), end
 
-    def __init__(self, model: FAR):
-        self.model = model
-        self.long: KVLevel | None = None  # long-term frames 0 .. long_count - 1
+
+class ContextCache:
+    """Keys and values of the context frames before the noisy one (module docstring). With `long_frames`, the
+    long-term level holds the newest `long_frames` long-term frames, recomputed as it slides (each sees only the
+    kept ones, as without the cache), so it stops growing."""
+
+    def __init__(self, model: FAR, long_frames: int | None = None):
+        self.model, self.long_frames = model, long_frames
+        self.long: KVLevel | None = None  # long-term frames long_from .. long_to - 1
         self.recent: KVLevel | None = None  # clean window frames recent_from .. recent_to - 1
-        self.long_count = self.recent_from = self.recent_to = 0
+        self.long_from = self.long_to = self.recent_from = self.recent_to = 0
+        self.tokens_fed = 0  # context tokens (of one video) computed by the last update
 
     def levels(self) -> list[KVLevel]:
         return [level for level in (self.long, self.recent) if level is not None]
 
     def update(self, context: Context, cond: Conditions) -> None:
-        """Cover frames 0 .. j - 1 of `context`, the context of noisy frame j."""
-        model, frames = self.model, context.frames
-        old = model.long_term_frames(frames + 1)
-        if old > self.long_count:
-            self.long = self.extend(self.long, context, self.long_count, old, cond, long_term=True)
-            self.long_count, self.recent, self.recent_from = old, None, old  # the window's context changed
+        """Cover the frames before noisy frame j = context.frames that it sees."""
+        frames, self.tokens_fed = context.frames, 0
+        first, old = long_term_span(self.model, frames + 1, self.long_frames)
+        if (first, old) != (self.long_from, self.long_to):  # the long-term frames changed, so did the window's context
+            if first != self.long_from:  # the bounded level slid: its frames' context changed too
+                self.long, self.long_to = None, first
+            if old > self.long_to:
+                self.long = self.extend(self.long, context, self.long_to, old, cond, long_term=True)
+            self.long_from, self.long_to, self.recent, self.recent_from = first, old, None, old
         start = self.recent_to if self.recent is not None else self.recent_from
         if frames > start:
             self.recent = self.extend(self.recent, context, start, frames, cond, long_term=False)
@@ -92,39 +119,36 @@ class ContextCache:
     def extend(self, level: KVLevel | None, context: Context, start: int, end: int, cond: Conditions,
                long_term: bool) -> KVLevel:
         frames, timesteps = (context.long_term if long_term else context.window)(start, end)
-        tokens = self.model.embed(frames, timesteps, start, cond.labels, frame_slice(cond.actions, start, end),
-                                  long_term)
+        tokens = self.model.embed(frames, timesteps, start, cond.labels, cond.actions_of(start, end), long_term)
+        self.tokens_fed += len(tokens)
         # long-term frames see only long-term frames; window frames see those and the window's earlier frames
         past = [level] if long_term else [self.long, level]
         _, new = self.model.run([tokens], [p for p in past if p is not None], keep=True)
         return new if level is None else level.extend(new)
 
 
-def frame_slice(actions: torch.Tensor | None, start: int, end: int) -> torch.Tensor | None:
-    return None if actions is None else actions[:, start:end]
-
-
 def noisy_frame_velocity(model: FAR, context: Context, x: torch.Tensor, timestep: torch.Tensor,
-                         cond: Conditions, cache: ContextCache | None) -> torch.Tensor:
+                         cond: Conditions, cache: ContextCache | None, long_frames: int | None = None) -> torch.Tensor:
     """The velocity (B', C, H, W) of noisy frame j = context.frames at `timestep`."""
     batch, j = x.shape[0], context.frames
     t = timestep.to(x.device).expand(batch)
     if cache is None:  # the whole sequence again, as the official pipeline without a cache
-        old = model.long_term_frames(j + 1)
-        parts = [context.long_term(0, old), context.window(old, j), (x[:, None], t[:, None])]
+        first, old = long_term_span(model, j + 1, long_frames)
+        parts = [context.long_term(first, old), context.window(old, j), (x[:, None], t[:, None])]
         frames, timesteps = (torch.cat([part[k] for part in parts], dim=1) for k in (0, 1))
-        return model(frames, timesteps, cond.labels, frame_slice(cond.actions, 0, j + 1))[:, -1]
-    tokens = model.embed(x[:, None], t[:, None], j, cond.labels, frame_slice(cond.actions, j, j + 1))
+        return model(frames, timesteps, cond.labels, cond.actions_of(first, j + 1), first_frame=first)[:, -1]
+    tokens = model.embed(x[:, None], t[:, None], j, cond.labels, cond.actions_of(j, j + 1))
     runs, _ = model.run([tokens], cache.levels())
     return model.velocity(runs[0], 1)[:, 0]
 
 
-def context_capacity(model: FAR, first: int, end: int, height: int, width: int) -> int:
+def context_capacity(model: FAR, first: int, end: int, height: int, width: int, long_frames: int | None = None) -> int:
     """The most context tokens the cache holds for a noisy frame j in [first, end)."""
     cfg = model.config
     window = (height // cfg.patch_size) * (width // cfg.patch_size)
     long_term = (height // cfg.context_patch_size) * (width // cfg.context_patch_size)
-    return max((j - old) * window + old * long_term for j in range(first, end) for old in [model.long_term_frames(j + 1)])
+    spans = ((j, *long_term_span(model, j + 1, long_frames)) for j in range(first, end))
+    return max((j - old) * window + (old - start) * long_term for j, start, old in spans)
 
 
 class StaticContext:
@@ -164,7 +188,7 @@ class FrameDenoiser:
         rows = noise.shape[0] * (2 if cond.doubled else 1)
         self.context = StaticContext(model, rows, capacity, noise)
         self.x = noise.clone()  # (B, C, H, W) the noise in, the graph's input
-        self.actions = None if cond.actions is None else cond.actions[:, :1].clone()  # (B', 1) the noisy frame's
+        self.actions = None if cond.actions is None else cond.actions.new_zeros(len(cond.actions), 1)  # the noisy frame's
         self.rope, self.frames = model.positions(0, 1, *noise.shape[-2:], False, noise.device)
         timesteps, sigmas = flow_schedule(steps)
         self.timesteps, self.deltas = timesteps.to(noise.device), (sigmas[1:] - sigmas[:-1]).to(noise.device)
@@ -195,7 +219,7 @@ class FrameDenoiser:
             buffer.copy_(value)
         self.frames.fill_(frame)
         if self.actions is not None:
-            self.actions.copy_(self.cond.actions[:, frame:frame + 1])
+            self.actions.copy_(self.cond.actions_of(frame, frame + 1))
         if not self.graphs:
             return self.denoise()
         if self.graph is None:

@@ -72,8 +72,10 @@ class FrameStepper:
         if self.short == 0 and t + 1 > self.capacity // self.hw:
             raise InputError(f"this model sees every frame: room was made for {self.capacity // self.hw - 1} frames")
         fresh = self.window != (first, compressed)  # the first step, or the window slid: encode it afresh
-        if fresh:
-            self.cache = KVCache(cfg, len(self.frames), self.capacity, self.frames.device, model.tok_emb.weight.dtype)
+        if fresh:  # the buffers are reused: a new cache each step past the window would churn the allocator
+            if self.cache is None:
+                self.cache = KVCache(cfg, len(self.frames), self.capacity, self.frames.device, model.tok_emb.weight.dtype)
+            self.cache.clear()
             self.window = (first, compressed)
         lo = first if fresh else t - 1  # else the window only grew: feed the newest frame
         acts = None if self.inputs is None else self.inputs[:, lo - self.start:t - self.start]

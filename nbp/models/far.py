@@ -252,17 +252,18 @@ class FAR(Pretrained, nn.Module):
         return max(0, frames - self.config.short_window) if self.config.long else 0
 
     def forward(self, latents: torch.Tensor, timesteps: torch.Tensor, labels: torch.Tensor | None = None,
-                actions: torch.Tensor | None = None) -> torch.Tensor:
+                actions: torch.Tensor | None = None, first_frame: int = 0) -> torch.Tensor:
         """Latents (B, T, C, H, W), timesteps (B, T) or (B,) (-1: a clean frame), labels (B,) or actions (B, T)
-        -> the velocity of every frame (B, T, C, H, W)."""
+        -> the velocity of every frame (B, T, C, H, W). `first_frame`: the position of the first (a sampler that
+        dropped older frames)."""
         frames = latents.shape[1]
         if timesteps.ndim == 1:
             timesteps = timesteps[:, None].expand(-1, frames)
         old = self.long_term_frames(frames)
         spans = [(0, old, True)] if old else []
         spans.append((old, frames, False))
-        runs = [self.embed(latents[:, a:b], timesteps[:, a:b], a, labels, None if actions is None else actions[:, a:b],
-                           long_term) for a, b, long_term in spans]
+        runs = [self.embed(latents[:, a:b], timesteps[:, a:b], first_frame + a, labels,
+                           None if actions is None else actions[:, a:b], long_term) for a, b, long_term in spans]
         runs, _ = self.run(runs)
         return torch.cat([self.velocity(tokens, b - a) for tokens, (a, b, _) in zip(runs, spans)], dim=1)
 

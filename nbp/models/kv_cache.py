@@ -65,6 +65,10 @@ class KVCache:
         self.length += self.pending
         self.pending = 0
 
+    def clear(self) -> None:
+        """Empty, keeping its buffers (a world model's window re-encoded as it slides)."""
+        self.length = self.pending = 0
+
 
 @dataclass
 class KVLevel:
