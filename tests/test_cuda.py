@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from nbp.checkpoint import load_magvit2
 from nbp.config import from_preset
 from nbp.generation import generate as generate_codes
-from nbp.generation.far import generate_latents
+from nbp.generation.far import FARSamplingConfig, LatentStepper, generate_latents
 from nbp.metrics import psnr
 from nbp.models.far import FAR, FARConfig
 from nbp.models.fused_ce import linear_cross_entropy
@@ -141,6 +141,20 @@ def test_far_frames_replayed_as_cuda_graphs_equal_the_eager_steps(dtype):
     torch.testing.assert_close(graphs, static, atol=0, rtol=0)
     tolerance = 1e-4 if dtype == torch.float32 else 0.1
     torch.testing.assert_close(static.float(), dynamic.float(), atol=tolerance, rtol=0)
+
+
+@torch.no_grad()
+def test_an_open_ended_far_session_replays_cuda_graphs_as_the_eager_steps():
+    """The stepper as a played session drives it (no frame count; `long_frames` bounds the context, so the graph's
+    buffers are sized once): each frame replayed as a CUDA graph gives exactly the eager fixed-shape steps."""
+    gpu_only("CUDA graphs")
+    far, context, noise, actions = far_long_rollout(torch.float32)
+    runs = []
+    for decoding in ("cuda-graphs", "static"):
+        sampling = FARSamplingConfig(steps=4, cfg_scale=1.5, decoding=decoding, long_frames=2)
+        stepper = LatentStepper(far, context, sampling, actions=actions[:, :6])
+        runs.append(torch.stack([stepper.step(noise[:, k], actions[:, 6 + k]) for k in range(8)], dim=1))
+    torch.testing.assert_close(runs[0], runs[1], atol=0, rtol=0)
 
 
 def hybrid_lm(dtype) -> Transformer:

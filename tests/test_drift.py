@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_session import world_files  # noqa: F401 (fixture)
+from test_session import far_files, world_files  # noqa: F401 (fixtures)
 from test_world_pipeline import world  # noqa: F401 (fixture)
 
 from nbp.cli import main
@@ -53,3 +53,18 @@ def test_world_drift_scores_a_long_session_against_the_replayed_episode(world_fi
     assert first.shape == (3, 32, 32)
     for picture in ("psnr_over_steps.png", "game_frame_over_steps.png", "strip.png"):
         assert (out / picture).stat().st_size > 1000
+
+
+def test_world_drift_plays_far_sessions_too(far_files, world, tmp_path, capsys):  # noqa: F811
+    from nbp.io.media import save_video, to_uint8
+
+    model, dcae, video = far_files
+    (tmp_path / "episodes").mkdir()
+    save_video(tmp_path / "episodes" / "ep.mp4", to_uint8(video.transpose(0, 1)), fps=10, lossless=True)
+    np.save(tmp_path / "episodes" / "ep.actions.npy", np.array([0, 1, 2, 3]))
+    assert main(["world-drift", f"model={model}", f"autoencoder={dcae}", f"episodes={tmp_path / 'episodes'}",
+                 f"reference={world / 'crafter' / 'train'}", f"out={tmp_path / 'drift'}", "context=2", "steps=6",
+                 "device=cpu"]) == 0
+    assert "far world model, 1 sessions of 6 steps after 2 frames" in capsys.readouterr().out
+    curves = json.loads((tmp_path / "drift" / "metrics.json").read_text())["curves"]
+    assert [x is None for x in curves["psnr"]] == [False, False, True, True, True, True]

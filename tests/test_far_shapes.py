@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nbp.config import InputError, from_preset
-from nbp.generation.far import FARSamplingConfig, flow_schedule, generate_latents
+from nbp.generation.far import FARSamplingConfig, LatentStepper, flow_schedule, generate_latents
 from nbp.models.far import FAR, FARConfig
 
 CHANNELS = 4
@@ -100,3 +100,20 @@ def test_a_bounded_long_term_context_agrees_on_every_path(long_frames, given, gu
         torch.testing.assert_close(other, paths[0], atol=1e-4, rtol=0)
     unbounded, unreached = (rollout(model, given, 7, 2, (4, 4), guidance, long_frames=n) for n in (None, 100))
     assert torch.equal(unreached, unbounded) and not torch.allclose(paths[0][:, -1], unbounded[:, -1])
+
+
+def test_an_open_ended_stepper_sizes_its_fixed_shapes_for_the_bounded_context():
+    """With no frame count (a played session), the fixed-shape step holds the most a bounded context reaches, and
+    refuses a context that never stops growing."""
+    model = tiny_far(True, 3, 2, "none")
+    generator = torch.Generator().manual_seed(3)
+    context, noise = torch.randn(1, 2, CHANNELS, 4, 4, generator=generator), torch.randn(1, 9, CHANNELS, 4, 4, generator=generator)
+    actions = torch.randint(0, 4, (1, 11), generator=generator)
+    runs = []
+    for decoding in ("static", "dynamic"):
+        stepper = LatentStepper(model, context, FARSamplingConfig(steps=2, decoding=decoding, long_frames=2),
+                                actions=actions[:, :2])
+        runs.append(torch.stack([stepper.step(noise[:, k], actions[:, 2 + k]) for k in range(9)], dim=1))
+    torch.testing.assert_close(runs[0], runs[1], atol=1e-4, rtol=0)
+    with pytest.raises(InputError, match="open-ended run needs FAR_Long with long_frames set"):
+        LatentStepper(model, context, FARSamplingConfig(decoding="static"), actions=actions[:, :2])

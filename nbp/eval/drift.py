@@ -52,6 +52,7 @@ class DriftConfig(OnDevice):
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # token world models'
     far_sampling: FARSamplingConfig = field(default_factory=lambda: FARSamplingConfig(steps=1))  # FAR's (as played)
     seed: int = 0  # the sessions' sampling seed and the movement policy's past an episode's end
+    short_window: int | None = None  # FAR_Long's window W, which official files do not carry (None: nbp's file's, or 16)
     device: str = "auto"  # "auto" (a GPU where there is one), "cpu", "cuda" or "cuda:N"
 
     def validate(self) -> None:
@@ -139,7 +140,7 @@ def evaluate_drift(cfg: DriftConfig) -> dict:
     cfg.validate()
     far = names_far(cfg.model)
     session = WorldSession.from_files(cfg.model, cfg.autoencoder, device=cfg.device, seed=cfg.seed,
-                                      sampling=cfg.far_sampling if far else cfg.sampling)
+                                      short_window=cfg.short_window, sampling=cfg.far_sampling if far else cfg.sampling)
     paths = list_episodes(cfg.episodes)[:cfg.max_episodes]
     if not paths:
         raise InputError(f"no episodes in {cfg.episodes}")

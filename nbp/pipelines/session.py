@@ -157,11 +157,13 @@ class WorldSession:
     @classmethod
     def from_files(cls, model: str, autoencoder: str, *, resolution: int | None = None, device="cpu", seed: int = 0,
                    fps: float = 10, undo_steps: int = 0, sampling: SamplingConfig | FARSamplingConfig | None = None,
-                   **sampling_fields) -> WorldSession:
+                   short_window: int | None = None, **sampling_fields) -> WorldSession:
         """A session of a world model file and its autoencoder: a token world model and its tokenizer
-        (`sampling`, or its fields, `SamplingConfig`'s), or FAR_Long and its DC-AE (`FARSamplingConfig`'s)."""
+        (`sampling`, or its fields, `SamplingConfig`'s), or FAR_Long and its DC-AE (`FARSamplingConfig`'s;
+        `short_window`: the window W an official file does not carry)."""
         if names_far(model):
-            pipeline = FARPipeline.from_files(autoencoder, model, device=device, resolution=resolution)
+            fields = {} if short_window is None else {"short_window": short_window}
+            pipeline = FARPipeline.from_files(autoencoder, model, device=device, resolution=resolution, **fields)
             default = FARSamplingConfig
         else:
             pipeline = WorldPipeline.from_files(autoencoder, model, resolution, device)  # None: the tokenizer's own

@@ -51,6 +51,7 @@ class PlayConfig(OnDevice):
     fps: float = 10  # running play's pace (frames per second at most) and the saved videos' frame rate
     undo_steps: int = 32  # steps that can be undone
     resolution: int | None = None  # frame size (None: the autoencoder's own)
+    short_window: int | None = None  # FAR_Long's window W, which official files do not carry (None: nbp's file's, or 16)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # token world models'
     far_sampling: FARSamplingConfig = field(default_factory=lambda: FARSamplingConfig(steps=1))  # FAR's (real time)
     device: str = "auto"  # "auto" (a GPU where there is one), "cpu", "cuda" or "cuda:N"
@@ -66,7 +67,7 @@ class PlayConfig(OnDevice):
 
 def open_session(cfg: PlayConfig) -> WorldSession:
     return WorldSession.from_files(cfg.model, cfg.autoencoder, resolution=cfg.resolution, device=cfg.device,
-                                   seed=cfg.seed, fps=cfg.fps, undo_steps=cfg.undo_steps,
+                                   seed=cfg.seed, fps=cfg.fps, undo_steps=cfg.undo_steps, short_window=cfg.short_window,
                                    sampling=cfg.far_sampling if names_far(cfg.model) else cfg.sampling)
 
 
