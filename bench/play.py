@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,32 @@ def resident_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+OPS = {"matmul": ("linear", "addmm", "mm", "bmm", "matmul", "baddbmm"), "attention": ("attention", "softmax"),
+       "convolution": ("conv", "upsample", "pixel_shuffle", "pixel_unshuffle", "group_norm")}
+
+
+def where_time_goes(session: WorldSession, steps: int) -> dict:
+    """Shares of `steps` steps' wall time (profiled after the session warmed up): the ATen ops by kind, their sum,
+    and the rest (Python and dispatch between them)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        start = time.perf_counter()
+        for step in range(steps):
+            session.step(step % (actions_of(session) or 1))
+        wall = time.perf_counter() - start
+    spent = {kind: 0.0 for kind in (*OPS, "other ops")}
+    for event in profiler.key_averages():
+        if not event.key.startswith("aten::"):
+            continue
+        name = event.key.removeprefix("aten::")
+        kind = next((k for k, parts in OPS.items() if any(part in name for part in parts)), "other ops")
+        spent[kind] += event.self_cpu_time_total / 1e6
+    shares = {kind: seconds / wall for kind, seconds in spent.items()}
+    shares["python and dispatch"] = 1 - sum(shares.values())
+    return shares
+
+
 def play(session: WorldSession, family: str, args) -> dict:
     """Play `args.steps` random actions after `args.context` random frames; the row of figures."""
     size = session.resolution
@@ -84,7 +111,8 @@ def play(session: WorldSession, family: str, args) -> dict:
            "p99_ms": float(np.percentile(total, 99)), "model_ms": float(np.median(times[:, 0])),
            "decode_ms": float(np.median(times[:, 1])),
            "first_tenth_ms": float(total[:tenth].mean()), "last_tenth_ms": float(total[-tenth:].mean()),
-           "resident_mb": memory, "tokens_fed_per_step": session.stepper.tokens_fed}
+           "resident_mb": memory, "tokens_fed_per_step": session.stepper.tokens_fed,
+           "time_shares": where_time_goes(session, args.profile) if args.profile else None}
 
 
 def main() -> None:
@@ -95,6 +123,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--context", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="then profile N more steps: where the time goes (op kinds, Python)")
     parser.add_argument("--json")
     args = parser.parse_args()
     if args.model:
@@ -112,6 +142,11 @@ def main() -> None:
               f"{row['p99_ms']:.1f} | {row['model_ms']:.1f} | {row['decode_ms']:.1f} | {row['first_tenth_ms']:.1f} | "
               f"{row['last_tenth_ms']:.1f} | {memory.get(100, 0):.0f} / {memory.get(half, 0):.0f} / "
               f"{memory[args.steps]:.0f} MB |")
+    if args.profile:
+        kinds = list(rows[0]["time_shares"])
+        print(f"\n| family | {' | '.join(kinds)} |\n|---|{'---|' * len(kinds)}")
+        for row in rows:
+            print(f"| {row['family']} | " + " | ".join(f"{100 * row['time_shares'][k]:.0f}%" for k in kinds) + " |")
     emit_json(rows, args.json)
 
 

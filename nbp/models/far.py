@@ -89,7 +89,9 @@ class ConditionEmbedding(nn.Module):
 
 
 class AdaNorm(nn.Module):
-    """LayerNorm without affine parameters, modulated by `chunks` vectors from SiLU(temb) (shift, scale[, gate])."""
+    """LayerNorm without affine parameters, modulated by `chunks` vectors from SiLU(temb) (shift, scale[, gate]).
+    The temb is one per frame, so the modulation is computed once a frame and broadcast over its tokens (the
+    official model repeats the temb per token first: the same values, at tokens-per-frame times the matmul)."""
 
     def __init__(self, width: int, chunks: int):
         super().__init__()
@@ -97,7 +99,8 @@ class AdaNorm(nn.Module):
         self.chunks = chunks
 
     def modulation(self, temb: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.linear(F.silu(temb)).chunk(self.chunks, dim=-1)
+        """Per-frame temb (B, F, D) -> `chunks` tensors (B, F, 1, D), to broadcast over `Tokens.by_frame`."""
+        return self.linear(F.silu(temb))[:, :, None].chunk(self.chunks, dim=-1)
 
     @staticmethod
     def norm(h: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -128,9 +131,9 @@ def rope_tables(ids: torch.Tensor, axes: list[int]) -> tuple[torch.Tensor, torch
 # --- tokens of one kind (window or long-term) --------------------------------------------------------------------
 @dataclass
 class Tokens:
-    """A run of tokens fed to the blocks: hidden states, per-token temb, rotary tables and each token's frame."""
-    h: torch.Tensor  # (B, N, D)
-    temb: torch.Tensor  # (B, N, D)
+    """A run of tokens fed to the blocks: hidden states, per-frame temb, rotary tables and each token's frame."""
+    h: torch.Tensor  # (B, N, D), N = F frames x rows x columns
+    temb: torch.Tensor  # (B, F, D)
     rope: tuple[torch.Tensor, torch.Tensor]  # cos, sin (N, head_dim)
     frames: torch.Tensor  # (N,) absolute frame index, for the frame-causal mask
     long_term: bool  # which projections to use
@@ -138,6 +141,10 @@ class Tokens:
 
     def __len__(self) -> int:
         return self.h.shape[1]
+
+    def by_frame(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) -> (B, F, rows x columns, D)."""
+        return x.unflatten(1, (-1, self.grid[0] * self.grid[1]))
 
 
 def frame_mask(query_frames: torch.Tensor, key_frames: torch.Tensor, slope: float, dtype) -> torch.Tensor:
@@ -192,13 +199,13 @@ class FARBlock(nn.Module):
 
     def forward(self, runs: list[Tokens], past, mask) -> tuple[list[Tokens], torch.Tensor, torch.Tensor]:
         mods = [self.norm1.modulation(t.temb) for t in runs]
-        normed = [AdaNorm.norm(t.h, shift, scale) for t, (shift, scale, _) in zip(runs, mods)]
+        normed = [AdaNorm.norm(t.by_frame(t.h), shift, scale).flatten(1, 2) for t, (shift, scale, _) in zip(runs, mods)]
         attended, k, v = self.attn(normed, runs, past, mask)
-        hs = [t.h + gate * a for t, (_, _, gate), a in zip(runs, mods, attended)]
+        hs = [t.by_frame(t.h) + gate * t.by_frame(a) for t, (_, _, gate), a in zip(runs, mods, attended)]  # (B, F, P, D)
         out = []
         for t, h in zip(runs, hs):
             shift, scale, gate = self.norm2.modulation(t.temb)
-            out.append(replace(t, h=h + gate * self.mlp(AdaNorm.norm(h, shift, scale))))
+            out.append(replace(t, h=(h + gate * self.mlp(AdaNorm.norm(h, shift, scale))).flatten(1, 2)))
         return out, k, v
 
 
@@ -286,9 +293,7 @@ class FAR(Pretrained, nn.Module):
         sinusoid = get_timestep_embedding(t.flatten(), 256, flip_sin_to_cos=True, downscale_freq_shift=1)
         temb = self.timestep_embedder(sinusoid.to(h.dtype)).view(batch, count, -1)  # (B, F, D)
         temb = temb + self.condition_embedding(labels, actions, batch, count)
-        rows, cols = height // c, width // c
-        temb = temb.repeat_interleave(rows * cols, dim=1)  # (B, F*rows*cols, D)
-        return Tokens(h, temb, rope, frames, long_term, (rows, cols))
+        return Tokens(h, temb, rope, frames, long_term, (height // c, width // c))
 
     def positions(self, first_frame: int, frames: int, height: int, width: int, long_term: bool,
                   device) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -330,6 +335,7 @@ class FAR(Pretrained, nn.Module):
         cfg = self.config
         c = cfg.context_patch_size if tokens.long_term else cfg.patch_size
         scale, shift = self.norm_out.modulation(tokens.temb)  # scale first here, unlike the blocks
-        out = (self.context_proj_out if tokens.long_term else self.proj_out)(AdaNorm.norm(tokens.h, shift, scale))
+        normed = AdaNorm.norm(tokens.by_frame(tokens.h), shift, scale).flatten(1, 2)
+        out = (self.context_proj_out if tokens.long_term else self.proj_out)(normed)
         rows, cols = tokens.grid
         return rearrange(out, "b (f h w) (c p1 p2) -> b f c (h p1) (w p2)", f=frames, h=rows, w=cols, p1=c, p2=c)
