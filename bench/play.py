@@ -30,6 +30,7 @@ from nbp.models.far import FAR, FARConfig
 from nbp.models.tokenizer import TokenizerConfig, VideoTokenizer
 from nbp.models.world import WorldConfig, WorldTransformer
 from nbp.pipelines import FARPipeline, WorldPipeline, WorldSession
+from nbp.pipelines.session import names_far
 from nbp.runtime import describe_cpu
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -128,7 +129,8 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
     if args.model:
-        session = WorldSession.from_files(args.model, args.autoencoder, seed=args.seed)
+        sampling = FARSamplingConfig(steps=1) if names_far(args.model) else SamplingConfig(top_k=20)  # as below
+        session = WorldSession.from_files(args.model, args.autoencoder, seed=args.seed, sampling=sampling)
         rows = [play(session, "far" if isinstance(session.pipeline, FARPipeline) else "tokens", args)]
     else:
         rows = [play(SESSIONS[family](args.seed), family, args)
