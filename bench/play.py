@@ -104,7 +104,7 @@ def play(session: WorldSession, family: str, args) -> dict:
         session.step(int(action))
         if step in (100, args.steps // 2, args.steps):
             memory[step] = resident_mb()
-    times = np.array(session.times) * 1000  # (steps, 2): model, decoding, in ms
+    times = np.array(session.times) * 1000  # (steps, 3): model, decoding, bookkeeping, in ms
     total = times.sum(1)
     tenth = max(1, args.steps // 10)
     return {"family": family, "cpu": describe_cpu(), "threads": torch.get_num_threads(), "steps": args.steps,

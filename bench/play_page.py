@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import torch
 import uvicorn
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -62,9 +63,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10, help="running play's length")
     parser.add_argument("--fps", type=float, default=1000, help="the page's pace cap (1000: as fast as it goes)")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's, 2 here)")
     parser.add_argument("--screenshot")
     parser.add_argument("--json")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = PlayConfig(model=args.model, autoencoder=args.autoencoder, episodes=args.episodes, clip=args.clip,
                      port=args.port, fps=args.fps, device="cpu", out=tempfile.mkdtemp())
     game, server = serve(cfg)
@@ -91,7 +95,7 @@ def main() -> None:
             driver.quit()
             server.should_exit = True
     stats = game.session.stats
-    row = {"cpu": describe_cpu(), "model": args.model, "steps_running": played, "seconds": seconds,
+    row = {"cpu": describe_cpu(), "threads": torch.get_num_threads(), "model": args.model, "steps_running": played, "seconds": seconds,
            "page_frames_per_second": played / seconds, "page_reading_fps": page_fps,
            "session_ms": 1000 * stats["seconds"], "model_ms": 1000 * stats["model_seconds"],
            "decode_ms": 1000 * stats["decode_seconds"]}

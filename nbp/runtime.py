@@ -38,6 +38,19 @@ def tune_cpu_allocator() -> bool:
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, -1))  # -1: never
 
 
+def release_free_memory() -> bool:
+    """Give back to the system the free pages glibc keeps (`malloc_trim`). A long played session frees and
+    allocates the same sizes every step, yet glibc's arenas fragment and its resident memory kept growing (a token
+    world model: 740 MB to 2.5 GB over 1,500 steps, with 490-500 MB live); trimmed every 100 steps it stays at
+    490-515 MB, for ~15 ms a trim (AMD EPYC). Returns whether it ran (glibc Linux only)."""
+    name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    libc = ctypes.CDLL(name) if name else None
+    if libc is None or not hasattr(libc, "malloc_trim"):
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # CPU instructions that compute in bf16 (else oneDNN emulates it)
 
 

@@ -40,8 +40,10 @@ from nbp.io import write_array
 from nbp.io.media import save_video, to_uint8
 from nbp.pipelines.far import FARPipeline
 from nbp.pipelines.tokens import WorldPipeline
+from nbp.runtime import release_free_memory
 
 SESSION_LONG_FRAMES = 64  # FAR_Long's long-term frames a session keeps (4 tokens each at 8x8 latents, c = 4)
+TRIM_EVERY = 100  # steps between giving glibc's free pages back (`release_free_memory`): flat resident memory
 
 
 def names_far(model: str | Path) -> bool:
@@ -220,11 +222,13 @@ class WorldSession:
         made = self.player.next(chosen, noise)
         modelled = time.perf_counter()
         frame = self.player.decode(made)
-        done = time.perf_counter()
+        decoded = time.perf_counter()
         self.latents.append(made)
         self.frames.append(to_uint8(frame[:, None].float().cpu())[0])
         self.actions.append(0 if action is None else int(action))
-        self.times.append((modelled - start, done - modelled))
+        if len(self.frames) % TRIM_EVERY == 0:
+            release_free_memory()
+        self.times.append((modelled - start, decoded - modelled, time.perf_counter() - decoded))
         return frame
 
     @property
@@ -243,9 +247,9 @@ class WorldSession:
 
     @property
     def stats(self) -> dict:
-        """Frames played, seconds per frame (model, decoding, total; median over the session), the tokens the model
-        computed for the last frame and the peak memory."""
-        times = np.array(self.times) if self.times else np.zeros((1, 2))
+        """Frames played, seconds per frame (model, decoding, total with the bookkeeping; median over the session),
+        the tokens the model computed for the last frame and the peak memory."""
+        times = np.array(self.times) if self.times else np.zeros((1, 3))
         return {"frames": len(self.times), "model_seconds": float(np.median(times[:, 0])),
                 "decode_seconds": float(np.median(times[:, 1])), "seconds": float(np.median(times.sum(1))),
                 "tokens_fed": self.player.tokens_fed if self.started else 0,

@@ -50,6 +50,9 @@ class PlayConfig(OnDevice):
     seed: int = 0  # the session's sampling seed (token draws, FAR's noise)
     fps: float = 10  # running play's pace (frames per second at most) and the saved videos' frame rate
     undo_steps: int = 32  # steps that can be undone
+    # torch threads for the model (None: all cores but one, left to the browser: on 2 cores, 1 thread played 17 FAR
+    # frames/s against 14 with 2, docs/benchmarks.md)
+    threads: int | None = None
     resolution: int | None = None  # frame size (None: the autoencoder's own)
     short_window: int | None = None  # FAR_Long's window W, which official files do not carry (None: nbp's file's, or 16)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # token world models'
@@ -61,6 +64,8 @@ class PlayConfig(OnDevice):
             raise InputError("give episode=FILE or episodes=FOLDER (with clip=N): play starts from an episode's frames")
         if self.context_frames < 1 or self.start < 0 or self.clip < 0 or self.undo_steps < 0:
             raise ConfigError("context_frames must be >= 1 and start, clip, undo_steps >= 0")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be at least 1 (or None), got {self.threads}")
         if not 0 < self.port < 65536 or not self.fps > 0:
             raise ConfigError(f"port must be in 1..65535 and fps > 0, got {self.port}, {self.fps}")
 
@@ -110,7 +115,7 @@ class Game:
 
     def frame_message(self) -> dict:
         s = self.session
-        model_ms, decode_ms = (1000 * t for t in s.times[-1]) if s.times else (0.0, 0.0)
+        model_ms, decode_ms = (1000 * t for t in s.times[-1][:2]) if s.times else (0.0, 0.0)
         return {"type": "frame", "image": png(s.frames[-1]), "step": len(s.times), "action": s.actions[-1],
                 "model_ms": model_ms, "decode_ms": decode_ms, "undo": s.can_undo}
 
@@ -178,8 +183,10 @@ def build_game(cfg: PlayConfig) -> Game:
 def play(cfg: PlayConfig) -> None:
     """Serve the page until interrupted."""
     require("uvicorn", "play", "nbp play's server")
+    import torch
     import uvicorn
 
+    torch.set_num_threads(cfg.threads or max(1, torch.get_num_threads() - 1))
     game = build_game(cfg)
     print(f"nbp play: {game.source} with {cfg.model}; open http://{HOST}:{cfg.port} (Ctrl-C stops)", flush=True)
     uvicorn.run(make_app(game), host=HOST, port=cfg.port, log_level="warning", ws="auto")
