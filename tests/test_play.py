@@ -169,3 +169,38 @@ def test_a_headless_browser_plays_the_page(served, tmp_path):
             driver.save_screenshot(os.environ["NBP_SCREENSHOT"])
     finally:
         driver.quit()
+
+
+def test_nbp_play_serves_the_page_and_its_socket_from_the_command_line(world_files, tmp_path):  # noqa: F811
+    """As a user starts it: `nbp play ...` prints the address, serves the page on 127.0.0.1 and plays a step."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from websockets.sync.client import connect
+
+    model, tokenizer, episode = world_files
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "nbp", "play", f"model={model}", f"autoencoder={tokenizer}",
+                                f"episode={episode}", "context_frames=3", f"port={port}", f"out={tmp_path}",
+                                "device=cpu", "threads=1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = process.stdout.readline()
+        assert f"open http://127.0.0.1:{port}" in line, line
+        deadline = time.time() + 60
+        while True:
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
+                break
+            except OSError:
+                assert time.time() < deadline, "the page never came up"
+                time.sleep(0.2)
+        assert "<title>nbp play</title>" in page
+        with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+            assert json.loads(ws.recv())["type"] == "hello"
+            ws.send(json.dumps({"type": "step", "action": 2}))
+            frame = json.loads(ws.recv())
+        assert frame["step"] == 1 and frame["action"] == 2
+    finally:
+        process.terminate()
+        process.wait(30)
