@@ -143,24 +143,30 @@ class LatentStepper:
         self.model, self.sampling = model, sampling
         self.cond = conditions_for(model, labels, actions, sampling.cfg_scale)
         self.video = clean_context(context.to(param.device, param.dtype))
-        self.cache = ContextCache(model, sampling.long_frames) if sampling.use_cache else None
         self.timesteps, self.sigmas = flow_schedule(sampling.steps)
         self.frame_tokens = (context.shape[-2] // model.config.patch_size) * (context.shape[-1] // model.config.patch_size)
         self.tokens_fed = 0  # tokens (of one video) through the model for the last frame, with the cache
-        self.denoiser = None
+        self.cache, self.denoiser = None, None
         decoding = sampling.resolved_decoding(param.device)
+        if sampling.use_cache:
+            given, fixed = context.shape[1], fixed_shapes(decoding)
+            capacity = context_capacity(model, given, self.end_of(given, end, growing=not fixed), *context.shape[-2:],
+                                        sampling.long_frames)
+            rows = len(context) * (2 if self.cond.doubled else 1)
+            self.cache = ContextCache(model, rows, capacity, self.video.clean, sampling.long_frames, fixed)
         if fixed_shapes(decoding):
-            capacity = context_capacity(model, context.shape[1], self.end_of(context.shape[1], end),
-                                        *context.shape[-2:], sampling.long_frames)
             like = self.video.clean.new_zeros(len(context), *context.shape[2:])
-            self.denoiser = FrameDenoiser(model, self.cond, sampling.steps, max(capacity, 1), like, decoding)
+            self.denoiser = FrameDenoiser(model, self.cond, sampling.steps, self.cache, like, decoding)
 
-    def end_of(self, given: int, end: int | None) -> int:
-        """`end`, or for an endless run the frame from which a bounded context is as large as it gets."""
+    def end_of(self, given: int, end: int | None, growing: bool = False) -> int:
+        """`end`, or for an endless run the frame from which a bounded context is as large as it gets (a `growing`
+        cache: the next frame, when it is not bounded)."""
         if end is not None:
             return end
         cfg = self.model.config
         if not cfg.long or self.sampling.long_frames is None:
+            if growing:
+                return given + 1
             raise InputError("fixed-shape decoding of an open-ended run needs FAR_Long with long_frames set (so that "
                              "its context stops growing), or the frame count")
         return given + cfg.short_window + self.sampling.long_frames + 1
@@ -189,7 +195,7 @@ class LatentStepper:
             self.tokens_fed = self.cache.tokens_fed + self.sampling.steps * self.frame_tokens
         noise = noise.to(self.video.clean.device, self.video.clean.dtype)
         if self.denoiser is not None:
-            x = self.denoiser(noise, j, self.cache.levels())
+            x = self.denoiser(noise, j, self.cache)
         else:
             x = denoise(self.model, past, noise, self.timesteps, self.sigmas, cond, self.cache,
                         self.sampling.long_frames)

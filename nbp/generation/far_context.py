@@ -1,7 +1,7 @@
-"""FAR's context as the sampler keeps it: the frames before the noisy one (`Context`), their keys and values computed
-once (`ContextCache`: the window's clean frames, and past FAR_Long's window the long-term frames as a second
-level), and the same at a fixed capacity for the fixed-shape step a GPU replays as one CUDA graph (`StaticContext`,
-`FrameDenoiser`). `nbp.generation.far` drives them.
+"""FAR's context as the sampler keeps it: the frames before the noisy one (`Context`), and their keys and values
+computed once (`ContextCache`, over the `KVCache` both families share: past FAR_Long's window the long-term frames,
+then the window's clean frames). At a fixed capacity, the same cache serves the fixed-shape step a GPU replays as one
+CUDA graph (`FrameDenoiser`). `nbp.generation.far` drives them.
 """
 from __future__ import annotations
 
@@ -9,14 +9,11 @@ from dataclasses import dataclass
 
 import torch
 
-from nbp.config import InputError
 from nbp.generation.decoding import capture_graph, compiled_if, replays_graphs, resolve_decoding
 from nbp.generation.flow import CLEAN, TRAIN_TIMESTEPS, euler_step, flow_schedule, scale_noise
 from nbp.generation.guidance import guide_rows
 from nbp.models.far import FAR
-from nbp.models.kv_cache import KVLevel
-
-UNWRITTEN = 1 << 30  # the frame of a static context column not written: after every query, so masked out
+from nbp.models.kv_cache import KVCache
 
 
 @dataclass
@@ -87,44 +84,42 @@ def long_term_span(model: FAR, frames: int, long_frames: int | None) -> tuple[in
 
 
 class ContextCache:
-    """Keys and values of the context frames before the noisy one (module docstring). With `long_frames`, the
-    long-term level holds the newest `long_frames` long-term frames, recomputed as it slides (each sees only the
-    kept ones, as without the cache), so it stops growing."""
+    """The keys and values of the context frames before the noisy one, in one `KVCache` (module docstring): the
+    long-term frames (long_from .. long_to - 1) in its first `long_columns` columns, then the window's clean frames
+    (long_to .. window_to - 1). With `long_frames`, the long-term frames are the newest `long_frames` of them,
+    recomputed as they slide (each sees only the kept ones, as without the cache), so the cache stops growing. A
+    fixed-shape cache (`capacity` from `context_capacity`) never reallocates, so a CUDA graph can read it."""
 
-    def __init__(self, model: FAR, long_frames: int | None = None):
+    def __init__(self, model: FAR, rows: int, capacity: int, like: torch.Tensor, long_frames: int | None = None,
+                 fixed_shape: bool = False):
         self.model, self.long_frames = model, long_frames
-        self.long: KVLevel | None = None  # long-term frames long_from .. long_to - 1
-        self.recent: KVLevel | None = None  # clean window frames recent_from .. recent_to - 1
-        self.long_from = self.long_to = self.recent_from = self.recent_to = 0
+        self.kv = KVCache(model.config, rows, capacity, like.device, like.dtype, transposed_keys=False,
+                          fixed_shape=fixed_shape)
+        self.long_from = self.long_to = self.long_columns = self.window_to = 0
         self.tokens_fed = 0  # context tokens (of one video) computed by the last update
-
-    def levels(self) -> list[KVLevel]:
-        return [level for level in (self.long, self.recent) if level is not None]
 
     def update(self, context: Context, cond: Conditions) -> None:
         """Cover the frames before noisy frame j = context.frames that it sees."""
         frames, self.tokens_fed = context.frames, 0
         first, old = long_term_span(self.model, frames + 1, self.long_frames)
         if (first, old) != (self.long_from, self.long_to):  # the long-term frames changed, so did the window's context
-            if first != self.long_from:  # the bounded level slid: its frames' context changed too
-                self.long, self.long_to = None, first
-            if old > self.long_to:
-                self.long = self.extend(self.long, context, self.long_to, old, cond, long_term=True)
-            self.long_from, self.long_to, self.recent, self.recent_from = first, old, None, old
-        start = self.recent_to if self.recent is not None else self.recent_from
-        if frames > start:
-            self.recent = self.extend(self.recent, context, start, frames, cond, long_term=False)
-        self.recent_to = frames
+            if first != self.long_from:  # the bounded long-term frames slid: their own context changed too
+                self.long_columns, self.long_to = 0, first
+            self.kv.truncate(self.long_columns)
+            if old > self.long_to:  # long-term frames see only long-term frames
+                self.feed(context, self.long_to, old, cond, long_term=True)
+            self.long_from, self.long_to, self.long_columns, self.window_to = first, old, self.kv.length, old
+        if frames > self.window_to:  # window frames see those and the window's earlier frames
+            self.feed(context, self.window_to, frames, cond, long_term=False)
+            self.window_to = frames
 
-    def extend(self, level: KVLevel | None, context: Context, start: int, end: int, cond: Conditions,
-               long_term: bool) -> KVLevel:
+    def feed(self, context: Context, start: int, end: int, cond: Conditions, long_term: bool) -> None:
+        """Frames start .. end - 1 into the cache, after the frames it holds."""
         frames, timesteps = (context.long_term if long_term else context.window)(start, end)
         tokens = self.model.embed(frames, timesteps, start, cond.labels, cond.actions_of(start, end), long_term)
         self.tokens_fed += len(tokens)
-        # long-term frames see only long-term frames; window frames see those and the window's earlier frames
-        past = [level] if long_term else [self.long, level]
-        _, new = self.model.run([tokens], [p for p in past if p is not None], keep=True)
-        return new if level is None else level.extend(new)
+        self.kv.reserve(self.kv.length + len(tokens))
+        self.model.run([tokens], self.kv, keep=True)
 
 
 def noisy_frame_velocity(model: FAR, context: Context, x: torch.Tensor, timestep: torch.Tensor,
@@ -138,58 +133,33 @@ def noisy_frame_velocity(model: FAR, context: Context, x: torch.Tensor, timestep
         frames, timesteps = (torch.cat([part[k] for part in parts], dim=1) for k in (0, 1))
         return model(frames, timesteps, cond.labels, cond.actions_of(first, j + 1), first_frame=first)[:, -1]
     tokens = model.embed(x[:, None], t[:, None], j, cond.labels, cond.actions_of(j, j + 1))
-    runs, _ = model.run([tokens], cache.levels())
-    return model.velocity(runs[0], 1)[:, 0]
+    cache.kv.reserve(cache.kv.length + len(tokens))
+    return model.velocity(model.run([tokens], cache.kv)[0], 1)[:, 0]
 
 
 def context_capacity(model: FAR, first: int, end: int, height: int, width: int, long_frames: int | None = None) -> int:
-    """The most context tokens the cache holds for a noisy frame j in [first, end)."""
+    """The most columns a context cache needs for a noisy frame j in [first, end): its context's tokens, and the
+    noisy frame's own after them."""
     cfg = model.config
     window = (height // cfg.patch_size) * (width // cfg.patch_size)
     long_term = (height // cfg.context_patch_size) * (width // cfg.context_patch_size)
     spans = ((j, *long_term_span(model, j + 1, long_frames)) for j in range(first, end))
-    return max((j - old) * window + (old - start) * long_term for j, start, old in spans)
-
-
-class StaticContext:
-    """The context's keys and values of every layer at a fixed capacity, as one `KVLevel` whose shapes never change:
-    columns past the written ones keep their old (finite) values and frame UNWRITTEN, so the mask gives them weight 0."""
-
-    def __init__(self, model: FAR, rows: int, capacity: int, like: torch.Tensor):
-        cfg = model.config
-        shape = (rows, cfg.num_heads, capacity, cfg.head_dim)
-        self.level = KVLevel([like.new_zeros(shape) for _ in range(cfg.num_layers)],
-                             [like.new_zeros(shape) for _ in range(cfg.num_layers)],
-                             torch.full((capacity,), UNWRITTEN, dtype=torch.long, device=like.device))
-
-    def load(self, levels: list[KVLevel]) -> None:
-        """Copy the cache's levels in (once per frame)."""
-        length, capacity = sum(len(level.frames) for level in levels), len(self.level.frames)
-        if length > capacity:
-            raise InputError(f"the static context holds {capacity} tokens; {length} needed")
-        self.level.frames.fill_(UNWRITTEN)
-        if not levels:  # the first frame of a video from nothing
-            return
-        for layer, (keys, values) in enumerate(zip(self.level.keys, self.level.values)):
-            k, v = KVLevel.concat(levels, layer)
-            keys[:, :, :length].copy_(k)
-            values[:, :, :length].copy_(v)
-        self.level.frames[:length].copy_(torch.cat([level.frames for level in levels]))
+    return window + max(((j - old) * window + (old - start) * long_term for j, start, old in spans), default=0)
 
 
 class FrameDenoiser:
-    """`denoise` over a `StaticContext`, every input of its steps in a fixed buffer: run eagerly, or captured once as
-    a CUDA graph (with `compile`, of the torch.compile'd step) and replayed for every frame."""
+    """`denoise` over a fixed-shape `ContextCache`, every input of its steps in a fixed buffer: run eagerly, or
+    captured once as a CUDA graph (with `compile`, of the torch.compile'd step) and replayed for every frame. The
+    noisy frame's keys go in the columns after the context's, which no step commits."""
 
-    def __init__(self, model: FAR, cond: Conditions, steps: int, capacity: int, noise: torch.Tensor,
+    def __init__(self, model: FAR, cond: Conditions, steps: int, cache: ContextCache, noise: torch.Tensor,
                  decoding: str = "static"):
-        self.model, self.cond = model, cond
+        self.model, self.cond, self.kv = model, cond, cache.kv
         self.graphs = replays_graphs(resolve_decoding(decoding, noise.device))
-        rows = noise.shape[0] * (2 if cond.doubled else 1)
-        self.context = StaticContext(model, rows, capacity, noise)
         self.x = noise.clone()  # (B, C, H, W) the noise in, the graph's input
         self.actions = None if cond.actions is None else cond.actions.new_zeros(len(cond.actions), 1)  # the noisy frame's
         self.rope, self.frames = model.positions(0, 1, *noise.shape[-2:], False, noise.device)
+        self.columns = torch.arange(len(self.frames), device=noise.device)  # where the noisy frame's keys go
         timesteps, sigmas = flow_schedule(steps)
         self.timesteps, self.deltas = timesteps.to(noise.device), (sigmas[1:] - sigmas[:-1]).to(noise.device)
         self.step_fn = compiled_if(self.step, decoding)
@@ -201,8 +171,7 @@ class FrameDenoiser:
         xs = torch.cat([x, x]) if self.cond.doubled else x
         tokens = self.model.tokens(xs[:, None], t.expand(len(xs))[:, None], self.cond.labels, self.actions, self.rope,
                                    self.frames)
-        runs, _ = self.model.run([tokens], [self.context.level])
-        v = self.cond.guided(self.model.velocity(runs[0], 1)[:, 0])
+        v = self.cond.guided(self.model.velocity(self.model.run([tokens], self.kv)[0], 1)[:, 0])
         return euler_step(x, v, delta)
 
     def denoise(self) -> torch.Tensor:
@@ -211,21 +180,27 @@ class FrameDenoiser:
             x = self.step_fn(x, t, delta)
         return x
 
-    def __call__(self, noise: torch.Tensor, frame: int, levels: list[KVLevel]) -> torch.Tensor:
-        """Frame `frame` from its noise (B, C, H, W), its context in `levels` (the cache's)."""
-        self.context.load(levels)
+    def __call__(self, noise: torch.Tensor, frame: int, cache: ContextCache) -> torch.Tensor:
+        """Frame `frame` from its noise (B, C, H, W), after the context `cache` holds (the one given at creation)."""
+        kv, n = cache.kv, len(self.frames)
+        kv.reserve(kv.length + n)
         rope, _ = self.model.positions(frame, 1, *noise.shape[-2:], False, noise.device)
-        for buffer, value in zip((*self.rope, self.x), (*rope, noise)):
+        for buffer, value in zip((*self.rope, self.x, self.columns), (*rope, noise, kv.columns[kv.length:kv.length + n])):
             buffer.copy_(value)
         self.frames.fill_(frame)
         if self.actions is not None:
             self.actions.copy_(self.cond.actions_of(frame, frame + 1))
-        if not self.graphs:
-            return self.denoise()
-        if self.graph is None:
-            self.graph, self.out = capture_graph(self.denoise)
-        self.graph.replay()
-        return self.out.clone()  # the next replay overwrites `out`
+        kv.write_at(self.columns, self.frames)
+        try:
+            if not self.graphs:
+                return self.denoise()
+            if self.graph is None:
+                self.graph, self.out = capture_graph(self.denoise)
+            self.graph.replay()
+            return self.out.clone()  # the next replay overwrites `out`
+        finally:
+            kv.write_at(None)
+            kv.truncate(kv.length)  # the noisy frame's columns are unwritten again
 
 
 def add_generated(video: Context, x: torch.Tensor, noise: torch.Tensor | None, sigma: float) -> Context:

@@ -1,10 +1,10 @@
 """Decoding with shapes that never change, so a GPU can replay each step as one CUDA graph (gpt-fast's recipe).
 
-The dynamic `KVCache` attends over the filled prefix, which grows every step: every step has new shapes and
+A dynamic `KVCache` attends over the filled prefix, which grows every step: every step has new shapes and
 host-side positions, so each of its kernels is launched from Python (about 15 per layer), and on a GPU a small
 model's step then costs many times the time it takes to read its weights. Here instead:
-- `StaticKVCache` holds every layer's keys and values at full capacity and writes a step at device-side positions
-  (`index_copy_`); attention covers the whole capacity, the columns not yet written masked out;
+- the `KVCache` is of fixed shape: a step writes at device-side positions (`write_at`), and attention covers the
+  whole capacity, the columns not yet written masked out by their positions;
 - `StaticDecoder` runs the prompt eagerly, then captures each step width's forward and sampling once as a CUDA
   graph (optionally of the `torch.compile`d step, whose fused kernels are fewer) and replays it: one launch per
   step, and no host sync until the codes are read at the end.
@@ -20,60 +20,41 @@ import torch
 
 from nbp.config import InputError
 from nbp.generation.decoding import capture_graph, compiled_if, replays_graphs, resolve_decoding
+from nbp.models.kv_cache import KVCache
 from nbp.models.transformer import Transformer
 
 
-class StaticKVCache:
-    """Keys and values (layers, B, H, capacity, d), zero where unwritten (a masked column's weight is exactly 0,
-    and 0 x garbage could be NaN); `positions` (n,) is where the step being run writes."""
-
-    def __init__(self, model: Transformer, batch: int, capacity: int):
-        cfg, weight = model.config, model.tok_emb.weight
-        shape = (cfg.n_layer, batch, cfg.n_head, capacity, cfg.n_embd // cfg.n_head)
-        self.keys = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
-        self.values = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
-        self.columns = torch.arange(capacity, device=weight.device)
-        self.positions = self.columns[:0]
-        # (capacity, 3) rotary coordinates of every position (None: the official model's learned positions)
-        self.coords = model.layout.positions(capacity, weight.device) if cfg.arch == "modern" else None
-
-    @property
-    def capacity(self) -> int:
-        return self.keys.shape[3]
-
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        """Write k, v (B, H, n, d) at `positions`; return the layer's whole keys and values (B, H, capacity, d)."""
-        self.keys[layer].index_copy_(2, self.positions, k)
-        self.values[layer].index_copy_(2, self.positions, v)
-        return self.keys[layer], self.values[layer]
-
-    def commit(self) -> None:
-        """Nothing to count: the positions say where each step writes."""
+def static_cache(model: Transformer, rows: int, capacity: int) -> KVCache:
+    """A `KVCache` of fixed shape for `rows` sequences, in the model's dtype."""
+    weight = model.tok_emb.weight
+    return KVCache(model.config, rows, capacity, weight.device, weight.dtype, transposed_keys=False, fixed_shape=True)
 
 
-def static_prefill(model: Transformer, prompt: torch.Tensor, cache: StaticKVCache, drop: torch.Tensor | None,
-                   last: int) -> torch.Tensor:
-    """Logits (B, last, V) of the prompt (B, n) run into the empty cache under the layout's mask."""
+def static_prefill(model: Transformer, prompt: torch.Tensor, cache: KVCache, drop: torch.Tensor | None,
+                   last: int, coords: torch.Tensor | None) -> torch.Tensor:
+    """Logits (B, last, V) of the prompt (B, n) run into the empty cache under the layout's mask; `coords`
+    (capacity, 3): every position's rotary coordinates (None: the official model's learned positions)."""
     n = prompt.shape[1]
     mask = torch.zeros(n, cache.capacity, dtype=torch.bool, device=prompt.device)
     mask[:, :n] = model.layout.mask(n, prompt.device).dense
-    cache.positions = cache.columns[:n]
-    return model.run_layers(model.embed(prompt, 0, drop), mask, coords_at(cache, cache.positions), cache, last)
+    positions = cache.columns[:n]
+    cache.write_at(positions)
+    return model.run_layers(model.embed(prompt, 0, drop), mask, coords_at(coords, positions), cache, last)
 
 
-def static_step(model: Transformer, ids: torch.Tensor, positions: torch.Tensor, cache: StaticKVCache,
-                last: int) -> torch.Tensor:
+def static_step(model: Transformer, ids: torch.Tensor, positions: torch.Tensor, cache: KVCache,
+                last: int, coords: torch.Tensor | None) -> torch.Tensor:
     """Logits (B, last, V) after feeding ids (B, n) at device positions (n,), the cached positions before them
     visible (a step's inputs see each other: the block is attended in full). Decode steps come after the
     condition prefix, so no condition is dropped here."""
     x = model.embed(ids, positions, None)
-    visible = (cache.columns <= positions[-1])[None]  # (1, capacity)
-    cache.positions = positions
-    return model.run_layers(x, visible, coords_at(cache, positions), cache, last)
+    cache.write_at(positions)
+    visible = (cache.positions <= positions[-1])[None]  # (1, capacity): unwritten columns are at UNWRITTEN
+    return model.run_layers(x, visible, coords_at(coords, positions), cache, last)
 
 
-def coords_at(cache: StaticKVCache, positions: torch.Tensor) -> torch.Tensor | None:
-    return None if cache.coords is None else cache.coords[positions]
+def coords_at(coords: torch.Tensor | None, positions: torch.Tensor) -> torch.Tensor | None:
+    return None if coords is None else coords[positions]
 
 
 class StaticDecoder:
@@ -87,18 +68,21 @@ class StaticDecoder:
                  generators: list[torch.Generator] = ()):
         self.model, self.sample, self.generators = model, sample, list(generators)
         self.graphs = replays_graphs(resolve_decoding(decoding, model.tok_emb.weight.device))
-        self.cache = StaticKVCache(model, rows, capacity)
+        self.cache = static_cache(model, rows, capacity)
+        # (capacity, 3) rotary coordinates of every position (None: the official model's learned positions)
+        self.coords = model.layout.positions(capacity, model.tok_emb.weight.device) if model.config.arch == "modern" \
+            else None
         self.length = 0
         self.step_fn = compiled_if(self.run_step, decoding)
         self.captured: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def run_step(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         n = ids.shape[1]
-        return self.sample(static_step(self.model, ids, positions, self.cache, n))
+        return self.sample(static_step(self.model, ids, positions, self.cache, n, self.coords))
 
     def prefill(self, prompt: torch.Tensor, drop: torch.Tensor | None, width: int) -> torch.Tensor:
         """Sampled ids (B, width) of the prompt's last `width` positions."""
-        logits = static_prefill(self.model, prompt, self.cache, drop, width)
+        logits = static_prefill(self.model, prompt, self.cache, drop, width, self.coords)
         self.length = prompt.shape[1]
         return self.sample(logits)
 

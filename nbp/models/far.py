@@ -23,7 +23,7 @@ from einops import rearrange
 from torch import nn
 
 from nbp.config import ConfigError, check_at_least, register_presets
-from nbp.models.kv_cache import KVLevel
+from nbp.models.kv_cache import KVCache
 from nbp.models.pretrained import Pretrained
 
 
@@ -177,17 +177,16 @@ class Attention(nn.Module):
         q, k = norm_q(q), norm_k(k)
         return apply_rotary_emb(q, tokens.rope), apply_rotary_emb(k, tokens.rope), v
 
-    def forward(self, xs: list[torch.Tensor], runs: list[Tokens], past: tuple[torch.Tensor, torch.Tensor] | None,
-                mask: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """Joint attention of the runs' tokens (after `past`, the cached keys and values); returns each run's
-        output and this call's keys and values (for a cache)."""
+    def forward(self, xs: list[torch.Tensor], runs: list[Tokens], cache: KVCache | None, layer: int,
+                mask: torch.Tensor) -> list[torch.Tensor]:
+        """Joint attention of the runs' tokens, after the cached keys and values (which keep this call's); each
+        run's output."""
         q, k, v = (torch.cat(parts, dim=2) for parts in zip(*(self.qkv(x, t) for x, t in zip(xs, runs))))
-        keys, values = (k, v) if past is None else (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
+        keys, values = (k, v) if cache is None else cache.append(layer, k, v)
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask.to(q.dtype))
         out = rearrange(out, "b h n d -> b n (h d)")
         outputs = list(out.split([len(t) for t in runs], dim=1))
-        outputs = [(self.to_add_out if t.long_term else self.to_out[0])(o) for o, t in zip(outputs, runs)]
-        return outputs, k, v
+        return [(self.to_add_out if t.long_term else self.to_out[0])(o) for o, t in zip(outputs, runs)]
 
 
 class FARBlock(nn.Module):
@@ -197,16 +196,16 @@ class FARBlock(nn.Module):
         self.attn = Attention(cfg, long_projections=cfg.long, long_output=not last)
         self.mlp = FeedForward(cfg.width, activation_fn="gelu-approximate")
 
-    def forward(self, runs: list[Tokens], past, mask) -> tuple[list[Tokens], torch.Tensor, torch.Tensor]:
+    def forward(self, runs: list[Tokens], cache: KVCache | None, layer: int, mask: torch.Tensor) -> list[Tokens]:
         mods = [self.norm1.modulation(t.temb) for t in runs]
         normed = [AdaNorm.norm(t.by_frame(t.h), shift, scale).flatten(1, 2) for t, (shift, scale, _) in zip(runs, mods)]
-        attended, k, v = self.attn(normed, runs, past, mask)
+        attended = self.attn(normed, runs, cache, layer, mask)
         hs = [t.by_frame(t.h) + gate * t.by_frame(a) for t, (_, _, gate), a in zip(runs, mods, attended)]  # (B, F, P, D)
         out = []
         for t, h in zip(runs, hs):
             shift, scale, gate = self.norm2.modulation(t.temb)
             out.append(replace(t, h=(h + gate * self.mlp(AdaNorm.norm(h, shift, scale))).flatten(1, 2)))
-        return out, k, v
+        return out
 
 
 # --- the model --------------------------------------------------------------------------------------------------
@@ -271,7 +270,7 @@ class FAR(Pretrained, nn.Module):
         spans.append((old, frames, False))
         runs = [self.embed(latents[:, a:b], timesteps[:, a:b], first_frame + a, labels,
                            None if actions is None else actions[:, a:b], long_term) for a, b, long_term in spans]
-        runs, _ = self.run(runs)
+        runs = self.run(runs, None)  # no cache: every frame given
         return torch.cat([self.velocity(tokens, b - a) for tokens, (a, b, _) in zip(runs, spans)], dim=1)
 
     def embed(self, latents: torch.Tensor, timesteps: torch.Tensor, first_frame: int, labels: torch.Tensor | None,
@@ -316,19 +315,19 @@ class FAR(Pretrained, nn.Module):
         embedder = getattr(self, f"{cfg.condition}_embedder")
         return embedder(ids)[:, None] if cfg.condition == "label" else embedder(ids)
 
-    def run(self, runs: list[Tokens], past: list[KVLevel] = (), keep: bool = False) -> tuple[list[Tokens], KVLevel | None]:
-        """The blocks over the runs' tokens, which also attend to `past` (cached frames); with `keep`, also the
-        keys and values of these tokens, to cache."""
+    def run(self, runs: list[Tokens], cache: KVCache | None = None, keep: bool = False) -> list[Tokens]:
+        """The blocks over the runs' tokens, which also attend to the cached frames' keys (`nbp.models.kv_cache`);
+        with `keep`, the cache keeps these tokens' keys and values too."""
         query_frames = torch.cat([t.frames for t in runs])
-        key_frames = torch.cat([*(level.frames for level in past), query_frames])
+        key_frames = query_frames if cache is None else cache.key_positions(query_frames)
         mask = frame_mask(query_frames, key_frames, self.config.slope_scale, torch.float32)
-        keys, values = [], []
         for i, block in enumerate(self.transformer_blocks):
-            runs, k, v = block(runs, KVLevel.concat(list(past), i), mask)
-            if keep:
-                keys.append(k)
-                values.append(v)
-        return runs, (KVLevel(keys, values, query_frames) if keep else None)
+            runs = block(runs, cache, i, mask)
+        if cache is not None and keep:
+            cache.commit(query_frames)
+        elif cache is not None:
+            cache.discard()
+        return runs
 
     def velocity(self, tokens: Tokens, frames: int) -> torch.Tensor:
         """Output tokens of `frames` frames -> (B, F, C, H, W)."""
