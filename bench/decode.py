@@ -32,9 +32,9 @@ import torch
 
 from nbp.config import from_dict
 from nbp.generation import generate
-from nbp.generation.decoding import DECODINGS
 from nbp.models.transformer import Transformer, TransformerConfig
 from nbp.runtime import describe_cpu, tune_cpu_allocator, use_bf16
+from nbp.settings.generation import DECODINGS
 
 from report import emit_json, matmul_peak, synchronize  # bench/report.py (scripts run from bench/)
 

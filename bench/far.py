@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 
 from nbp.config import from_preset
-from nbp.generation.decoding import DECODINGS
 from nbp.generation.far import generate_latents
 from nbp.models.far import FAR, FARConfig
 from nbp.runtime import describe_cpu
+from nbp.settings.generation import DECODINGS
 
 from report import emit_json  # bench/report.py (scripts run from bench/)
 

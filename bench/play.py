@@ -24,7 +24,6 @@ import torch
 
 from nbp.config import from_preset
 from nbp.generation.far import FARSamplingConfig
-from nbp.generation.sampling import SamplingConfig
 from nbp.models.dcae import DCAE, DCAEConfig
 from nbp.models.far import FAR, FARConfig
 from nbp.models.tokenizer import TokenizerConfig, VideoTokenizer
@@ -32,6 +31,7 @@ from nbp.models.world import WorldConfig, WorldTransformer
 from nbp.pipelines import FARPipeline, WorldPipeline, WorldSession
 from nbp.pipelines.session import names_far
 from nbp.runtime import describe_cpu
+from nbp.settings.generation import SamplingConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import emit_json  # noqa: E402

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nbp.checkpoint import TRUST_FLAG
-from nbp.config import UserError, build_config, check_devices, presets, resolved_yaml
+from nbp.config import UserError, build_config, check_devices, presets, resolved_yaml, settings_only
 
 
 def load(spec: str):
@@ -28,7 +28,7 @@ def load(spec: str):
 @dataclass(frozen=True)
 class Command:
     name: str
-    config: str  # "module:ConfigClass"
+    config: str  # "module:ConfigClass", a torch-free module (`--help` and `nbp config` load only it)
     run: str  # "module:function", called with the resolved config
     help: str
     report: Callable[[Any, Any], str] = lambda cfg, result: f"wrote {result}"
@@ -89,73 +89,73 @@ def drift_table(cfg, r) -> str:
 
 
 COMMANDS = {c.name: c for c in (
-    Command("demo", "nbp.demo:DemoConfig", "nbp.demo:run_demo",
+    Command("demo", "nbp.settings.training:DemoConfig", "nbp.demo:run_demo",
             "run the whole pipeline on the built-in dataset (sized to an 11-minute budget on 2 cores)", lambda cfg, r: ""),
-    Command("synthetic", "nbp.data.synthetic:SyntheticConfig", "nbp.data.synthetic:write_synthetic",
+    Command("synthetic", "nbp.settings.data:SyntheticConfig", "nbp.data.synthetic:write_synthetic",
             "write the built-in moving-shapes dataset (mp4, UCF-101 layout)",
             lambda cfg, r: f"wrote {cfg.videos_per_class} videos per class to {r} (trainlist.txt, testlist.txt)"),
-    Command("crafter", "nbp.data.episodes:CrafterConfig", "nbp.data.episodes:record_crafter_dataset",
+    Command("crafter", "nbp.settings.data:CrafterConfig", "nbp.data.episodes:record_crafter_dataset",
             "record Crafter episodes (mp4 + actions) in train/val/test",
             lambda cfg, r: f"wrote Crafter episodes {cfg.splits} to {r}/<split>/ep_*.mp4 + .actions.npy"),
-    Command("tokenize", "nbp.data.extract:TokenizeConfig", "nbp.data.extract:tokenize",
+    Command("tokenize", "nbp.settings.data:TokenizeConfig", "nbp.data.extract:tokenize",
             "encode a video dataset once into a token dataset",
             lambda cfg, r: f"token dataset {cfg.out}: {json.dumps(r)}"),
-    Command("tokenize-episodes", "nbp.data.extract:TokenizeEpisodesConfig", "nbp.data.extract:tokenize_episodes",
+    Command("tokenize-episodes", "nbp.settings.data:TokenizeEpisodesConfig", "nbp.data.extract:tokenize_episodes",
             "encode action-labelled episodes frame by frame (world models)",
             lambda cfg, r: f"tokenized episodes in {cfg.out}: {json.dumps(r)}"),
-    Command("export-clips", "nbp.data.extract:ExportClipsConfig", "nbp.data.extract:export_clips",
+    Command("export-clips", "nbp.settings.data:ExportClipsConfig", "nbp.data.extract:export_clips",
             "real clips of a dataset split as uint8 .npy (FVD's real set)"),
-    Command("extract-latents", "nbp.data.latents:ExtractLatentsConfig", "nbp.data.latents:extract_latents",
+    Command("extract-latents", "nbp.settings.data:ExtractLatentsConfig", "nbp.data.latents:extract_latents",
             "encode episodes or labelled videos once into DC-AE latents (FAR)",
             lambda cfg, r: f"latent dataset {cfg.out}: {json.dumps(r)}"),
-    Command("train-dcae", "nbp.training.dcae:DCAETrainConfig", "nbp.training.dcae:train_dcae",
+    Command("train-dcae", "nbp.settings.training:DCAETrainConfig", "nbp.training.dcae:train_dcae",
             "train (or resume) a DC-AE, FAR's frame autoencoder", lambda cfg, r: f"DC-AE written to {r}"),
-    Command("train-far", "nbp.training.far:FARTrainConfig", "nbp.training.far:train_far",
+    Command("train-far", "nbp.settings.training:FARTrainConfig", "nbp.training.far:train_far",
             "train (or resume) a FAR model on extracted latents", lambda cfg, r: f"FAR model written to {r}"),
-    Command("train-tokenizer", "nbp.training.tokenizer:TokenizerTrainConfig", "nbp.training.tokenizer:train_tokenizer",
+    Command("train-tokenizer", "nbp.settings.training:TokenizerTrainConfig", "nbp.training.tokenizer:train_tokenizer",
             "train (or resume) a video tokenizer", lambda cfg, r: f"tokenizer written to {r}"),
-    Command("eval-tokenizer", "nbp.eval.tokenizer:TokenizerEvalConfig", "nbp.eval.tokenizer:evaluate_tokenizer",
+    Command("eval-tokenizer", "nbp.settings.eval:TokenizerEvalConfig", "nbp.eval.tokenizer:evaluate_tokenizer",
             "reconstruct a dataset: PSNR, SSIM, LPIPS, rFVD, codebook usage", tokenizer_table),
-    Command("train-lm", "nbp.training.lm:LMTrainConfig", "nbp.training.lm:train_lm",
+    Command("train-lm", "nbp.settings.training:LMTrainConfig", "nbp.training.lm:train_lm",
             "train (or resume) a next-block-prediction LM or world model",
             lambda cfg, r: f"language model written to {r}"),
-    Command("convert", "nbp.checkpoint.zero:ConvertConfig", "nbp.checkpoint.zero:convert_run",
+    Command("convert", "nbp.settings.training:ConvertConfig", "nbp.checkpoint.zero:convert_run",
             "DeepSpeed ZeRO checkpoint (or LM .ckpt) -> one fp32 .safetensors", positional=("checkpoint", "out")),
-    Command("sample", "nbp.pipelines.sample:SampleConfig", "nbp.pipelines.sample:sample_videos",
+    Command("sample", "nbp.settings.pipelines:SampleConfig", "nbp.pipelines.sample:sample_videos",
             "generate videos: unconditional, class/text-conditional, or continuing given videos", samples_report),
-    Command("sample-far", "nbp.pipelines.sample_far:FARSampleConfig", "nbp.pipelines.sample_far:sample_far",
+    Command("sample-far", "nbp.settings.pipelines:FARSampleConfig", "nbp.pipelines.sample_far:sample_far",
             "generate videos with a FAR model and its DC-AE: class-conditional, continuations, action rollouts",
             samples_report),
-    Command("predict-eval", "nbp.eval.prediction:PredictEvalConfig", "nbp.eval.prediction:evaluate_prediction",
+    Command("predict-eval", "nbp.settings.eval:PredictEvalConfig", "nbp.eval.prediction:evaluate_prediction",
             "continue held-out clips from their first frames: PSNR/SSIM against copying the last frame",
             prediction_table),
-    Command("world-eval", "nbp.eval.world:WorldEvalConfig", "nbp.eval.world:evaluate_world",
+    Command("world-eval", "nbp.settings.eval:WorldEvalConfig", "nbp.eval.world:evaluate_world",
             "predict test episodes from context frames and actions: PSNR/SSIM over the horizon", world_table),
-    Command("world-drift", "nbp.eval.drift:DriftConfig", "nbp.eval.drift:evaluate_drift",
+    Command("world-drift", "nbp.settings.eval:DriftConfig", "nbp.eval.drift:evaluate_drift",
             "play a world model for a long session: PSNR against the replayed episode, and whether frames stay the game's",
             drift_table),
-    Command("far-gen-eval", "nbp.eval.far_generation:FARGenerationEvalConfig",
+    Command("far-gen-eval", "nbp.settings.eval:FARGenerationEvalConfig",
             "nbp.eval.far_generation:evaluate_far_generation",
             "FVD of a class-conditional FAR model's samples (Latte's UCF-101 protocol, seeds 0/2/4/6)",
             lambda cfg, r: f"FVD {r['fvd_mean']:.2f} ± {r['fvd_std']:.2f} over seeds {list(r['fvd'])}"),
-    Command("far-eval", "nbp.eval.far:FAREvalConfig", "nbp.eval.far:evaluate_far",
+    Command("far-eval", "nbp.settings.eval:FAREvalConfig", "nbp.eval.far:evaluate_far",
             "FAR's prediction protocols: best-of-N PSNR/SSIM over trajectories against copying the last frame",
             lambda cfg, r: f"{r['videos']} videos, {r['context']} -> {r['horizon']} frames, {r['trajectories']} "
                            f"trajectories: PSNR {r['predicted']['psnr']:.2f} dB (copy-last "
                            f"{r['copy_last_frame']['psnr']:.2f}), SSIM {r['predicted']['ssim']:.3f}"),
-    Command("play", "nbp.play.server:PlayConfig", "nbp.play.server:play",
+    Command("play", "nbp.settings.pipelines:PlayConfig", "nbp.play.server:play",
             "play a world model in the browser: keys to actions, frames streamed from a local page",
             lambda cfg, r: ""),
-    Command("eval", "nbp.eval.fvd:EvalConfig", "nbp.eval.fvd:evaluate",
+    Command("eval", "nbp.settings.eval:EvalConfig", "nbp.eval.fvd:evaluate",
             "FVD between two sets of videos under a named protocol", fvd_table),
 )}
 
-MODEL_CONFIGS = {"tokenizer": "nbp.models.tokenizer:TokenizerConfig",
-                 "transformer": "nbp.models.transformer:TransformerConfig",
-                 "world": "nbp.models.world:WorldConfig",
-                 "far": "nbp.models.far:FARConfig",
-                 "dcae": "nbp.models.dcae:DCAEConfig",
-                 "discriminator": "nbp.models.discriminator:DiscriminatorConfig"}
+MODEL_CONFIGS = {"tokenizer": "nbp.settings.models:TokenizerConfig",
+                 "transformer": "nbp.settings.models:TransformerConfig",
+                 "world": "nbp.settings.models:WorldConfig",
+                 "far": "nbp.settings.far_models:FARConfig",
+                 "dcae": "nbp.settings.far_models:DCAEConfig",
+                 "discriminator": "nbp.settings.models:DiscriminatorConfig"}
 
 
 def is_recipe(argument: str) -> bool:
@@ -278,6 +278,18 @@ def configure_logging() -> None:
         logger.setLevel(logging.INFO)
 
 
+def run_with_torch(command: Command, arguments: list[str]) -> None:
+    """Run a command: torch and the libraries load here, not for `--help` or `nbp config`."""
+    from nbp.checkpoint.torch_files import trusting
+    from nbp.runtime import tune_cpu_allocator
+
+    configure_logging()
+    tune_cpu_allocator()
+    trust = TRUST_FLAG in arguments  # every torch file this command reads is unpickled in full
+    with trusting(trust):
+        run_command(command, [a for a in arguments if a != TRUST_FLAG])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -292,21 +304,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nbp: unknown command {name!r}{did_you_mean(name)}\n{usage()}", file=sys.stderr)
         return 2
     if "-h" in arguments or "--help" in arguments:
-        print(command_help(name))
+        with settings_only():
+            print(command_help(name))
         return 0
-    from nbp.checkpoint.torch_files import trusting  # torch, once a command runs: `nbp --help` stays instant
-    from nbp.runtime import tune_cpu_allocator
-
-    configure_logging()
-    tune_cpu_allocator()
-    trust = TRUST_FLAG in arguments  # every torch file this command reads is unpickled in full
-    arguments = [a for a in arguments if a != TRUST_FLAG]
     try:
-        with trusting(trust):
-            if name == "config":
+        if name == "config":
+            with settings_only():  # no torch: it answers as fast as `--help`
                 show_config(arguments)
-            else:
-                run_command(COMMANDS[name], arguments)
+        else:
+            run_with_torch(COMMANDS[name], arguments)
     except (UserError, FileNotFoundError) as error:
         print(f"nbp {name}: {error}", file=sys.stderr)
         return getattr(error, "exit_code", 2)

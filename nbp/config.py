@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -217,12 +219,27 @@ def resolved_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+_RESOLVE_DEVICES = ContextVar("resolve_devices", default=True)
+
+
+@contextmanager
+def settings_only():
+    """Configs made inside keep `device: auto` as given: their settings read without torch (`nbp COMMAND --help`,
+    `nbp config`), to be resolved when the command runs."""
+    token = _RESOLVE_DEVICES.set(False)
+    try:
+        yield
+    finally:
+        _RESOLVE_DEVICES.reset(token)
+
+
 class OnDevice:
     """For job configs with a `device` field: "auto" (their default) names the device it resolves to once the
-    config is made, so that everything downstream sees a torch device."""
+    config is made, so that everything downstream sees a torch device (`settings_only` aside)."""
 
     def __post_init__(self) -> None:
-        self.device = resolved_device(self.device)
+        if _RESOLVE_DEVICES.get():
+            self.device = resolved_device(self.device)
 
 
 def check_devices(config: Any) -> None:

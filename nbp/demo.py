@@ -16,75 +16,32 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from nbp.budget import fit_steps, seconds_per_step, update_step
-from nbp.config import ConfigError, OnDevice, from_dict, from_preset
-from nbp.data.dataset import ClipConfig, VideoDataset
+from nbp.config import ConfigError, from_dict, from_preset
+from nbp.data.dataset import VideoDataset
 from nbp.data.extract import TokenizeConfig, tokenize
 from nbp.data.synthetic import CLASSES, make_dataset
 from nbp.eval.prediction import PredictEvalConfig, evaluate_prediction
 from nbp.eval.tokenizer import TokenizerEvalConfig, evaluate_tokenizer
-from nbp.generation.sampling import SamplingConfig
 from nbp.io import write_json
 from nbp.io.plot import line_chart, metric_series
 from nbp.models.tokenizer import TokenizerConfig
 from nbp.pipelines.sample import SampleConfig, sample_videos
 from nbp.runtime import describe_cpu
+from nbp.settings.data import ClipConfig
+from nbp.settings.training import DemoConfig
 from nbp.training.lm import LMSystem, LMTrainConfig, train_lm
 from nbp.training.loggers import read_metrics
 from nbp.training.losses import hinge_d_loss
 from nbp.training.tokenizer import AutoencoderSystem, TokenizerTrainConfig, train_tokenizer
 
 TOKENIZER = "tiny-frames"  # learns colours within the budget; the 3D `tiny` does not (docs/benchmarks.md)
-
-
-@dataclass
-class DemoConfig(OnDevice):
-    out: str = "runs/demo"  # the run folder (every stage's files)
-    device: str = "auto"  # "auto" (a GPU where there is one), "cpu", "cuda" or "cuda:N"
-    # The time budget of the demo (setup not counted). A short calibration times the training steps on this
-    # machine and shortens both trainings alike where the budget needs it; 0 keeps the step counts as given.
-    minutes: float = 11.0
-    scale: float = 1.0  # multiplies both training lengths: 2 trains twice as long (within the budget)
-    tokenizer_steps: int = 1000  # at most
-    # 36 single frames from 36 clips a batch: the per-frame tokenizer learns from images, and 36 unlike ones teach
-    # it more per step than 4 clips of 9 alike frames (docs/benchmarks.md)
-    tokenizer_batch: int = 36  # clips per tokenizer batch
-    tokenizer_frames: int = 1  # frames per tokenizer clip
-    tokenizer_lr: float = 2e-3  # the tokenizer's peak learning rate
-    # the tokenizer's stage widths: with no residual units the encoder is as wide as the first, the decoder as the
-    # last; a wide decoder reconstructs better per step than a wide encoder
-    tokenizer_channels: list[int] = field(default_factory=lambda: [16, 16, 16, 48])
-    lm_steps: int = 1200  # at most
-    lm_lr: float = 2e-3  # the LM's peak learning rate
-    # 2 layers and 16 clips a batch: for the cost of 4 layers and 8 clips, the LM predicts better within half its
-    # steps (docs/benchmarks.md)
-    lm_layers: int = 2  # transformer blocks of the LM
-    lm_batch: int = 16  # clips per LM batch
-    videos_per_class: int = 24  # videos of each class for the tokenizer and the evaluations
-    lm_videos_per_class: int = 120  # more videos of the same generator (another seed) for the LM alone
-    resolution: int = 32  # 4x4 tokens per frame: a 144-token LM sequence, cheap on 2 cores
-    fps: float | None = 4  # every other frame of the 8 fps videos: shapes move far enough that copying the last
-                           # frame is a baseline to beat (None: every frame)
-    frames: int = 9  # 9 latent frames of 4x4 tokens (one per frame)
-    context_frames: int = 5  # prediction: 5 frames given, the next 4 predicted
-    # 1,000 codes instead of 64,000: the tiny LM's output layer and loss then cost little on a CPU
-    fsq_levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])
-    gan_from: float = 1.0  # the share of the tokenizer's steps before its discriminator joins (1: no GAN, which
-                           # the budget favours; 0.6 adds it for the last 40%)
-    windows: int = 4  # training clips per video for the LM
-    block: int = 16  # tokens the LM predicts per step: 16 = a 4x4 latent frame, 4 = a row of it
-    hybrid: bool = True  # the first block token by token (with frame blocks: the first frame)
-    samples_per_class: int = 6  # class-conditional samples drawn per class
-    # how the class-conditional samples are drawn (`nbp sample`'s settings); prediction is greedy (predict-eval's)
-    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(cfg_scale=2.0, top_k=20))
-    fresh: bool = False  # rerun every stage instead of keeping finished ones
-    seed: int = 0  # seeds the data, both trainings and the samples
 
 
 def tokenizer_config(cfg: DemoConfig, folder: Path, steps: int) -> TokenizerTrainConfig:

@@ -122,6 +122,22 @@ def test_the_command_line_and_the_metrics_do_not_import_the_model_families():
     assert out.split() == ["[]", "False", "False"]
 
 
+def test_every_commands_help_and_config_read_its_settings_without_torch():
+    """`nbp COMMAND --help` and `nbp config COMMAND` (and a model's presets) load only the torch-free config modules,
+    so they answer as fast as `nbp --help`; `device: auto` is printed as given, to be resolved when the command runs."""
+    import subprocess
+    import sys
+
+    probe = ("import contextlib, io, sys\nfrom nbp.cli import COMMANDS, MODEL_CONFIGS, main\nout = io.StringIO()\n"
+             "with contextlib.redirect_stdout(out):\n"
+             "    codes = [main([name, '--help']) + main(['config', name]) for name in COMMANDS]\n"
+             "    codes += [main(['config', name]) for name in MODEL_CONFIGS] + [main(['config', 'far', 'far-b-long'])]\n"
+             "heavy = {m.split('.')[0] for m in sys.modules} & {'torch', 'lightning', 'diffusers', 'scipy', 'av', 'einx'}\n"
+             "print(sorted(heavy), set(codes), 'device: auto' in out.getvalue())")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["[]", "{0}", "True"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train-far", "train=x", "run.devices=0"], "run.devices must be at least 1"),
     (["train-far", "train=x", "batch_size=0"], "batch_size must be at least 1"),

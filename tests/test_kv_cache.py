@@ -2,13 +2,13 @@
 growth; both families' decoders and FAR's context cache run on it."""
 import pytest
 import torch
+from test_far_shapes import CHANNELS, tiny_far
 
 from nbp.config import InputError, from_preset
 from nbp.generation.far import FARSamplingConfig, LatentStepper, generate_latents
 from nbp.models.far import FARConfig
 from nbp.models.kv_cache import UNWRITTEN, KVCache, attention_shape
 from nbp.models.transformer import TransformerConfig
-from test_far_shapes import CHANNELS, tiny_far
 
 FAR_TINY = from_preset(FARConfig, "far-tiny")
 

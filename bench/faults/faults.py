@@ -26,11 +26,11 @@ import torch
 
 from nbp.checkpoint import load_model, save_model
 from nbp.config import from_preset
-from nbp.data.dataset import ClipConfig
 from nbp.data.extract import TokenizeConfig, tokenize
 from nbp.data.synthetic import make_dataset
 from nbp.models.dcae import DCAE, DCAEConfig
 from nbp.models.tokenizer import TokenizerConfig, VideoTokenizer
+from nbp.settings.data import ClipConfig
 from nbp.training.run_folder import LOCK
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/report.py

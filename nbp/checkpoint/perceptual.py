@@ -5,32 +5,16 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from nbp.checkpoint.files import load_state_dict_strict
 from nbp.checkpoint.torch_files import read_torch_checkpoint
-from nbp.config import ConfigError
 from nbp.models.lpips import LPIPS
+from nbp.settings.models import BACKBONE_FILES, PerceptualConfig
 
 log = logging.getLogger(__name__)
 
-BACKBONE_FILES = {"vgg": ("vgg16-397923af.pth", "vgg16.pth"), "alex": ("alexnet-owt-7be5be79.pth", "alexnet.pth")}
 LPIPS_FILES = {"vgg": ("vgg.pth", "lpips_vgg.pth"), "alex": ("alex.pth", "lpips_alex.pth")}
-
-
-@dataclass
-class PerceptualConfig:
-    net: str = "vgg"  # "vgg" (the training loss) or "alex" (the metric FAR and most video papers report)
-    vgg: str | None = None  # torchvision's VGG16 state dict; None: search `search`
-    alexnet: str | None = None  # torchvision's AlexNet state dict (net=alex)
-    lpips: str | None = None  # LPIPS linear layers (vgg.pth or alex.pth)
-    # folders searched first for the weight files when vgg/alexnet/lpips are not given (then the libraries' own)
-    search: list[str] = field(default_factory=lambda: ["ckpt"])
-
-    def validate(self) -> None:
-        if self.net not in BACKBONE_FILES:
-            raise ConfigError(f"perceptual.net must be one of {sorted(BACKBONE_FILES)}, got {self.net!r}")
 
 
 def library_folders() -> list[Path]:

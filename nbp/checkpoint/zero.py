@@ -6,13 +6,13 @@ the model from the config stored in the checkpoint and writes it with `save_mode
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from nbp.checkpoint.files import CheckpointError, build_model, save_model
 from nbp.checkpoint.torch_files import read_torch_checkpoint, safe_unpickling
+from nbp.settings.training import ConvertConfig
 
 CONFIG_KEY, KIND_KEY = "nbp_model_config", "nbp_model_kind"
 EXPORT_KEY = "nbp_export_prefix"  # whose weights a checkpoint exports: "model." (default) or "ema." (FAR)
@@ -46,12 +46,6 @@ def convert(checkpoint: str | Path, out: str | Path, trust: bool | None = None) 
     checkpoint = Path(checkpoint)
     state = zero_to_state(checkpoint, trust) if checkpoint.is_dir() else read_torch_checkpoint(checkpoint, trust)
     return save_model(model_from_lightning_checkpoint(state, checkpoint), out)
-
-
-@dataclass
-class ConvertConfig:
-    checkpoint: str = "???"  # a ZeRO checkpoint folder or a Lightning .ckpt of an nbp LM run
-    out: str = "???"  # .safetensors
 
 
 def convert_run(cfg: ConvertConfig) -> Path:

@@ -32,6 +32,7 @@ from nbp.data.video import (
     probe,
     read_frames,
 )
+from nbp.settings.data import ClipConfig as ClipConfig  # the clip settings, importable from here as before
 
 log = logging.getLogger(__name__)
 
@@ -202,20 +203,3 @@ def collate_clips(items: list[dict | None]) -> dict | None:
     batch = default_collate(clips)
     batch["dropped"] = len(items) - len(clips)
     return batch
-
-
-@dataclass
-class ClipConfig:
-    """Which clips of which videos: the settings every job reading a video split shares."""
-    root: str = "???"  # the videos
-    annotations: str | None = None  # annotation list relative to root; None = every video under root
-    frames: int = 17  # frames per clip
-    resolution: int = 128  # frame size (square) the clips are resized to
-    fps: float | None = None  # resample to this rate; None keeps every source frame
-    resize: str = "squash"  # "squash" (official) or "crop"
-    short: str = "skip"  # videos shorter than a clip: "skip" or "pad"
-
-    def dataset(self, sampling: str = "centre", **options) -> VideoDataset:
-        annotations = Path(self.root) / self.annotations if self.annotations else None
-        return VideoDataset(self.root, annotations, sequence_length=self.frames, resolution=self.resolution,
-                            fps=self.fps, sampling=sampling, resize=self.resize, short=self.short, **options)

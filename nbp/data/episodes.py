@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ from nbp.extras import require
 from nbp.io import write_array, write_json
 from nbp.io.media import write_video
 from nbp.io.progress import progress
+from nbp.settings.data import CrafterConfig
 
 log = logging.getLogger(__name__)
 
@@ -207,23 +207,6 @@ def load_episode(path: str | Path, resolution: int | None = None) -> tuple[np.nd
     if len(actions) != len(video):
         raise InputError(f"{path}: {len(video)} frames but {len(actions)} actions (need one per frame)")
     return np.asarray(video, dtype=np.uint8), actions
-
-
-@dataclass
-class CrafterConfig:
-    out: str = "data/crafter"  # the dataset folder (train/, val/, test/ inside)
-    train: int = 128  # episodes per split
-    val: int = 8  # episodes in the validation split
-    test: int = 16  # episodes in the test split
-    frames: int = 144  # most frames per episode (fewer when the player dies); night (noise) starts near 150
-    size: int = 64  # frame size in pixels
-    view: int = 8  # tiles across the frame: 8 makes a tile one 8x8 token (Crafter's default is 9)
-    fps: float = 10  # frame rate written into the mp4 files
-    seed: int = 0  # the episodes' world seeds start here
-
-    @property
-    def splits(self) -> dict[str, int]:
-        return {"train": self.train, "val": self.val, "test": self.test}
 
 
 def record_crafter_dataset(cfg: CrafterConfig) -> Path:

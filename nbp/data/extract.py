@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +12,8 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from nbp.checkpoint import load_magvit2
-from nbp.config import InputError, OnDevice
-from nbp.data.dataset import ClipConfig, collate_clips
+from nbp.config import InputError
+from nbp.data.dataset import collate_clips
 from nbp.data.episodes import list_episodes, load_episode
 from nbp.data.tokens import EPISODES, write_token_dataset
 from nbp.data.video import frames_to_video
@@ -21,34 +21,12 @@ from nbp.io import write_array, write_json
 from nbp.io.media import to_uint8
 from nbp.io.progress import progress
 from nbp.runtime import use_bf16
+from nbp.settings.data import ExportClipsConfig, TokenizeConfig, TokenizeEpisodesConfig
 
 log = logging.getLogger(__name__)
 
 
 # --- clips -> token dataset ------------------------------------------------------------------------------
-
-@dataclass
-class TokenizeConfig(OnDevice):
-    tokenizer: str = "???"  # tokenizer file (official magvit2_*.pt or nbp .safetensors)
-    out: str = "???"  # token dataset folder to write (resumed if it exists)
-    clips: ClipConfig = field(default_factory=ClipConfig)
-    windows: int = 1  # clips per video, evenly spaced from its start to its end (1: the centre clip)
-    shard_size: int = 1024  # clips per .npy shard of the token dataset
-    batch_size: int = 4  # clips per tokenizer batch
-    num_workers: int = 2  # data-loading processes
-    device: str = "auto"  # "auto" (a GPU where there is one), "cpu", "cuda" or "cuda:N"
-    bf16: bool = False  # bf16 autocast (a few indices move across FSQ bin edges; see docs/benchmarks.md)
-
-    def validate(self) -> None:
-        if self.windows < 1:
-            raise InputError(f"windows must be at least 1 (clips per video), got {self.windows}")
-
-    def clip_settings(self) -> dict:
-        """What the token dataset records of how its clips were cut (meta.json: a resumed run must match)."""
-        c = self.clips
-        return {"sequence_length": c.frames, "resolution": c.resolution, "fps": c.fps, "resize": c.resize,
-                "short": c.short, "windows": self.windows}
-
 
 def window_key(clip: int, windows: int) -> tuple[int, float] | int:
     """Dataset key of clip number `clip`: video clip // windows, at position (clip % windows) / (windows - 1)."""
@@ -100,16 +78,6 @@ def tokenize(cfg: TokenizeConfig) -> dict:
 
 # --- episodes -> episode tokens --------------------------------------------------------------------------
 
-@dataclass
-class TokenizeEpisodesConfig(OnDevice):
-    tokenizer: str = "???"  # a per-frame tokenizer (e.g. tiny-frames)
-    episodes: str = "???"  # folder of episodes (video + .actions.npy, or .npz with video and actions)
-    out: str = "???"  # the tokenized episodes' folder
-    resolution: int = 64  # frame size the episodes are resized to
-    min_frames: int = 2  # shorter episodes are skipped (and counted)
-    device: str = "auto"  # "auto" (a GPU where there is one), "cpu", "cuda" or "cuda:N"
-
-
 def encode_frames(tokenizer, frames: np.ndarray, chunk: int = 64, device="cpu") -> np.ndarray:
     """Per-frame tokenizer codes (T, h*w) of uint8 frames (T, H, W, 3), `chunk` frames per call."""
     out = []
@@ -160,15 +128,6 @@ def tokenize_episodes(cfg: TokenizeEpisodesConfig) -> dict:
 
 
 # --- clips -> one array (FVD's real set) -----------------------------------------------------------------
-
-@dataclass
-class ExportClipsConfig:
-    out: str = "???"  # .npy
-    clips: ClipConfig = field(default_factory=lambda: ClipConfig(frames=16))
-    count: int | None = None  # None: every clip once
-    sampling: str = "random"  # window of each clip: "random" (seeded) or "centre"
-    seed: int = 0  # draws the random windows
-
 
 def export_clips(cfg: ExportClipsConfig) -> Path:
     """A real-data set for FVD: `count` clips (uint8 (N, T, H, W, 3) .npy) of a dataset split, in a seeded order

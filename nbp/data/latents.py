@@ -14,7 +14,6 @@ import json
 import logging
 import random
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +21,11 @@ import torch
 from torch.utils.data import Dataset
 
 from nbp.checkpoint.far import load_dcae
-from nbp.config import InputError, OnDevice
-from nbp.data.dataset import ClipConfig
+from nbp.config import InputError
 from nbp.data.episodes import list_episodes, load_episode
 from nbp.io import atomic_write, remove_stale_temporaries, write_json
 from nbp.io.progress import progress
+from nbp.settings.data import ExtractLatentsConfig
 from nbp.training.run_folder import locked
 
 log = logging.getLogger(__name__)
@@ -153,21 +152,6 @@ class EpisodeClips(Dataset):
         clip = torch.from_numpy(video[start:start + self.frames]).permute(0, 3, 1, 2).float() / 255
         return {"video": clip, "actions": torch.from_numpy(actions[start:start + self.frames].astype(np.int64)),
                 "label": -1}
-
-
-@dataclass
-class ExtractLatentsConfig(OnDevice):
-    dcae: str = "???"  # an official DCAE_*.pth or nbp's file
-    out: str = "???"  # the latent dataset folder (resumed if it exists)
-    episodes: str | None = None  # a folder of episodes (video + .actions.npy, or .npz with video and actions)
-    clips: ClipConfig | None = field(default=None)  # or labelled videos: the centre clip of clips.frames frames
-    resolution: int = 64  # frame size the videos are resized to before encoding
-    frames_per_batch: int = 32  # frames through the DC-AE at once
-    device: str = "auto"  # "auto" (a GPU where there is one), "cpu", "cuda" or "cuda:N"
-
-    def validate(self) -> None:
-        if (self.episodes is None) == (self.clips is None):
-            raise InputError("give either episodes=FOLDER or clips.root=FOLDER (labelled videos), not both")
 
 
 def extract_latents(cfg: ExtractLatentsConfig) -> dict:

@@ -12,12 +12,12 @@ Layout: `root/<Class>/v_<Class>_g<group>_c<clip>.mp4`, plus `trainlist.txt` and 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from nbp.io.media import write_video
+from nbp.settings.data import SyntheticConfig
 
 CLASSES = ("BarRotating", "CircleMovingRight", "DiscPulsing", "SquareMovingDown")
 COLOURS = {"CircleMovingRight": (230, 50, 40), "SquareMovingDown": (40, 200, 70),
@@ -72,15 +72,6 @@ def make_dataset(root: str | Path, videos_per_class: int = 24, size: int = 64, f
     (root / "trainlist.txt").write_text("\n".join(train) + "\n")
     (root / "testlist.txt").write_text("\n".join(test) + "\n")
     return root
-
-
-@dataclass
-class SyntheticConfig:
-    out: str = "data/synthetic"  # the dataset folder (class folders, trainlist.txt, testlist.txt)
-    videos_per_class: int = 24  # videos of each of the 4 classes
-    size: int = 64  # frame size in pixels
-    fps: float = 8  # frame rate of the videos
-    seed: int = 0  # draws the shapes' positions and motions
 
 
 def write_synthetic(cfg: SyntheticConfig) -> Path:

@@ -14,17 +14,15 @@ game_frame_over_steps.png and strip.png (the truth and the session at steps 0, 1
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nbp.config import InputError, OnDevice, check_at_least, check_out_folder
+from nbp.config import InputError
 from nbp.data.episodes import list_episodes, load_episode, movement_policy
-from nbp.generation.far import FARSamplingConfig
-from nbp.generation.sampling import SamplingConfig
 from nbp.io import write_json
 from nbp.io.media import contact_sheet
 from nbp.io.plot import line_chart
@@ -32,32 +30,12 @@ from nbp.io.progress import progress
 from nbp.metrics.video import UINT8_PSNR, per_frame_psnr, per_frame_ssim
 from nbp.pipelines.far import FARPipeline
 from nbp.pipelines.session import WorldSession, names_far
+from nbp.settings.eval import DriftConfig
 
 SPANS = ((1, 10), (11, 100), (101, 1000))  # step ranges the summary averages over
 SHOWN = (0, 1, 10, 50, 100, 250, 500, 1000)  # steps in strip.png
 LEVELS = 4  # colour levels per channel of the palette histogram
 BANK = 2048  # most reference frames the statistics compare against
-
-
-@dataclass
-class DriftConfig(OnDevice):
-    model: str = "???"  # a world model: nbp's token world model or FAR file, or an official FAR_*_Long .pth
-    autoencoder: str = "???"  # its tokenizer or DC-AE
-    episodes: str = "???"  # folder of (long) episodes to start from and replay
-    reference: str | None = None  # folder of episodes whose frames are the game's (None: the other `episodes`)
-    out: str = "runs/world_drift"  # folder for metrics.json and the pictures
-    context: int = 8  # frames given before play
-    steps: int = 1000  # steps played
-    max_episodes: int = 4  # sessions, one per episode
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # token world models'
-    far_sampling: FARSamplingConfig = field(default_factory=lambda: FARSamplingConfig(steps=1))  # FAR's (as played)
-    seed: int = 0  # the sessions' sampling seed and the movement policy's past an episode's end
-    short_window: int | None = None  # FAR_Long's window W, which official files do not carry (None: nbp's file's, or 16)
-    device: str = "auto"  # "auto" (a GPU where there is one), "cpu", "cuda" or "cuda:N"
-
-    def validate(self) -> None:
-        check_at_least(self, 1, "context", "steps", "max_episodes")
-        check_out_folder(self.out)
 
 
 def palette(frames: torch.Tensor) -> torch.Tensor:

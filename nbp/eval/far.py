@@ -19,18 +19,17 @@ context as the DC-AE reconstructs it) and `lpips_unnormalized` ([0, 1] images fe
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from nbp.checkpoint.perceptual import PerceptualConfig, load_perceptual
-from nbp.config import InputError, OnDevice, check_at_least, check_out_folder, register_protocols, with_protocol
+from nbp.checkpoint.perceptual import load_perceptual
+from nbp.config import InputError, with_protocol
 from nbp.data.episodes import list_episodes, load_episode
 from nbp.data.video import VIDEO_EXTENSIONS, frames_to_video, probe, read_frames
 from nbp.eval.rollout import FARPredictor, rollouts
-from nbp.generation.far import FARSamplingConfig
 from nbp.io import write_json
 from nbp.io.media import save_video
 from nbp.io.plot import line_chart
@@ -39,41 +38,7 @@ from nbp.metrics import frechet_distance, i3d_features, load_i3d
 from nbp.metrics.video import UINT8_PSNR, per_frame_psnr, per_frame_ssim
 from nbp.pipelines.far import FARPipeline
 from nbp.seeds import generator_for
-
-PROTOCOLS = {name: dict(context=c, horizon=h, trajectories=n, sampling=dict(cfg_scale=g)) for name, (c, h, n, g) in {
-    "ucf-short": (4, 12, 100, 1.0), "bair-short": (2, 28, 100, 1.0),
-    "dmlab-long": (144, 156, 1, 1.5), "minecraft-long": (144, 156, 1, 1.5),
-    "dmlab-long-fvd": (36, 264, 1, -1.0), "minecraft-long-fvd": (36, 264, 1, 1.5),
-}.items()}
-
-
-@register_protocols(PROTOCOLS)
-@dataclass
-class FAREvalConfig(OnDevice):
-    far: str = "???"  # the FAR model (official .pth or nbp file)
-    dcae: str = "???"  # its DC-AE (official .pth or nbp file)
-    data: str = "???"  # a folder of episodes (video + actions, or .npz) or of videos
-    out: str = "runs/far_eval"  # folder for metrics.json and the videos
-    protocol: str = "custom"  # one of PROTOCOLS, or "custom" (the fields below)
-    context: int = 4  # frames given
-    horizon: int = 12  # frames predicted
-    trajectories: int = 1  # samples per video; the best one by PSNR is scored (best-of-N)
-    max_videos: int | None = None  # FAR evaluates the first 256
-    resolution: int = 64  # frame size the videos are resized to
-    sampling: FARSamplingConfig = field(default_factory=FARSamplingConfig)  # the protocols fix cfg_scale
-    short_window: int | None = None  # FAR_Long's window W (None: the model's)
-    uint8_truncation: bool = False  # FAR's quirk: (x.clip(0, 1) * 255).astype(uint8)
-    mp4_roundtrip: bool = False  # FAR's quirk: score frames read back from mp4
-    fvd_with_context: bool = False  # FAR's quirk: FVD over context + predicted frames
-    lpips_unnormalized: bool = False  # FAR's quirk: LPIPS fed [0, 1] images
-    i3d: str | None = None  # i3d_pretrained_400.pt (or StyleGAN-V's i3d_torchscript.pt, FAR's): FVD
-    perceptual: PerceptualConfig = field(default_factory=lambda: PerceptualConfig(net="alex"))  # LPIPS's files
-    seed: int = 0  # seeds the noise of every trajectory
-    device: str = "auto"  # "auto" (a GPU where there is one), "cpu", "cuda" or "cuda:N"
-
-    def validate(self) -> None:
-        check_at_least(self, 1, "context", "horizon", "trajectories", "max_videos", "resolution")
-        check_out_folder(self.out)
+from nbp.settings.eval import FAREvalConfig
 
 
 def evaluation_items(cfg: FAREvalConfig) -> list[tuple[np.ndarray, np.ndarray | None, str]]:

@@ -10,45 +10,22 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from nbp.config import ConfigError, OnDevice, register_protocols, with_protocol
-from nbp.data.dataset import ClipConfig
+from nbp.config import ConfigError, with_protocol
 from nbp.data.video import read_frames
-from nbp.generation.far import FARSamplingConfig
 from nbp.io import write_json
 from nbp.io.media import contact_sheet, to_uint8
 from nbp.io.progress import progress
 from nbp.metrics import frechet_distance, i3d_features, load_i3d
 from nbp.pipelines.far import FARPipeline
+from nbp.settings.eval import FARGenerationEvalConfig
 
 log = logging.getLogger(__name__)
-
-PROTOCOLS = {"latte-ucf": dict(videos=2048, frames=16, frame_interval=3, seeds=[0, 2, 4, 6],
-                               sampling=dict(cfg_scale=2.0))}
-
-
-@register_protocols(PROTOCOLS)
-@dataclass
-class FARGenerationEvalConfig(OnDevice):
-    far: str = "???"  # the class-conditional FAR model
-    dcae: str = "???"  # its DC-AE
-    i3d: str = "???"  # i3d_pretrained_400.pt, or StyleGAN-V's i3d_torchscript.pt (FAR's)
-    clips: ClipConfig = field(default_factory=lambda: ClipConfig(resolution=128, resize="crop", short="pad"))
-    out: str = "runs/far_gen_eval"  # folder for fvd.json
-    protocol: str = "custom"  # one of PROTOCOLS, or "custom" (the fields below)
-    videos: int = 2048  # generated videos per seed (and real ones)
-    frames: int = 16  # frames per video
-    frame_interval: int = 3  # real clips take every k-th frame (Latte's protocol: 3)
-    seeds: list[int] = field(default_factory=lambda: [0, 2, 4, 6])  # one FVD per seed; the mean and std are reported
-    sampling: FARSamplingConfig = field(default_factory=lambda: FARSamplingConfig(cfg_scale=2.0))
-    batch_size: int = 16  # videos generated at once
-    device: str = "auto"  # "auto" (a GPU where there is one), "cpu", "cuda" or "cuda:N"
-
 
 
 def balanced_subset(labels: list[int], n: int, generator: np.random.Generator) -> list[int]:

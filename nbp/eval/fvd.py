@@ -13,10 +13,11 @@ from pathlib import Path
 import av
 import numpy as np
 
-from nbp.config import ConfigError, InputError, OnDevice
+from nbp.config import ConfigError, InputError
 from nbp.data.video import VIDEO_EXTENSIONS
 from nbp.io import write_json
 from nbp.metrics import frechet_distance, i3d_features, load_features, load_i3d, save_features
+from nbp.settings.eval import EvalConfig
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +39,6 @@ PROTOCOLS = {p.name: p for p in (
              "the whole test split", None, 16, 64),
     Protocol("custom", "any counts; both sets must share frames and size", None, 16, None),
 )}
-
-
-@dataclass
-class EvalConfig(OnDevice):
-    real: str = "???"  # .npy / folder of real videos (or a cached feature file .npz written by this command)
-    fake: str = "???"  # .npy / folder of generated videos
-    protocol: str = "custom"  # a named protocol (its settings fixed), or custom
-    i3d: str = "???"  # i3d_pretrained_400.pt (or StyleGAN-V's i3d_torchscript.pt)
-    out: str = "runs/eval"  # folder for fvd.json
-    batch_size: int = 16  # videos through the I3D at once
-    device: str = "auto"  # "auto" (a GPU where there is one), "cpu", "cuda" or "cuda:N"
-    cache_real: str | None = None  # save the real set's features here (.npz) for reuse
 
 
 def load_videos(path: str | Path) -> np.ndarray:

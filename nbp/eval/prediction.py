@@ -7,34 +7,18 @@ truth (the ceiling the LM's codes can reach).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from nbp.config import ConfigError, OnDevice
+from nbp.config import ConfigError
 from nbp.data.classes import class_text
-from nbp.data.dataset import ClipConfig
 from nbp.eval.rollout import TokenPredictor, copy_last, rollouts
-from nbp.generation.sampling import SamplingConfig
 from nbp.io import write_json
 from nbp.io.media import contact_sheet, save_video, to_uint8, video_grid
 from nbp.metrics.video import UINT8_PSNR, psnr, ssim
 from nbp.pipelines.tokens import NBPPipeline
-
-
-@dataclass
-class PredictEvalConfig(OnDevice):
-    lm: str = "???"  # the LM (official .ckpt or nbp file)
-    tokenizer: str = "???"  # its tokenizer
-    clips: ClipConfig = field(default_factory=lambda: ClipConfig(annotations="testlist.txt", frames=9, resolution=64))
-    context_frames: int = 5  # frames given; the rest are predicted
-    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(greedy=True))
-    seed: int = 0  # seeds sampling when not greedy
-    max_clips: int = 0  # 0 = all
-    shown: int = 8  # clips in the side-by-side video and picture
-    out: str = "runs/predict_eval"  # folder for metrics.json and the pictures
-    device: str = "auto"  # "auto" (a GPU where there is one), "cpu", "cuda" or "cuda:N"
+from nbp.settings.eval import PredictEvalConfig
 
 
 def load_clips(cfg: PredictEvalConfig) -> tuple[torch.Tensor, list[int], list[str]]:

@@ -19,9 +19,9 @@ import torch
 
 from nbp.data.extract import encode_frames
 from nbp.generation.far import FARSamplingConfig, generate_latents
-from nbp.generation.sampling import SamplingConfig
 from nbp.pipelines.far import FARPipeline
 from nbp.pipelines.tokens import NBPPipeline, WorldPipeline
+from nbp.settings.generation import SamplingConfig
 
 
 class Predictor(Protocol):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -11,33 +11,18 @@ import torch
 from torch.utils.data import DataLoader
 
 from nbp.checkpoint import load_magvit2
-from nbp.checkpoint.perceptual import PerceptualConfig, load_perceptual
-from nbp.config import OnDevice
-from nbp.data.dataset import ClipConfig, collate_clips
+from nbp.checkpoint.perceptual import load_perceptual
+from nbp.data.dataset import collate_clips
 from nbp.io import write_json
 from nbp.io.media import contact_sheet, save_video, to_uint8, video_grid
 from nbp.io.progress import progress
 from nbp.metrics import frechet_distance, i3d_features, load_i3d, psnr, ssim
 from nbp.runtime import use_bf16
+from nbp.settings.eval import TokenizerEvalConfig
 
 log = logging.getLogger(__name__)
 
 FVD_FRAMES = 16  # the FVD protocols compare 16-frame clips
-
-
-@dataclass
-class TokenizerEvalConfig(OnDevice):
-    tokenizer: str = "???"  # the tokenizer (official magvit2_*.pt or nbp file)
-    clips: ClipConfig = field(default_factory=ClipConfig)
-    out: str = "runs/eval_tokenizer"  # folder for metrics.json and the pictures
-    max_clips: int | None = None  # None: every clip
-    batch_size: int = 4  # clips per batch
-    num_workers: int = 2  # data-loading processes
-    device: str = "auto"  # "auto" (a GPU where there is one), "cpu", "cuda" or "cuda:N"
-    bf16: bool = False  # bf16 autocast
-    i3d: str | None = None  # i3d_pretrained_400.pt for rFVD; without it rFVD is not reported
-    perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)  # LPIPS when the weights exist
-    samples: int = 8  # clips written side by side with their reconstructions
 
 
 def codebook_usage(counts: np.ndarray) -> dict[str, float]:

@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from nbp.config import InputError, OnDevice, check_at_least, check_out_folder
+from nbp.config import InputError
 from nbp.data.episodes import list_episodes, load_episode
 from nbp.data.video import frames_to_video
 from nbp.eval.rollout import FARPredictor, Predictor, WorldPredictor, copy_last, rollouts
-from nbp.generation.far import FARSamplingConfig
-from nbp.generation.sampling import SamplingConfig
 from nbp.io import write_json
 from nbp.io.media import save_video, to_uint8, video_grid
 from nbp.io.plot import line_chart
@@ -32,38 +30,9 @@ from nbp.metrics import frechet_distance, i3d_features, load_i3d
 from nbp.metrics.video import per_frame_ssim
 from nbp.pipelines.far import FARPipeline
 from nbp.pipelines.tokens import WorldPipeline
+from nbp.settings.eval import WorldEvalConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class WorldEvalConfig(OnDevice):
-    lm: str | None = None  # nbp's world model (.safetensors from `nbp train-lm`) ...
-    tokenizer: str | None = None  # ... and its per-frame tokenizer
-    far: str | None = None  # or an action-conditioned FAR model ...
-    dcae: str | None = None  # ... and its DC-AE
-    episodes: str = "???"  # folder of test episodes (video + actions, or .npz)
-    out: str = "runs/world_eval"  # folder for metrics.json, the plots and the video
-    resolution: int = 64  # frame size the episodes are resized to
-    context: int = 16  # C frames given
-    horizon: int = 48  # N frames predicted
-    max_episodes: int | None = None  # None: every episode
-    starts_per_episode: int = 1  # evenly spaced start frames in each episode
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # the token world model's; cfg_scale: actions
-    far_sampling: FARSamplingConfig = field(default_factory=FARSamplingConfig)  # FAR's; cfg_scale 1.5 as FAR's
-    seed: int = 0  # seeds sampling and FAR's noise
-    device: str = "auto"  # "auto" (a GPU where there is one), "cpu", "cuda" or "cuda:N"
-    bf16: bool = False  # bf16 autocast
-    i3d: str | None = None  # i3d_pretrained_400.pt for FVD of the predicted frames
-    videos: int = 4  # rows of the side-by-side video
-
-    def validate(self) -> None:
-        check_at_least(self, 1, "context", "horizon", "max_episodes", "starts_per_episode", "resolution")
-        check_out_folder(self.out)
-        discrete, far = (self.lm, self.tokenizer), (self.far, self.dcae)
-        if not (all(discrete) and not any(far)) and not (all(far) and not any(discrete)):
-            raise InputError("world-eval needs either lm= and tokenizer= (nbp's world model) or far= and dcae= "
-                              "(a FAR model), not a mix")
 
 
 def world_predictor(cfg: WorldEvalConfig) -> Predictor:

@@ -14,15 +14,10 @@ from typing import TypeVar
 
 import torch
 
-from nbp.config import ConfigError, InputError
+from nbp.config import InputError
+from nbp.settings.generation import check_decoding
 
-DECODINGS = ("auto", "dynamic", "static", "cuda-graphs", "compiled")
 T = TypeVar("T")
-
-
-def check_decoding(decoding: str) -> None:
-    if decoding not in DECODINGS:
-        raise ConfigError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
 
 
 def resolve_decoding(decoding: str, device: torch.device, cached: bool = True) -> str:

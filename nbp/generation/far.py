@@ -22,12 +22,11 @@ any other scale <= 1 is plain conditional.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
 from nbp.config import ConfigError, InputError, with_settings
-from nbp.generation.decoding import check_decoding, fixed_shapes, resolve_decoding
+from nbp.generation.decoding import fixed_shapes
 from nbp.generation.far_context import (
     Conditions,
     Context,
@@ -43,41 +42,7 @@ from nbp.generation.flow import euler_step, flow_schedule
 from nbp.generation.guidance import is_guided, with_null_rows
 from nbp.io.progress import progress_bar
 from nbp.models.far import FAR
-
-
-@dataclass
-class FARSamplingConfig:
-    steps: int = 50  # Euler steps per frame (FAR: 50)
-    cfg_scale: float = 1.0  # classifier-free guidance; FAR: 2.0 for labels, 1.5 for actions; -1: action-free
-    use_cache: bool = True  # reuse the context's keys and values (KV and multi-level caches)
-    # with the cache: "dynamic" (its shapes grow), "static" (fixed shapes, eager), "cuda-graphs" (a frame's steps
-    # replayed as one CUDA graph), "compiled" (the same of the torch.compile'd step); "auto": CUDA graphs on a GPU
-    decoding: str = "auto"
-    # the noise level sigma at which generated frames enter the window as context (timestep 1000 sigma; 0: clean,
-    # FAR's sampler). Training shows the model noisy context frames, so a little noise here can hide the artifacts
-    # of its own frames before a long rollout compounds them (GameNGen's noise augmentation, at sampling only; on
-    # the tiny Crafter model it moved PSNR by < 0.1 dB). The given context and the long-term frames stay clean.
-    context_noise: float = 0.0
-    # FAR_Long past its window: the long-term frames seen, the newest ones (None: every older frame, as FAR). A bound
-    # keeps the cost of a frame flat however long the video (a played session): the kept long-term frames are then
-    # recomputed as they slide, each seeing only the kept ones
-    long_frames: int | None = None
-
-    def validate(self) -> None:
-        if self.steps < 1:
-            raise ConfigError(f"steps must be at least 1, got {self.steps}")
-        if self.cfg_scale < 0 and self.cfg_scale != -1:
-            raise ConfigError(f"cfg_scale must be >= 0, or -1 (action-free sampling), got {self.cfg_scale}")
-        check_decoding(self.decoding)
-        if not 0 <= self.context_noise < 1:
-            raise ConfigError(f"context_noise must be in [0, 1), got {self.context_noise}")
-        if self.long_frames is not None and self.long_frames < 0:
-            raise ConfigError(f"long_frames must be >= 0 (or None: every older frame), got {self.long_frames}")
-        if not self.use_cache and self.decoding not in ("auto", "dynamic"):
-            raise ConfigError(f"decoding={self.decoding!r} runs over the cache: it needs use_cache")
-
-    def resolved_decoding(self, device: torch.device) -> str:
-        return resolve_decoding(self.decoding, device, cached=self.use_cache)
+from nbp.settings.generation import FARSamplingConfig
 
 
 def check_latents(far: FAR, latents: torch.Tensor, what: str = "latents") -> None:
@@ -275,5 +240,3 @@ def empty_context(model: FAR, rows: int, noise: torch.Tensor | None, latent_size
         raise InputError("sampling FAR from nothing needs the latent size: give `noise` (B, frames, C, h, w) or "
                          "`latent_size` (h, w)")
     return torch.zeros(rows, 0, model.config.in_channels, height, width, device=device)
-
-

@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 
 from nbp.config import InputError
-
-SCHEDULES = ("constant", "linear")
+from nbp.settings.generation import SCHEDULES
 
 
 def guide(conditional: torch.Tensor, unconditional: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:

@@ -1,14 +1,11 @@
 """Samplers as small pure functions over logits (..., V), and the token family's sampling settings."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-from nbp.config import ConfigError, InputError
-from nbp.generation.decoding import check_decoding
-from nbp.generation.guidance import SCHEDULES
+from nbp.config import InputError
+from nbp.settings.generation import SamplingConfig as SamplingConfig  # importable from here as before
 
 
 def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
@@ -128,29 +125,3 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
     u = uniforms(leading + (1,), generator, cumulative.device).reshape(-1, 1)
     choice = torch.searchsorted(cumulative, u * cumulative[:, -1:]).clamp_max(cumulative.shape[-1] - 1)
     return (candidates.gather(-1, choice) if candidates is not None else choice).view(leading)
-
-
-@dataclass
-class SamplingConfig:
-    """How codes are drawn from logits: the settings every generating job shares."""
-    greedy: bool = False  # take the most likely token (no sampling)
-    temperature: float = 1.0  # divides the logits before sampling
-    top_k: int | None = None  # sample among the k most likely tokens (0: all)
-    top_p: float | None = None  # nucleus sampling: the smallest set holding p (1: all)
-    cfg_scale: float | None = None  # classifier-free guidance (class, text or action conditions); None = off
-    cfg_schedule: str = "constant"  # or "linear"
-    decoding: str = "auto"  # how the cached steps run (nbp.generation.decoding); world models: dynamic
-
-    def validate(self) -> None:
-        problems = [f"cfg_schedule must be one of {SCHEDULES}, got {self.cfg_schedule!r}"
-                    if self.cfg_schedule not in SCHEDULES else "",
-                    f"temperature must be > 0, got {self.temperature}" if not self.temperature > 0 else "",
-                    f"top_k must be at least 1 (or null for all codes), got {self.top_k}"
-                    if self.top_k is not None and self.top_k < 1 else "",
-                    f"top_p must lie in (0, 1] (or null), got {self.top_p}"
-                    if self.top_p is not None and not 0 < self.top_p <= 1 else "",
-                    f"cfg_scale must be >= 0 (1 = no guidance; null = off), got {self.cfg_scale}"
-                    if self.cfg_scale is not None and self.cfg_scale < 0 else ""]
-        check_decoding(self.decoding)
-        if any(problems):
-            raise ConfigError("sampling: " + "; ".join(p for p in problems if p))

@@ -1,20 +1,11 @@
 """PatchGAN discriminators: 3D over the whole clip, 2D over single frames. Each outputs a map of logits."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from nbp.config import InputError
-
-
-@dataclass
-class DiscriminatorConfig:
-    kind: str = "3d"  # "3d" (clip), "2d" (frames), or "both"
-    channels: int = 64  # width of the first layer (doubled per layer)
-    layers: int = 3  # stages after the first; all but the last halve H and W (3d: the first two halve T)
-    norm_groups: int = 16  # GroupNorm groups
+from nbp.settings.models import DiscriminatorConfig
 
 
 def _block(conv, in_ch: int, out_ch: int, groups: int, stride, norm: bool) -> list[nn.Module]:

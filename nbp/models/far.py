@@ -13,7 +13,7 @@ Key names are the official ones (`official-formats.md` §5.3-5.4), so the releas
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -22,58 +22,9 @@ from diffusers.models.embeddings import TimestepEmbedding, apply_rotary_emb, get
 from einops import rearrange
 from torch import nn
 
-from nbp.config import ConfigError, check_at_least, register_presets
 from nbp.models.kv_cache import KVCache
 from nbp.models.pretrained import Pretrained
-
-
-def _sizes(layers: int, heads: int, **extra) -> dict:
-    return dict(num_layers=layers, num_heads=heads, **extra)
-
-
-LONG = dict(long=True, condition="action", num_classes=4)  # the released long models are action-conditioned
-
-@register_presets({
-    "far-b": _sizes(12, 12), "far-m": _sizes(12, 16), "far-l": _sizes(24, 16), "far-xl": _sizes(28, 18),
-    "far-b-long": _sizes(12, 12, **LONG), "far-m-long": _sizes(12, 16, **LONG),
-    # test and CPU sizes (the goldens' shapes: 2 layers x 2 heads = 128 wide)
-    "far-tiny": _sizes(2, 2), "far-tiny-long": _sizes(2, 2, **LONG, short_window=4),
-})
-@dataclass
-class FARConfig:
-    preset: str | None = None  # the preset these values started from
-    num_layers: int = 12  # transformer blocks
-    num_heads: int = 12  # attention heads
-    head_dim: int = 64  # width of a head
-    in_channels: int = 32  # latent channels (DC-AE: 32)
-    patch_size: int = 1  # latent pixels per token side
-    rope_axes: list[int] = field(default_factory=lambda: [16, 24, 24])  # rotary channels for (frame, row, column)
-    condition: str = "none"  # "none", "label" (one class per video) or "action" (one per frame)
-    num_classes: int = 0  # labels or actions; id num_classes is the null id (guidance)
-    slope_scale: float = 0.0  # attention bias slope * (key frame - query frame): a decay over frame distance
-    long: bool = False  # FAR_Long's long-short context
-    short_window: int = 16  # W: frames kept in full (BAIR: 30)
-    context_patch_size: int = 4  # c: long-term frames are cut into c x c patches
-    sample_size: int = 8  # latent height and width the model is used at
-
-    @property
-    def width(self) -> int:
-        return self.num_heads * self.head_dim
-
-    def validate(self) -> None:
-        if self.condition not in ("none", "label", "action"):
-            raise ConfigError(f"condition must be 'none', 'label' or 'action', got {self.condition!r}")
-        if (self.condition != "none") != (self.num_classes > 0):
-            raise ConfigError(f"condition={self.condition!r} needs num_classes > 0 exactly when conditioned "
-                              f"(got {self.num_classes})")
-        if sum(self.rope_axes) != self.head_dim:
-            raise ConfigError(f"rope_axes {self.rope_axes} must add up to head_dim={self.head_dim}")
-        if self.long and self.condition == "label":
-            raise ConfigError("FAR_Long supports actions or no condition, not labels (as the official model)")
-        check_at_least(self, 1, "num_layers", "num_heads", "head_dim", "in_channels", "patch_size", "short_window",
-                       "context_patch_size", "sample_size")
-        if self.long and self.context_patch_size % self.patch_size:
-            raise ConfigError(f"context_patch_size {self.context_patch_size} must be a multiple of patch_size")
+from nbp.settings.far_models import FARConfig
 
 
 # --- small pieces -----------------------------------------------------------------------------------------------

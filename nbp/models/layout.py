@@ -30,6 +30,11 @@ class SequenceLayout:
     latent_shape: tuple[int, int, int]  # (T', h, w)
     video_offset: int  # model id of code 0
 
+    @classmethod
+    def of(cls, cfg) -> SequenceLayout:
+        """The layout a `TransformerConfig` describes."""
+        return cls(cfg.block, cfg.cond_len, cfg.begin, cfg.hybrid, tuple(cfg.latent_shape), cfg.video_offset)
+
     # --- training: inputs, targets, positions, mask -------------------------------------------------------
     def sequence(self, codes: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         """The full sequence (model ids) of codes (B, n) and condition ids (B, P) (already in model ids)."""

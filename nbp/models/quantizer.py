@@ -12,8 +12,7 @@ from vector_quantize_pytorch import FSQ
 from vector_quantize_pytorch.finite_scalar_quantization import round_ste
 
 from nbp.config import InputError
-
-BOUNDS = ("standard", "official")
+from nbp.settings.models import BOUNDS
 
 
 class BoundedFSQ(FSQ):

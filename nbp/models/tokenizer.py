@@ -14,82 +14,18 @@ to 6 channels. The decoder mirrors it with conv + DepthToSpace upsampling.
 """
 from __future__ import annotations
 
-import math
 import warnings
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nbp.config import ConfigError, InputError, register_presets
+from nbp.config import InputError
 from nbp.models.pretrained import Pretrained
-from nbp.models.quantizer import BOUNDS, BoundedFSQ
+from nbp.models.quantizer import BoundedFSQ
+from nbp.settings.models import TokenizerConfig
 
 CHANNELS_LAST = torch.channels_last_3d
-
-
-@register_presets({
-    # Exactly the official NBP tokenizer (official-formats.md §1): 370M parameters.
-    "nbp-magvit2": dict(fsq_bound="official"),
-    # Same architecture, standard FSQ bound: the default for training new full-size tokenizers.
-    "magvit2": dict(),
-    "small": dict(channels=[64, 128, 128, 256], num_res_blocks=2, mid_res_blocks=2),
-    "tiny": dict(channels=[16, 32, 32, 64], num_res_blocks=1, mid_res_blocks=1, norm_groups=8),
-    # One latent frame per video frame (FAR's choice for DMLab/Minecraft): 2D kernels, no temporal
-    # compression, no residual units. The CPU recipes' tokenizer: at 64 px it learns about as fast per step
-    # as a plain 2D autoencoder, while 3x3x3 kernels learn several dB slower at this size (docs/benchmarks.md).
-    "tiny-frames": dict(channels=[32, 32, 32, 32], num_res_blocks=0, mid_res_blocks=0, norm_groups=8,
-                        temporal_downsample=[False, False, False], temporal_kernel=1),
-})
-@dataclass
-class TokenizerConfig:
-    preset: str | None = None  # the preset these values started from (recipes: `model.preset`)
-    channels: list[int] = field(default_factory=lambda: [128, 256, 256, 512])  # width of each stage
-    num_res_blocks: int = 4  # residual units per stage
-    mid_res_blocks: int = 4  # extra units at the bottleneck width (encoder end, decoder start)
-    temporal_downsample: list[bool] = field(default_factory=lambda: [False, True, True])  # per stage gap
-    temporal_kernel: int = 3  # frames each convolution sees (causal); 1 = a per-frame image tokenizer
-    norm_groups: int = 32  # GroupNorm groups
-    in_channels: int = 3  # image channels
-    # FSQ levels per latent channel; codes = their product (64,000 by default)
-    fsq_levels: list[int] = field(default_factory=lambda: [8, 8, 8, 5, 5, 5])
-    # "standard" = vector-quantize-pytorch's bound (atanh shift, (1+eps)): centred, the default for new
-    # models; "official" = the NBP release's (tan shift, (1-eps)), needed by its checkpoints.
-    fsq_bound: str = "standard"
-    resolution: int = 128  # frame size the model is used at; unflattens 1-D index sequences
-
-    def validate(self) -> None:
-        if len(self.temporal_downsample) != len(self.channels) - 1:
-            raise ConfigError(f"temporal_downsample needs {len(self.channels) - 1} entries (one per gap "
-                              f"between the {len(self.channels)} stages), got {len(self.temporal_downsample)}")
-        if any(c % self.norm_groups for c in self.channels):
-            raise ConfigError(f"every channel count {self.channels} must be divisible by norm_groups={self.norm_groups}")
-        if self.temporal_kernel not in (1, 3):
-            raise ConfigError(f"temporal_kernel must be 1 (per-frame) or 3 (causal 3D), got {self.temporal_kernel}")
-        if self.temporal_kernel == 1 and any(self.temporal_downsample):
-            raise ConfigError("temporal_kernel=1 sees one frame at a time, so it cannot downsample time: "
-                              "set temporal_downsample to all false")
-        if self.fsq_bound not in BOUNDS:
-            raise ConfigError(f"fsq_bound must be one of {BOUNDS}, got {self.fsq_bound!r}")
-        if self.resolution % self.spatial_factor:
-            raise ConfigError(f"resolution {self.resolution} must be divisible by {self.spatial_factor}")
-
-    @property
-    def spatial_factor(self) -> int:
-        return 2 ** (len(self.channels) - 1)
-
-    @property
-    def temporal_factor(self) -> int:
-        return 2 ** sum(self.temporal_downsample)
-
-    @property
-    def codebook_size(self) -> int:
-        return math.prod(self.fsq_levels)
-
-    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
-        """(T', h, w) of the token grid for a clip of `frames` x `height` x `width`."""
-        return (frames - 1) // self.temporal_factor + 1, height // self.spatial_factor, width // self.spatial_factor
 
 
 class CausalConv3d(nn.Module):

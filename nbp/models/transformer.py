@@ -11,106 +11,19 @@ state dicts, the official checkpoints' name (a state-dict hook maps one to the o
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from nbp.config import ConfigError, InputError, register_presets
+from nbp.config import InputError
 from nbp.models.fused_ce import linear_cross_entropy
 from nbp.models.kv_cache import KVCache
-from nbp.models.layout import SequenceLayout
 from nbp.models.pretrained import Pretrained
-from nbp.models.transformer_attention import BACKENDS, AttentionMask, attend
+from nbp.models.transformer_attention import AttentionMask, attend
+from nbp.settings.models import TransformerConfig
 
-ARCHS = ("nbp-gpt", "modern")
-CONDITIONS = ("none", "class", "text")
 SAVED_LAYERS, LAYERS = "blocks.", "layers."  # the layers' name in state dicts, and in code
-
-_SIZES = {"700m": dict(n_layer=24, n_head=16, n_embd=1536), "1.2b": dict(n_layer=24, n_head=32, n_embd=2048),
-          "3b": dict(n_layer=32, n_head=32, n_embd=3072)}
-
-
-@register_presets({
-    # the official checkpoints' architectures: hybrid text models (UCF-101) and unconditional block models (K600)
-    **{f"nbp-gpt-{k}": dict(arch="nbp-gpt", hybrid=True, condition="text", cond_len=8, text_vocab=32000, **v)
-       for k, v in _SIZES.items()},
-    **{f"nbp-gpt-{k}-k600": dict(arch="nbp-gpt", begin=False, **v) for k, v in _SIZES.items()},
-    **_SIZES,  # modern architectures; the task (condition, classes) is set by the recipe
-    "small": dict(n_layer=12, n_head=12, n_embd=768),
-    "tiny": dict(n_layer=2, n_head=4, n_embd=64, latent_shape=[3, 4, 4]),
-})
-@dataclass
-class TransformerConfig:
-    preset: str | None = None  # the preset these values started from (recipes: `model.preset`)
-    arch: str = "modern"  # "modern" (RMSNorm, SwiGLU, rotary) or "nbp-gpt" (the official minGPT blocks)
-    n_layer: int = 24  # transformer blocks
-    n_head: int = 16  # attention heads
-    n_embd: int = 1536  # width
-    video_vocab: int = 64000  # video codes (the tokenizer's codebook size)
-    latent_shape: list[int] = field(default_factory=lambda: [5, 16, 16])  # (T', h, w) of one clip
-    block: int = 16  # S: tokens predicted per step; must tile the latent (a row = w, a frame = h * w)
-    hybrid: bool = False  # the first block token by token (official UCF models)
-    begin: bool = True  # a begin block (bov + placeholders) predicts the first block
-    condition: str = "none"  # "none", "class" or "text"
-    cond_len: int = 0  # P: condition tokens before the video
-    num_classes: int = 0  # classes (condition=class)
-    text_vocab: int = 0  # Vt, for text conditions
-    text_tokenizer: str = "byte"  # "byte" (built-in, Vt = 257) or a local Hugging Face tokenizer folder
-    context: int = 0  # positions of the model (learned positions); 0 = prefix + one clip
-    mlp_ratio: float = 4.0  # MLP width / model width
-    rope_base: float = 10000.0  # rotary embedding base
-    sample_full_vocab: bool = False  # official sampling: argmax/multinomial over every id, codes clamped after
-    attention: str = "sdpa"  # "sdpa", or "flex": FlexAttention's block-sparse kernel over the same mask (CUDA)
-    activation_checkpointing: bool = False  # in training, keep only each layer's input and recompute the rest
-
-    def validate(self) -> None:
-        if self.arch not in ARCHS or self.condition not in CONDITIONS or self.attention not in BACKENDS:
-            raise ConfigError(f"arch must be one of {ARCHS}, condition one of {CONDITIONS} and attention one of "
-                              f"{BACKENDS}; got {self.arch!r}, {self.condition!r}, {self.attention!r}")
-        if self.n_embd % self.n_head:
-            raise ConfigError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
-        if self.num_tokens % self.block:
-            raise ConfigError(f"block={self.block} does not tile the latent {self.latent_shape} ({self.num_tokens} tokens)")
-        if self.hybrid and not self.begin:
-            raise ConfigError("hybrid models start with a begin token: set begin=true")
-        if self.arch == "modern" and (self.n_embd // self.n_head) % 2:
-            raise ConfigError(f"rotary positions need an even head size, got {self.n_embd // self.n_head}")
-        if (self.condition == "none") != (self.cond_len == 0):
-            raise ConfigError(f"condition={self.condition!r} needs cond_len {'0' if self.condition == 'none' else '> 0'}")
-
-    @property
-    def num_tokens(self) -> int:
-        return math.prod(self.latent_shape)
-
-    @property
-    def special(self) -> int:
-        """Ids before the condition ids: bov and the placeholders (none for models without a begin block)."""
-        return self.block if self.begin else 0
-
-    @property
-    def cond_vocab(self) -> int:
-        return {"none": 0, "class": self.num_classes + 1, "text": self.text_vocab}[self.condition]
-
-    @property
-    def video_offset(self) -> int:
-        return self.special + self.cond_vocab
-
-    @property
-    def vocab_size(self) -> int:
-        return self.video_offset + self.video_vocab
-
-    @property
-    def positions(self) -> int:
-        return self.context or (self.cond_len + self.num_tokens + (0 if self.begin else -self.block))
-
-    @property
-    def layout(self) -> SequenceLayout:
-        return SequenceLayout(self.block, self.cond_len, self.begin, self.hybrid, tuple(self.latent_shape),
-                              self.video_offset)
 
 
 # --- modules --------------------------------------------------------------------------------------------

@@ -44,7 +44,6 @@ from nbp.runtime import cpu_flags
 
 ATTENTION_CHUNK = 256  # query rows per chunk of a whole-sequence mask
 DECODE_QUERIES = 64  # at most this many new positions against a KV cache: a decoding step
-BACKENDS = ("sdpa", "flex")
 
 
 # --- masks ------------------------------------------------------------------------------------------------

@@ -17,54 +17,16 @@ window matter, so generation runs far past the training length at a constant cos
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nbp.config import ConfigError, InputError, register_presets
-from nbp.models.transformer import KVCache, Transformer, TransformerConfig
+from nbp.config import InputError
+from nbp.models.transformer import KVCache, Transformer
 from nbp.models.transformer_attention import AttentionMask, causal_by_group
-
-
-@register_presets({
-    # frame blocks of 8x8 tokens (64 px through `tiny-frames`), 17 actions (Crafter's)
-    "world-tiny": dict(n_layer=4, n_head=4, n_embd=128, num_actions=17, short_frames=8, long_frames=3),
-    **{f"world-{name}": dict(n_layer=layers, n_head=heads, n_embd=width, latent_shape=[48, 8, 8], num_actions=17,
-                             short_frames=16, long_frames=31)
-       for name, layers, heads, width in (("b", 12, 12, 768), ("m", 24, 16, 1024))},  # FAR-B/M-like sizes
-})
-@dataclass
-class WorldConfig(TransformerConfig):
-    latent_shape: list[int] = field(default_factory=lambda: [12, 8, 8])
-    block: int = 64  # one latent frame
-    begin: bool = False
-    num_actions: int = 0  # discrete actions embedded and added to the tokens that predict the frame they produce
-    short_frames: int = 0  # K: the most recent frames kept in full; 0 = every frame in full
-    long_frames: int = 0  # M: older frames kept, each compressed to (h / long_pool) * (w / long_pool) tokens
-    long_pool: int = 2
-
-    def validate(self) -> None:
-        super().validate()
-        _, h, w = self.latent_shape
-        if self.arch != "modern" or self.begin or self.block != h * w or self.condition != "none":
-            raise ConfigError("a world model needs arch=modern, begin=false, block=h*w="
-                              f"{h * w} (frame blocks), condition=none; got arch={self.arch}, "
-                              f"begin={self.begin}, block={self.block}, condition={self.condition}")
-        if self.short_frames and (h % self.long_pool or w % self.long_pool):
-            raise ConfigError(f"long_pool={self.long_pool} must divide the latent frame {h}x{w}")
-        if self.short_frames and self.short_frames + self.long_frames >= self.latent_shape[0]:
-            raise ConfigError(f"short_frames + long_frames = {self.short_frames + self.long_frames} must be below "
-                              f"the training clip's {self.latent_shape[0]} latent frames (latent_shape[0]), so that "
-                              "training sees every window a generation uses")
-
-    @property
-    def compressed_tokens(self) -> int:
-        """Tokens of one compressed frame."""
-        _, h, w = self.latent_shape
-        return (h // self.long_pool) * (w // self.long_pool)
+from nbp.settings.models import WorldConfig
 
 
 def frame_layout(cfg: WorldConfig, first: int, frames: int, compressed: int, device=None):

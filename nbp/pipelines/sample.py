@@ -4,38 +4,14 @@ continuing given videos; written as mp4s, a grid video and a PNG contact sheet, 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from nbp.config import OnDevice
-from nbp.generation.sampling import SamplingConfig
 from nbp.io.media import to_uint8
 from nbp.pipelines.jobs import cycled, read_context, run_batches, sample_generators
 from nbp.pipelines.tokens import NBPPipeline
-
-
-@dataclass
-class SampleConfig(OnDevice):
-    lm: str = "???"  # the LM (official .ckpt or nbp file)
-    tokenizer: str = "???"  # its tokenizer
-    out: str = "runs/samples"  # folder for the videos
-    num_samples: int = 8  # videos to generate
-    batch_size: int = 8  # videos generated at once
-    class_ids: list[int] = field(default_factory=list)  # cycled over the samples (class-conditional models)
-    text: list[str] = field(default_factory=list)  # cycled over the samples (text-conditional models)
-    context: list[str] = field(default_factory=list)  # videos to continue (cycled)
-    context_dir: str | None = None  # continue every video under this folder (sorted), instead of `context`
-    context_frames: int = 5  # video frames given (1 + 4k): 5 -> 2 latent frames
-    frames: int = 17  # frames of each output video (1 + 4k)
-    resolution: int = 128  # frame size
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    seed: int = 0  # video i draws from a generator seeded by (seed, i): the same video whatever the batch
-    device: str = "auto"  # "auto" (a GPU where there is one), "cpu", "cuda" or "cuda:N"
-    bf16: bool = False  # bf16 autocast
-    fps: float = 8  # frame rate of the mp4 files
-    sharded: bool = False  # one file per sample under out/samples/, split over ranks (RANK/WORLD_SIZE), resumable
+from nbp.settings.pipelines import SampleConfig
 
 
 def sample_videos(cfg: SampleConfig) -> dict:

@@ -6,50 +6,15 @@ generator, seeded by (seed, sample index).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import torch
 
-from nbp.config import ConfigError, InputError, OnDevice, check_at_least, check_out_folder
+from nbp.config import InputError
 from nbp.data.episodes import load_episode
-from nbp.generation.far import FARSamplingConfig
 from nbp.io.media import to_uint8
 from nbp.pipelines.far import FARPipeline
 from nbp.pipelines.jobs import cycled, read_context, run_batches, sample_generators
-
-
-@dataclass
-class FARSampleConfig(OnDevice):
-    far: str = "???"  # an official FAR_*.pth or nbp's file
-    dcae: str = "???"  # an official DCAE_*.pth or nbp's file
-    out: str = "runs/far_samples"  # folder for the videos
-    num_samples: int = 8  # videos to generate
-    batch_size: int = 8  # videos generated at once
-    class_ids: list[int] = field(default_factory=list)  # cycled over the samples (label models)
-    context: list[str] = field(default_factory=list)  # videos to continue (cycled)
-    episode: str | None = None  # an episode (.npz with video + actions, or a video + .actions.npy): context + actions
-    actions: list[int] = field(default_factory=list)  # one per frame, context included (instead of the episode's)
-    context_frames: int = 0  # frames given from each video or the episode
-    frames: int = 16  # frames to generate
-    resolution: int = 64  # frame size
-    sampling: FARSamplingConfig = field(default_factory=FARSamplingConfig)
-    short_window: int | None = None  # the window W the official file does not carry (FAR: 16, BAIR: 30)
-    seed: int = 0  # video i draws from a generator seeded by (seed, i): the same video whatever the batch
-    device: str = "auto"  # "auto" (a GPU where there is one), "cpu", "cuda" or "cuda:N"
-    bf16: bool = False  # bf16 autocast
-    fps: float = 8  # frame rate of the mp4 files
-    sharded: bool = False  # one file per sample under out/samples/, split over ranks (RANK/WORLD_SIZE), resumable
-
-    def validate(self) -> None:
-        if (self.context or self.episode) and self.context_frames < 1:
-            raise ConfigError("context videos or an episode need context_frames >= 1 (the frames given)")
-        if self.frames < 1 or self.num_samples < 1:
-            raise ConfigError(f"frames and num_samples must be at least 1 (got {self.frames}, {self.num_samples})")
-        check_at_least(self, 1, "batch_size", "resolution")
-        if not self.fps > 0:
-            raise ConfigError(f"fps must be > 0, got {self.fps}")
-        check_out_folder(self.out)
+from nbp.settings.pipelines import FARSampleConfig
 
 
 def episode_inputs(cfg: FARSampleConfig) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -35,12 +35,12 @@ from nbp.data.episodes import load_episode
 from nbp.generation.far import FARSamplingConfig, LatentStepper
 from nbp.generation.frames import FrameStepper
 from nbp.generation.guidance import is_guided
-from nbp.generation.sampling import SamplingConfig
 from nbp.io import write_array
 from nbp.io.media import save_video, to_uint8
 from nbp.pipelines.far import FARPipeline
 from nbp.pipelines.tokens import WorldPipeline
 from nbp.runtime import release_free_memory
+from nbp.settings.generation import SamplingConfig
 
 SESSION_LONG_FRAMES = 64  # FAR_Long's long-term frames a session keeps (4 tokens each at 8x8 latents, c = 4)
 TRIM_EVERY = 100  # steps between giving glibc's free pages back (`release_free_memory`): flat resident memory

@@ -17,12 +17,12 @@ import torch
 from nbp.checkpoint import load_magvit2, load_transformer
 from nbp.config import InputError, with_settings
 from nbp.generation.frames import predict_frames
-from nbp.generation.sampling import SamplingConfig
 from nbp.generation.tokens import generate
 from nbp.models.tokenizer import VideoTokenizer
 from nbp.models.transformer import Transformer
 from nbp.models.world import WorldTransformer
 from nbp.pipelines.base import PipelineFolder, VideoOutput, bf16_dtype
+from nbp.settings.generation import SamplingConfig
 
 SAMPLING_FIELDS = {f.name for f in fields(SamplingConfig)}
 

@@ -16,58 +16,21 @@ import base64
 import io
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from nbp.config import ConfigError, InputError, OnDevice, UserError
+from nbp.config import InputError, UserError
 from nbp.data.episodes import list_episodes, load_episode
 from nbp.extras import require
-from nbp.generation.far import FARSamplingConfig
-from nbp.generation.sampling import SamplingConfig
 from nbp.pipelines.far import FARPipeline
 from nbp.pipelines.session import WorldSession, names_far
 from nbp.play.keymaps import KeyMap, key_map
+from nbp.settings.pipelines import PlayConfig
 
 PAGE = Path(__file__).with_name("page.html")
 HOST = "127.0.0.1"  # the page and its socket are never served beyond this machine
-
-
-@dataclass
-class PlayConfig(OnDevice):
-    model: str = "???"  # a world model: nbp's token world model or FAR file, or an official FAR_*_Long .pth
-    autoencoder: str = "???"  # its tokenizer (token world models) or DC-AE (FAR)
-    episode: str | None = None  # start from this episode (.mp4 + .actions.npy, or .npz with video and actions)
-    episodes: str | None = None  # or from a clip of a folder of episodes (e.g. data/crafter/test): `clip` picks it
-    clip: int = 0  # the episode of `episodes` (sorted by name) to start from
-    start: int = 0  # the episode's first context frame
-    context_frames: int = 8  # the episode's frames (and actions) given before play starts
-    keys: str = "auto"  # key map: auto (Crafter's for 17 actions, else numbered), crafter, numbered, or a JSON file
-    port: int = 8000  # served at http://127.0.0.1:PORT (this machine only)
-    out: str = "runs/play"  # folder for saved sessions
-    seed: int = 0  # the session's sampling seed (token draws, FAR's noise)
-    fps: float = 10  # running play's pace (frames per second at most) and the saved videos' frame rate
-    undo_steps: int = 32  # steps that can be undone
-    # torch threads for the model (None: all cores but one, left to the browser: on 2 cores, 1 thread played 17 FAR
-    # frames/s against 14 with 2, docs/benchmarks.md)
-    threads: int | None = None
-    resolution: int | None = None  # frame size (None: the autoencoder's own)
-    short_window: int | None = None  # FAR_Long's window W, which official files do not carry (None: nbp's file's, or 16)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # token world models'
-    far_sampling: FARSamplingConfig = field(default_factory=lambda: FARSamplingConfig(steps=1))  # FAR's (real time)
-    device: str = "auto"  # "auto" (a GPU where there is one), "cpu", "cuda" or "cuda:N"
-
-    def validate(self) -> None:
-        if (self.episode is None) == (self.episodes is None):  # like a required path: `nbp config` lets it pass
-            raise InputError("give episode=FILE or episodes=FOLDER (with clip=N): play starts from an episode's frames")
-        if self.context_frames < 1 or self.start < 0 or self.clip < 0 or self.undo_steps < 0:
-            raise ConfigError("context_frames must be >= 1 and start, clip, undo_steps >= 0")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads must be at least 1 (or None), got {self.threads}")
-        if not 0 < self.port < 65536 or not self.fps > 0:
-            raise ConfigError(f"port must be in 1..65535 and fps > 0, got {self.port}, {self.fps}")
 
 
 def open_session(cfg: PlayConfig) -> WorldSession:

@@ -15,51 +15,18 @@ Crafter DC-AE's unscaled latents: std 5.4 after 80 steps, 3.2 after 5,600).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from nbp.checkpoint import load_dcae, save_model
 from nbp.checkpoint.torch_files import write_official_state
-from nbp.config import ConfigError, check_at_least, from_preset
 from nbp.models.dcae import DCAE, DCAEConfig
-from nbp.models.discriminator import DiscriminatorConfig
-from nbp.training.runner import RunConfig
-from nbp.training.tokenizer import AutoencoderSystem, TokenizerTrainConfig, train_autoencoder
+from nbp.settings.training import DCAETrainConfig
+from nbp.training.tokenizer import AutoencoderSystem, train_autoencoder
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DCAETrainConfig(TokenizerTrainConfig):
-    # FAR starts its GAN phase at step 50,000: the default run goes as far again past it
-    run: RunConfig = field(default_factory=lambda: RunConfig(run_dir="runs/dcae", steps=100_000, sample_every=200))
-    model: DCAEConfig = field(default_factory=lambda: from_preset(DCAEConfig, "dcae-8x"))
-    init_from: str | None = None  # fine-tune: an official DCAE_*.pth or an nbp dcae file
-    discriminator: DiscriminatorConfig = field(default_factory=lambda: DiscriminatorConfig(kind="2d"))
-    l1_weight: float = 2.0  # FAR's L1 is on [-1, 1] images: twice nbp's, which is on [0, 1]
-    perceptual_weight: float = 1.0
-    adversarial_weight: float = 0.5
-    lecam_weight: float = 0.0
-    disc_start: int = 50_000
-    freeze_encoder: bool = True  # during the GAN phase, as FAR does
-    # None: 1 / the latents' std on `scale_clips` training clips, measured at export (an `init_from` model keeps
-    # its own, so FAR models trained on its latents stay valid); a number: that factor
-    scaling_factor: float | None = None
-    scale_clips: int = 64  # training clips that measure the latents' std at export
-
-    def validate(self) -> None:
-        check_at_least(self, 1, "scale_clips")
-        factor = self.model.spatial_factor
-        if self.data.resolution % factor:
-            raise ConfigError(f"data.resolution={self.data.resolution} must be divisible by the DC-AE's {factor}")
-        if self.adversarial_weight > 0 and self.disc_start >= self.run.steps:
-            raise ConfigError(f"disc_start={self.disc_start} is not before the last step ({self.run.steps}): the "
-                              "GAN phase would never run; lower disc_start or set adversarial_weight=0")
-
-    def tokenizer_config(self) -> DCAEConfig:
-        return replace(self.model, resolution=self.data.resolution)
 
 
 class DCAESystem(AutoencoderSystem):

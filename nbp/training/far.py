@@ -13,7 +13,7 @@ export), bf16 where native, DDP and DeepSpeed through nbp's runner.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -21,54 +21,15 @@ import torch
 
 from nbp.checkpoint import load_dcae, load_model
 from nbp.checkpoint.torch_files import write_official_state
-from nbp.config import ConfigError, check_at_least, from_preset, to_dict
+from nbp.config import ConfigError, to_dict
 from nbp.data.latents import EpisodeClips, LatentDataset
 from nbp.models.dcae import DCAE
-from nbp.models.far import FAR, FARConfig
+from nbp.models.far import FAR
+from nbp.settings.training import FARTrainConfig
 from nbp.training.far_loss import far_loss_terms
 from nbp.training.loggers import SamplePictures, far_samples_picture
-from nbp.training.runner import RunConfig, build_trainer, fit_and_export
+from nbp.training.runner import build_trainer, fit_and_export
 from nbp.training.system import TrainingSystem, scheduled, warmup_constant
-
-
-@dataclass
-class FARTrainConfig:
-    run: RunConfig = field(default_factory=lambda: RunConfig(run_dir="runs/far"))
-    model: FARConfig = field(default_factory=lambda: from_preset(FARConfig, "far-tiny"))
-    train: str = "???"  # a latent dataset (`nbp extract-latents`), or with `dcae` a folder of episodes
-    val: str | None = None  # a validation latent dataset (None: no validation)
-    dcae: str | None = None  # train from videos: the frozen DC-AE that encodes each batch (FAR's 'video' batches)
-    resolution: int = 64  # frame size of the videos (with `dcae`)
-    clip_frames: int = 16  # frames per training clip (FAR_Long: the longest clip the sampler cuts from)
-    batch_size: int = 4  # clips per batch (per device)
-    num_workers: int = 0  # data-loading processes
-    lr: float = 1e-4  # peak learning rate (AdamW)
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW's betas
-    weight_decay: float = 0.0  # AdamW's weight decay
-    warmup_steps: int = 0  # FAR: 0 (long models: 10,000)
-    grad_clip: float = 1.0  # gradient-norm clip (0: none)
-    ema_decay: float = 0.9999  # 0: no EMA; the export is the EMA weights when on
-    clean_context_ratio: float = 0.1  # share of clips trained with clean (noise-free) context frames (FAR: 0.1)
-    cond_dropout: float = 0.1  # share of conditions replaced by the null one (for guidance)
-    # noise levels: u = sigmoid(N(logit_mean, logit_std)), sigma = 1 - u (FAR: 0, 1); a negative mean trains more
-    # at high noise, where a frame must come from its context and its action rather than from its own noisy input
-    logit_mean: float = 0.0
-    logit_std: float = 1.0  # see logit_mean
-    # a DC-AE file: every run.sample_every batches, samples of the model decoded with it, as pictures (default: dcae)
-    decoder: str | None = None
-
-    def validate(self) -> None:
-        if self.model.long and self.clip_frames <= self.model.short_window:
-            raise ConfigError(f"clip_frames={self.clip_frames} must exceed the window W={self.model.short_window} "
-                              "for FAR_Long (its clips have W to clip_frames - 1 frames)")
-        if not 0 <= self.clean_context_ratio < 1 or not 0 <= self.cond_dropout <= 1:
-            raise ConfigError("clean_context_ratio must be in [0, 1) and cond_dropout in [0, 1]")
-        if self.logit_std <= 0:
-            raise ConfigError(f"logit_std must be > 0, got {self.logit_std}")
-        check_at_least(self, 1, "batch_size", "clip_frames", "resolution")
-        check_at_least(self, 0, "warmup_steps", "num_workers", "weight_decay", "grad_clip")
-        if not self.lr > 0 or not 0 <= self.ema_decay < 1:
-            raise ConfigError(f"lr must be > 0 and ema_decay in [0, 1) (0: no EMA); got {self.lr}, {self.ema_decay}")
 
 
 @dataclass

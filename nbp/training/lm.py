@@ -8,43 +8,22 @@ DeepSpeed ZeRO 1/2/3 (`run.strategy=deepspeed_stage_2`, ...), including on CPU p
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 
-from nbp.config import ConfigError, from_preset, to_dict
+from nbp.config import ConfigError, to_dict
 from nbp.data.classes import class_text
 from nbp.data.text import text_ids_for
 from nbp.data.tokens import EpisodeTokens, TokenDataset, is_episode_tokens
 from nbp.models.transformer import Transformer, TransformerConfig
 from nbp.models.world import WorldConfig, WorldTransformer
+from nbp.settings.training import LMTrainConfig
 from nbp.training.loggers import SamplePictures, token_samples_picture, world_prediction_picture
-from nbp.training.runner import RunConfig, build_trainer, fit_and_export
+from nbp.training.runner import build_trainer, fit_and_export
 from nbp.training.system import TrainingSystem, scheduled, warmup_cosine
-
-
-@dataclass
-class LMTrainConfig:
-    run: RunConfig = field(default_factory=lambda: RunConfig(run_dir="runs/lm"))
-    model: TransformerConfig = field(default_factory=lambda: from_preset(TransformerConfig, "tiny"))
-    train: str = "???"  # token dataset folder (`nbp tokenize`), or tokenized episodes for world models
-    val: str | None = None  # validation token folder (None: no validation)
-    batch_size: int = 8  # sequences per batch (per device)
-    num_workers: int = 0  # data-loading processes
-    lr: float = 3e-4  # peak learning rate (AdamW)
-    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
-    warmup_steps: int = 100  # linear warmup, then cosine decay
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])  # AdamW's betas
-    weight_decay: float = 0.05  # on matrices only (not norms, biases, learned positions)
-    grad_clip: float = 1.0  # gradient-norm clip (0: none)
-    accumulate: int = 1  # batches per optimizer step
-    cond_dropout: float = 0.1  # probability of replacing the condition (or actions) by the unconditional one
-    fused_loss: bool = True  # head fused with the cross-entropy (nbp.models.fused_ce): ~25% less peak memory
-    # a tokenizer file: every run.sample_every batches, samples of the model decoded with it, as pictures
-    decoder: str | None = None
 
 
 def check_dataset(model: TransformerConfig, dataset) -> None:

@@ -21,7 +21,7 @@ from PIL import Image
 from nbp.extras import require
 from nbp.io.plot import line_chart, metric_series
 
-LOGGERS = ("csv", "tensorboard", "wandb")
+
 def make_loggers(run_dir: Path, names: list[str], flush_every: int) -> list:
     """Lightning loggers: CSV always (a resumed run adds a version, flushed every `flush_every` logged steps, so a
     kill loses no point), then the others named, in the CSV log's version folder."""

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -26,18 +25,15 @@ from torch.utils.data import DataLoader
 
 from nbp.checkpoint import convert, save_model
 from nbp.checkpoint.torch_files import safe_unpickling, trusted
-from nbp.config import ConfigError, UserError, check_at_least
+from nbp.config import UserError
 from nbp.data.sampler import ResumableSampler
-from nbp.extras import deepspeed_quietly, require
 from nbp.io import remove_stale_temporaries
 from nbp.io.progress import ProgressLines, quiet_banners
-from nbp.runtime import native_bf16, use_bf16
-from nbp.training.loggers import LOGGERS, LossCurve, make_loggers
+from nbp.settings.training import RunConfig
+from nbp.training.loggers import LossCurve, make_loggers
 from nbp.training.run_folder import locked, record_settings, set_aside_broken
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
 
 
 class BF16Mixed(MixedPrecision):
@@ -45,71 +41,6 @@ class BF16Mixed(MixedPrecision):
 
     def clip_gradients(self, optimizer, clip_val=0.0, gradient_clip_algorithm=GradClipAlgorithmType.NORM) -> None:
         Precision.clip_gradients(self, optimizer, clip_val, gradient_clip_algorithm)
-
-
-@dataclass
-class RunConfig:
-    """Where a training run lives and how it runs: shared by the tokenizer and the LM recipes (`run.*`)."""
-    run_dir: str = "runs/run"  # the run folder: checkpoints, logs, config.yaml, the exports (a rerun resumes)
-    steps: int = 1000  # batches
-    precision: str = "32-true"  # "bf16-mixed" on GPUs; "auto": bf16-mixed where bf16 is native, else 32-true
-    accelerator: str = "auto"  # Lightning accelerator: "auto", "cpu", "gpu"
-    strategy: str = "auto"  # "ddp", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3"
-    devices: int = 1  # devices per node
-    num_nodes: int = 1  # machines
-    seed: int = 0  # seeds the weights and every draw
-    checkpoint_every: int = 500  # batches between checkpoints (and one at the end)
-    keep_last: int = 3  # checkpoints kept
-    val_every: int = 0  # batches between validation passes (0: none)
-    log_every: int = 10  # batches between logged scalars
-    loggers: list[str] = field(default_factory=lambda: ["csv"])  # csv (always), tensorboard, wandb (offline without W&B credentials)
-    sample_every: int = 0  # batches between sample pictures in samples/ and the loggers (0: none)
-
-    def validate(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"run.precision must be one of {PRECISIONS}, got {self.precision!r}")
-        check_at_least(self, 1, "steps", "devices", "num_nodes", "keep_last", "log_every", prefix="run.")
-        check_at_least(self, 0, "checkpoint_every", "val_every", "sample_every", prefix="run.")
-        unknown = sorted(set(self.loggers) - set(LOGGERS))
-        if unknown:
-            raise ConfigError(f"run.loggers: unknown {unknown}; choose among {list(LOGGERS)}")
-
-    @property
-    def deepspeed(self) -> bool:
-        return self.strategy.startswith("deepspeed")
-
-    def lightning_precision(self) -> str:
-        """The precision to train in: bf16 only where it is native (on CPU: AMX or AVX-512 BF16, else float32
-        with a notice); "auto" picks bf16-mixed there."""
-        device = self.device_type
-        if self.precision == "auto":
-            return "bf16-mixed" if native_bf16(device) else "32-true"
-        if self.precision.startswith("bf16") and not use_bf16(True, device, "training"):
-            return "32-true"
-        return self.precision
-
-    @property
-    def device_type(self) -> str:
-        return "cuda" if self.accelerator in ("gpu", "cuda") or (self.accelerator == "auto"
-                                                                and torch.cuda.is_available()) else "cpu"
-
-    def precision_settings(self) -> dict:
-        """The Trainer's `precision`, or for bf16-mixed outside DeepSpeed the plugin that clips fused AdamW's
-        gradients (Lightning refuses to, a rule for fp16's gradient scaler, which bf16 does not use)."""
-        precision = self.lightning_precision()
-        if precision != "bf16-mixed" or self.deepspeed:
-            return {"precision": precision}
-        return {"plugins": [BF16Mixed("bf16-mixed", self.device_type)]}
-
-    def lightning_strategy(self):
-        """Lightning strategy from its name; DeepSpeed runs on CPU processes too (see CPUDeepSpeedStrategy)."""
-        if not self.deepspeed:
-            return self.strategy
-        with deepspeed_quietly():
-            require("deepspeed", "deepspeed", f"run.strategy={self.strategy}")
-        from nbp.training.deepspeed_cpu import deepspeed_strategy  # sets DeepSpeed's accelerator when imported
-
-        return deepspeed_strategy(int(self.strategy.rsplit("_", 1)[-1]))
 
 
 CHECKPOINT = re.compile(r"step_(\d{8})\.ckpt$")

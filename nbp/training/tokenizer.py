@@ -17,67 +17,28 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import lightning as L
 import torch
 
 from nbp.checkpoint import load_magvit2, save_model
-from nbp.checkpoint.perceptual import PerceptualConfig, load_perceptual
+from nbp.checkpoint.perceptual import load_perceptual
 from nbp.checkpoint.torch_files import write_official_state
-from nbp.config import ConfigError, from_preset, to_dict
-from nbp.data.datamodule import DataConfig
+from nbp.config import to_dict
 from nbp.data.dataset import VideoDataset
 from nbp.io.media import contact_sheet, to_uint8
 from nbp.metrics import psnr
-from nbp.models.discriminator import Discriminator, DiscriminatorConfig
-from nbp.models.tokenizer import TokenizerConfig, VideoTokenizer
+from nbp.models.discriminator import Discriminator
+from nbp.models.tokenizer import VideoTokenizer
+from nbp.settings.training import TokenizerTrainConfig
 from nbp.training.loggers import SamplePictures
 from nbp.training.losses import adaptive_weight, generator_adv_loss, hinge_d_loss, lecam_loss
 from nbp.training.run_folder import locked, record_settings
-from nbp.training.runner import RunConfig, build_trainer, fit
+from nbp.training.runner import build_trainer, fit
 from nbp.training.system import TrainingSystem, scheduled, warmup_linear_decay
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TokenizerTrainConfig:
-    run: RunConfig = field(default_factory=lambda: RunConfig(run_dir="runs/tokenizer", sample_every=200))
-    model: TokenizerConfig = field(default_factory=lambda: from_preset(TokenizerConfig, "tiny"))
-    init_from: str | None = None  # fine-tune: an official magvit2_*.pt or an nbp tokenizer file
-    data: DataConfig = field(default_factory=DataConfig)
-    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
-    perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
-    lr: float = 1e-4  # the generator's peak learning rate (Adam)
-    disc_lr: float = 1e-4  # the discriminator's
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])  # Adam's betas
-    warmup_fraction: float = 0.01  # share of the steps in linear warmup (then linear decay)
-    l1_weight: float = 1.0  # |x - x'| in the loss
-    l2_weight: float = 0.0  # (x - x')^2 in the loss
-    perceptual_weight: float = 0.1  # LPIPS in the loss (when its weights are found)
-    adversarial_weight: float = 0.1  # the GAN loss (from disc_start on)
-    adaptive_weight: bool = True  # scale the GAN loss by VQGAN's gradient-norm ratio
-    disc_start: int = 200  # batch at which the discriminator joins
-    lecam_weight: float = 0.001  # LeCam regulariser of the discriminator
-    grad_clip: float = 1.0  # gradient-norm clip (0: none)
-    ema_decay: float = 0.999  # 0 disables the EMA copy; the export uses the EMA weights when on
-    image_steps: int = 0  # curriculum: the first steps train on single frames
-    max_bad_steps: int = 10  # consecutive non-finite losses before stopping
-
-    def validate(self) -> None:
-        steps = self.run.steps
-        if self.adversarial_weight > 0 and self.disc_start >= steps:
-            raise ConfigError(f"disc_start={self.disc_start} is not before the last step ({steps}): the "
-                              "discriminator would never train; lower disc_start or set adversarial_weight=0")
-        if self.data.resolution % 8:
-            raise ConfigError(f"data.resolution={self.data.resolution} must be divisible by 8")
-        if self.image_steps >= steps:
-            raise ConfigError(f"image_steps={self.image_steps} leaves no video steps of {steps}")
-
-    def tokenizer_config(self) -> TokenizerConfig:
-        return replace(self.model, resolution=self.data.resolution)
 
 
 def lr_lambda(steps: int, warmup_fraction: float):
