@@ -113,7 +113,7 @@ class FARGenerationEvalConfig(OnDevice):
     i3d: str = "???"  # i3d_pretrained_400.pt, or StyleGAN-V's i3d_torchscript.pt (FAR's)
     clips: ClipConfig = field(default_factory=lambda: ClipConfig(resolution=128, resize="crop", short="pad"))
     out: str = "runs/far_gen_eval"  # folder for fvd.json
-    protocol: str = "custom"  # "latte-ucf" (FAR_GENERATION_PROTOCOLS), or "custom" (the fields below)
+    protocol: str = "custom"  # "latte-ucf" (Latte's UCF-101 protocol, which fixes what it names) or "custom" (the fields below)
     videos: int = 2048  # generated videos per seed (and real ones)
     frames: int = 16  # frames per video
     frame_interval: int = 3  # real clips take every k-th frame (Latte's protocol: 3)
@@ -137,7 +137,9 @@ class FAREvalConfig(OnDevice):
     dcae: str = "???"  # its DC-AE (official .pth or nbp file)
     data: str = "???"  # a folder of episodes (video + actions, or .npz) or of videos
     out: str = "runs/far_eval"  # folder for metrics.json and the videos
-    protocol: str = "custom"  # one of FAR_PROTOCOLS (ucf-short, dmlab-long, ...) or "custom" (the fields below)
+    # a protocol of FAR's paper, which fixes the settings it names (FAR_PROTOCOLS): ucf-short, bair-short, dmlab-long,
+    # minecraft-long, dmlab-long-fvd, minecraft-long-fvd; or "custom" (the fields below)
+    protocol: str = "custom"
     context: int = 4  # frames given
     horizon: int = 12  # frames predicted
     trajectories: int = 1  # samples per video; the best one by PSNR is scored (best-of-N)
