@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nbp.config import InputError, OnDevice
+from nbp.config import InputError
+from nbp.devices import OnDevice
 
 
 @dataclass

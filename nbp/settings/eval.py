@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nbp.config import InputError, OnDevice, check_at_least, check_out_folder, register_protocols
+from nbp.config import InputError, check_at_least, check_out_folder, register_protocols
+from nbp.devices import OnDevice
 from nbp.settings.data import ClipConfig
 from nbp.settings.generation import FARSamplingConfig, SamplingConfig
 from nbp.settings.models import PerceptualConfig

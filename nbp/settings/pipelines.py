@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nbp.config import ConfigError, InputError, OnDevice, check_at_least, check_out_folder
+from nbp.config import ConfigError, InputError, check_at_least, check_out_folder
+from nbp.devices import OnDevice
 from nbp.settings.generation import FARSamplingConfig, SamplingConfig
 
 

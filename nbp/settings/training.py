@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from nbp.config import ConfigError, OnDevice, check_at_least, from_preset
+from nbp.config import ConfigError, check_at_least, from_preset
+from nbp.devices import OnDevice
 from nbp.extras import deepspeed_quietly, require
 from nbp.settings.data import DataConfig
 from nbp.settings.far_models import DCAEConfig, FARConfig
