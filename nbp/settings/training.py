@@ -18,7 +18,7 @@ LOGGERS = ("csv", "tensorboard", "wandb")  # nbp.training.loggers
 
 @dataclass
 class RunConfig:
-    """Where a training run lives and how it runs: shared by the tokenizer and the LM recipes (`run.*`)."""
+    """Where a training run lives and how it runs: every trainer's `run.*` (tokenizer, DC-AE, LM, FAR)."""
     run_dir: str = "runs/run"  # the run folder: checkpoints, logs, config.yaml, the exports (a rerun resumes)
     steps: int = 1000  # batches
     precision: str = "32-true"  # "bf16-mixed" on GPUs; "auto": bf16-mixed where bf16 is native, else 32-true
