@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if name == "config":
             with settings_only():  # no torch: it answers as fast as `--help`
-                show_config(arguments)
+                show_config([a for a in arguments if a != TRUST_FLAG])  # it reads no torch file
         else:
             run_with_torch(COMMANDS[name], arguments)
     except (UserError, FileNotFoundError) as error:

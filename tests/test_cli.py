@@ -132,6 +132,7 @@ def test_every_commands_help_and_config_read_its_settings_without_torch():
              "with contextlib.redirect_stdout(out):\n"
              "    codes = [main([name, '--help']) + main(['config', name]) for name in COMMANDS]\n"
              "    codes += [main(['config', name]) for name in MODEL_CONFIGS] + [main(['config', 'far', 'far-b-long'])]\n"
+             "    codes.append(main(['config', 'far-eval', '--trust-checkpoints']))  # the flag reads no file here\n"
              "heavy = {m.split('.')[0] for m in sys.modules} & {'torch', 'lightning', 'diffusers', 'scipy', 'av', 'einx'}\n"
              "print(sorted(heavy), set(codes), 'device: auto' in out.getvalue())")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
